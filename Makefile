@@ -1,0 +1,31 @@
+# The two commands of the README: `make run` and `make test`. Both install
+# what they need (Chromium from Debian's packages when it is missing).
+
+GO ?= go
+FUZZTIME ?= 5s
+
+.PHONY: run test build check fuzz-smoke bench
+
+build:
+	$(GO) build -o prism .
+	$(GO) build -o bin/demo ./demo
+
+# run: PRISM on prism.example.toml in front of the bundled demo site
+# (http://127.0.0.1:3000). Try: curl -A Googlebot localhost:4000/
+run: build
+	./scripts/ensure-chromium.sh
+	./scripts/run-demo.sh
+
+# test: formatting, vet, every test with the race detector (unit and e2e,
+# with real Chromium), then each fuzz target briefly.
+test: check
+	./scripts/ensure-chromium.sh
+	$(GO) test -race -count=1 -timeout 20m ./...
+	FUZZTIME=$(FUZZTIME) ./scripts/fuzz-smoke.sh
+
+check:
+	@out=$$(gofmt -l . | grep -v '^vendor/'); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...

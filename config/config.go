@@ -1,0 +1,372 @@
+// Package config reads PRISM's TOML configuration: it decodes strictly
+// (unknown keys are errors that name the key and its line), fills in
+// defaults, takes secrets from the environment and validates everything at
+// once. Only main imports it; main maps each section onto the Options of the
+// package that needs it.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+)
+
+// Environment variables that override secrets from the file.
+const (
+	EnvAdminToken      = "PRISM_ADMIN_TOKEN"
+	EnvInternalAuthKey = "PRISM_INTERNAL_AUTH_KEY"
+)
+
+// Config is PRISM's whole configuration. The zero value is not useful: get
+// one from Load or Parse. A Config is not safe for concurrent mutation; it is
+// read-only once loaded.
+type Config struct {
+	Server   Server   `toml:"server"`
+	Log      Log      `toml:"log"`
+	Admin    Admin    `toml:"admin"`
+	Internal Internal `toml:"internal"`
+	Render   Render   `toml:"render"`
+	Cache    Cache    `toml:"cache"`
+	Recache  Recache  `toml:"recache"`
+	Hosts    []Host   `toml:"hosts"`
+
+	// lines maps key paths ("render.tabs", "hosts[0].dimensions[1].id") to
+	// the line that sets them, so Validate can point at the file.
+	lines map[string]int
+}
+
+// Server is the public proxy port.
+type Server struct {
+	Listen string `toml:"listen"` // default ":4000"
+	// TrustedProxies are CIDRs or single IPs of proxies allowed to set
+	// X-Forwarded-Host/-For/-Proto. Default: none.
+	TrustedProxies    []string `toml:"trusted_proxies"`
+	ReadHeaderTimeout Duration `toml:"read_header_timeout"` // default 10s
+	ReadTimeout       Duration `toml:"read_timeout"`        // default 30s
+	// WriteTimeout must exceed render.timeout: a crawler may wait for a render.
+	WriteTimeout   Duration `toml:"write_timeout"`    // default 60s
+	IdleTimeout    Duration `toml:"idle_timeout"`     // default 120s
+	MaxHeaderBytes int      `toml:"max_header_bytes"` // default 65536
+	// ShutdownTimeout bounds draining on SIGTERM; the default 8s keeps the
+	// whole exit within 10s.
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+}
+
+// Log configures log/slog.
+type Log struct {
+	Level  string `toml:"level"`  // debug, info (default), warn, error
+	Format string `toml:"format"` // text (default) or json
+}
+
+// Admin is the admin API port.
+type Admin struct {
+	Address string `toml:"address"` // default "127.0.0.1:4001"
+	// BearerToken guards every endpoint but /health; PRISM_ADMIN_TOKEN
+	// overrides it. Empty is allowed only on a loopback address.
+	BearerToken string `toml:"bearer_token"`
+}
+
+// Internal is the internal API port (recache queues, invalidation).
+type Internal struct {
+	// Address is where the port listens; empty disables it. Default
+	// "127.0.0.1:10090".
+	Address string `toml:"address"`
+	// AuthKey is the X-Internal-Auth value; PRISM_INTERNAL_AUTH_KEY
+	// overrides it. Empty: the internal port is not started (see
+	// InternalEnabled and Warnings).
+	AuthKey             string `toml:"auth_key"`
+	SchedulerControlAPI bool   `toml:"scheduler_control_api"` // pause/resume allowed
+	DaemonID            string `toml:"daemon_id"`             // default "prism-01"
+}
+
+// Render configures headless Chromium.
+type Render struct {
+	ChromePath  string   `toml:"chrome_path"`   // empty: search PATH and the usual places
+	UserDataDir string   `toml:"user_data_dir"` // empty: a temp dir removed at exit
+	Tabs        int      `toml:"tabs"`          // default 4, 1..64
+	Timeout     Duration `toml:"timeout"`       // default 15s, 1s..5m
+	// OnlineReservationPercent of the free tabs is kept from recache work.
+	OnlineReservationPercent int `toml:"online_reservation_percent"` // default 50
+	RecycleAfter             int `toml:"recycle_after"`              // default 1000 renders
+	// BlockResourceTypes are CDP resource types never loaded, in CDP
+	// spelling ("Image"); default Image, Media, Font. Empty: none.
+	BlockResourceTypes []string `toml:"block_resource_types"`
+	// BlockHosts are hosts (and subdomains) never loaded. Nil (key absent):
+	// the renderer's built-in analytics list; empty: none.
+	BlockHosts []string `toml:"block_hosts"`
+	// KeepScriptTypes are script types kept in the output; default
+	// application/ld+json. Empty: strip every script.
+	KeepScriptTypes []string `toml:"keep_script_types"`
+}
+
+// Cache configures the two-tier cache.
+type Cache struct {
+	Dir         string   `toml:"dir"`           // default "data/cache"
+	MemoryMB    int      `toml:"memory_mb"`     // default 256
+	TTL         Duration `toml:"ttl"`           // default 24h
+	StaleTTL    Duration `toml:"stale_ttl"`     // default 72h; 0: never serve stale
+	NotFoundTTL Duration `toml:"not_found_ttl"` // default 1h, for 404 and 410
+	// StripParams are query parameters dropped from cache keys ("utm_*"
+	// is a prefix). Nil (key absent): the built-in list; empty: none.
+	StripParams []string `toml:"strip_params"`
+	// StaticExtensions are never rendered (".css"). Nil (key absent): the
+	// built-in list; empty: none.
+	StaticExtensions []string `toml:"static_extensions"`
+}
+
+// Recache configures the recache scheduler.
+type Recache struct {
+	Interval    Duration `toml:"interval"`     // autorecache period; default 12h
+	Tick        Duration `toml:"tick"`         // dispatch period; default 1s
+	QueueSize   int      `toml:"queue_size"`   // internal queue bound; default 1000
+	Workers     int      `toml:"workers"`      // default (and 0): render.tabs
+	MaxAttempts int      `toml:"max_attempts"` // default 3
+	JournalDir  string   `toml:"journal_dir"`  // default "data/recache"
+}
+
+// Host is one site PRISM fronts.
+type Host struct {
+	ID      int      `toml:"id"`
+	Name    string   `toml:"name"`    // matched against the Host header
+	Aliases []string `toml:"aliases"` // further names
+	Origin  string   `toml:"origin"`  // absolute http(s) URL, no path
+	Scheme  string   `toml:"scheme"`  // public scheme; default "https"
+	// RecacheInterval overrides recache.interval for this host; 0: the default.
+	RecacheInterval Duration    `toml:"recache_interval"`
+	Dimensions      []Dimension `toml:"dimensions"`
+}
+
+// Dimension is one way of rendering a host's pages.
+type Dimension struct {
+	ID   int    `toml:"id"`
+	Name string `toml:"name"`
+	// MatchUA: plain strings are case-insensitive substrings, "re:EXPR" a
+	// regular expression, "@crawlers", "@search", "@social", "@ai" the
+	// built-in crawler lists. The first matching dimension of a host wins.
+	MatchUA  []string `toml:"match_ua"`
+	Width    int      `toml:"width"`     // default 1366, or 412 when mobile
+	Height   int      `toml:"height"`    // default 768, or 915 when mobile
+	Mobile   bool     `toml:"mobile"`    // touch, mobile viewport
+	RenderUA string   `toml:"render_ua"` // empty: a Chrome UA for the device class
+}
+
+// Duration is a time.Duration written as a Go duration string ("15s",
+// "1h30m") in TOML. Bare integers are refused: 30 would mean 30ns.
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (want e.g. \"15s\", \"1h30m\")", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+
+// Default returns the configuration with every default filled in and no
+// hosts.
+func Default() *Config {
+	return &Config{
+		Server: Server{
+			Listen:            ":4000",
+			ReadHeaderTimeout: Duration{10 * time.Second},
+			ReadTimeout:       Duration{30 * time.Second},
+			WriteTimeout:      Duration{60 * time.Second},
+			IdleTimeout:       Duration{120 * time.Second},
+			MaxHeaderBytes:    64 << 10,
+			ShutdownTimeout:   Duration{8 * time.Second},
+		},
+		Log:   Log{Level: "info", Format: "text"},
+		Admin: Admin{Address: "127.0.0.1:4001"},
+		Internal: Internal{
+			Address:  "127.0.0.1:10090",
+			DaemonID: "prism-01",
+		},
+		Render: Render{
+			Tabs:                     4,
+			Timeout:                  Duration{15 * time.Second},
+			OnlineReservationPercent: 50,
+			RecycleAfter:             1000,
+			BlockResourceTypes:       []string{"Image", "Media", "Font"},
+			KeepScriptTypes:          []string{"application/ld+json"},
+		},
+		Cache: Cache{
+			Dir:         "data/cache",
+			MemoryMB:    256,
+			TTL:         Duration{24 * time.Hour},
+			StaleTTL:    Duration{72 * time.Hour},
+			NotFoundTTL: Duration{time.Hour},
+		},
+		Recache: Recache{
+			Interval:    Duration{12 * time.Hour},
+			Tick:        Duration{time.Second},
+			QueueSize:   1000,
+			MaxAttempts: 3,
+			JournalDir:  "data/recache",
+		},
+	}
+}
+
+// Load reads the file at path, parses it, applies the environment
+// (os.LookupEnv) and validates the result.
+func Load(path string) (*Config, error) { return LoadWith(path, os.LookupEnv) }
+
+// LoadWith is Load with the environment given by lookupEnv (nil: none).
+// The error lists every problem found, one per line, each with its key path
+// and line.
+func LoadWith(path string, lookupEnv func(string) (string, bool)) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := Parse(data)
+	if err == nil {
+		c.ApplyEnv(lookupEnv)
+		err = c.Validate()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("config %s:\n%w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes a TOML document strictly and fills in defaults. It does not
+// read the environment or validate: call ApplyEnv and Validate (Load does
+// both). Decoding problems (syntax, unknown keys, wrong types, bad
+// durations) come back together, each with its key and line.
+func Parse(data []byte) (*Config, error) {
+	c := Default()
+	if err := decode(data, c); err != nil {
+		return nil, err
+	}
+	c.fill()
+	return c, nil
+}
+
+// fill applies the defaults that depend on other values or sit inside
+// arrays of tables.
+func (c *Config) fill() {
+	if c.Recache.Workers == 0 {
+		c.Recache.Workers = c.Render.Tabs
+	}
+	for i := range c.Render.BlockResourceTypes {
+		if t, ok := cdpResourceType(c.Render.BlockResourceTypes[i]); ok {
+			c.Render.BlockResourceTypes[i] = t
+		}
+	}
+	for i := range c.Hosts {
+		h := &c.Hosts[i]
+		if h.Scheme == "" {
+			h.Scheme = "https"
+		}
+		for j := range h.Dimensions {
+			d := &h.Dimensions[j]
+			w, ht := 1366, 768
+			if d.Mobile {
+				w, ht = 412, 915
+			}
+			if d.Width == 0 {
+				d.Width = w
+			}
+			if d.Height == 0 {
+				d.Height = ht
+			}
+		}
+	}
+}
+
+// ApplyEnv overrides secrets with PRISM_ADMIN_TOKEN and
+// PRISM_INTERNAL_AUTH_KEY when they are set and non-empty. A nil lookupEnv
+// changes nothing.
+func (c *Config) ApplyEnv(lookupEnv func(string) (string, bool)) {
+	if lookupEnv == nil {
+		return
+	}
+	if v, ok := lookupEnv(EnvAdminToken); ok && v != "" {
+		c.Admin.BearerToken = v
+	}
+	if v, ok := lookupEnv(EnvInternalAuthKey); ok && v != "" {
+		c.Internal.AuthKey = v
+	}
+}
+
+// InternalEnabled reports whether the internal port should be started: it
+// has an address and an auth key.
+func (c *Config) InternalEnabled() bool {
+	return c.Internal.Address != "" && c.Internal.AuthKey != ""
+}
+
+// Warnings returns conditions that are allowed but that an operator should
+// hear about at start-up (main logs them).
+func (c *Config) Warnings() []string {
+	var w []string
+	if c.Internal.Address != "" && c.Internal.AuthKey == "" {
+		w = append(w, fmt.Sprintf("internal.auth_key is empty: the internal API (%s) is not started; set internal.auth_key or %s to enable it",
+			c.Internal.Address, EnvInternalAuthKey))
+	}
+	return w
+}
+
+// TrustedPrefixes returns server.trusted_proxies as prefixes (a single IP
+// becomes a /32 or /128). Entries that do not parse are skipped; Validate
+// reports them.
+func (s Server) TrustedPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range s.TrustedProxies {
+		if pr, err := parseProxy(p); err == nil {
+			out = append(out, pr)
+		}
+	}
+	return out
+}
+
+// SlogLevel returns the level as a slog.Level (info when unknown).
+func (l Log) SlogLevel() slog.Level {
+	switch strings.ToLower(l.Level) {
+	case "debug":
+		return slog.LevelDebug
+	case "warn", "warning":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+func parseProxy(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// isLoopbackAddress reports whether a host:port listens on loopback only.
+func isLoopbackAddress(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
+}

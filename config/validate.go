@@ -1,0 +1,363 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// validator collects problems with their lines.
+type validator struct {
+	lines map[string]int
+	probs []*Problem
+}
+
+func (v *validator) add(key, format string, args ...any) {
+	v.probs = append(v.probs, &Problem{Key: key, Line: lineOf(v.lines, key), Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) intRange(key string, n, lo, hi int) {
+	if n < lo || n > hi {
+		v.add(key, "must be between %d and %d, got %d", lo, hi, n)
+	}
+}
+
+func (v *validator) durRange(key string, d Duration, lo, hi time.Duration) {
+	if d.Duration < lo || d.Duration > hi {
+		v.add(key, "must be between %s and %s, got %s", lo, hi, d.Duration)
+	}
+}
+
+func (v *validator) address(key, addr string) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.add(key, "%q is not a host:port address (e.g. \"127.0.0.1:4001\" or \":4000\")", addr)
+		return
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		v.add(key, "%q has an invalid port", addr)
+	}
+	if host != "" && strings.ContainsAny(host, "/ @?#") {
+		v.add(key, "%q has an invalid host", addr)
+	}
+}
+
+func (v *validator) nonEmptyEntries(key string, list []string) {
+	for i, s := range list {
+		if strings.TrimSpace(s) == "" {
+			v.add(fmt.Sprintf("%s[%d]", key, i), "must not be empty")
+		}
+	}
+}
+
+// Validate checks the whole configuration and returns every problem at once
+// (errors.Join of *Problem), one per line, each with its key path and, for a
+// parsed file, its line. It returns nil for a valid configuration.
+func (c *Config) Validate() error {
+	v := &validator{lines: c.lines}
+
+	// server
+	v.address("server.listen", c.Server.Listen)
+	for i, p := range c.Server.TrustedProxies {
+		if _, err := parseProxy(p); err != nil {
+			v.add(fmt.Sprintf("server.trusted_proxies[%d]", i), "%q is not an IP address or CIDR", p)
+		}
+	}
+	v.durRange("server.read_header_timeout", c.Server.ReadHeaderTimeout, time.Second, 10*time.Minute)
+	v.durRange("server.read_timeout", c.Server.ReadTimeout, time.Second, time.Hour)
+	v.durRange("server.write_timeout", c.Server.WriteTimeout, time.Second, time.Hour)
+	if c.Server.WriteTimeout.Duration > 0 && c.Server.WriteTimeout.Duration <= c.Render.Timeout.Duration {
+		v.add("server.write_timeout", "must exceed render.timeout (%s), or crawlers waiting for a render are cut off", c.Render.Timeout.Duration)
+	}
+	v.durRange("server.idle_timeout", c.Server.IdleTimeout, time.Second, time.Hour)
+	v.intRange("server.max_header_bytes", c.Server.MaxHeaderBytes, 1<<10, 16<<20)
+	v.durRange("server.shutdown_timeout", c.Server.ShutdownTimeout, 100*time.Millisecond, 5*time.Minute)
+
+	// log
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "warning", "error":
+	default:
+		v.add("log.level", "unknown level %q (want debug, info, warn or error)", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		v.add("log.format", "unknown format %q (want text or json)", c.Log.Format)
+	}
+
+	// admin
+	v.address("admin.address", c.Admin.Address)
+	if c.Admin.BearerToken == "" && c.Admin.Address != "" && !isLoopbackAddress(c.Admin.Address) {
+		v.add("admin.address", "%q is not a loopback address and admin.bearer_token is empty: set admin.bearer_token (or %s), or listen on 127.0.0.1",
+			c.Admin.Address, EnvAdminToken)
+	}
+
+	// internal
+	if c.Internal.Address != "" {
+		v.address("internal.address", c.Internal.Address)
+	}
+	if strings.TrimSpace(c.Internal.DaemonID) == "" {
+		v.add("internal.daemon_id", "must not be empty")
+	}
+
+	c.validateRender(v)
+
+	// cache
+	if strings.TrimSpace(c.Cache.Dir) == "" {
+		v.add("cache.dir", "must not be empty")
+	}
+	if c.Cache.MemoryMB < 1 || c.Cache.MemoryMB > 1<<20 {
+		v.add("cache.memory_mb", "must be between 1 and %d, got %d", 1<<20, c.Cache.MemoryMB)
+	}
+	if c.Cache.TTL.Duration <= 0 {
+		v.add("cache.ttl", "must be positive, got %s", c.Cache.TTL.Duration)
+	}
+	if c.Cache.StaleTTL.Duration < 0 {
+		v.add("cache.stale_ttl", "must not be negative, got %s", c.Cache.StaleTTL.Duration)
+	}
+	if c.Cache.NotFoundTTL.Duration <= 0 {
+		v.add("cache.not_found_ttl", "must be positive, got %s", c.Cache.NotFoundTTL.Duration)
+	}
+	v.nonEmptyEntries("cache.strip_params", c.Cache.StripParams)
+	for i, e := range c.Cache.StaticExtensions {
+		if !strings.HasPrefix(e, ".") || len(e) < 2 || strings.ContainsAny(e, "/?# ") {
+			v.add(fmt.Sprintf("cache.static_extensions[%d]", i), "%q is not an extension like \".css\"", e)
+		}
+	}
+
+	// recache
+	if c.Recache.Interval.Duration < time.Minute {
+		v.add("recache.interval", "must be at least 1m, got %s", c.Recache.Interval.Duration)
+	}
+	v.durRange("recache.tick", c.Recache.Tick, 10*time.Millisecond, time.Minute)
+	v.intRange("recache.queue_size", c.Recache.QueueSize, 1, 1_000_000)
+	v.intRange("recache.workers", c.Recache.Workers, 0, 256)
+	v.intRange("recache.max_attempts", c.Recache.MaxAttempts, 1, 100)
+	if strings.TrimSpace(c.Recache.JournalDir) == "" {
+		v.add("recache.journal_dir", "must not be empty")
+	}
+
+	c.validateHosts(v)
+	return joinProblems(v.probs)
+}
+
+func (c *Config) validateRender(v *validator) {
+	r := &c.Render
+	v.intRange("render.tabs", r.Tabs, 1, 64)
+	v.durRange("render.timeout", r.Timeout, time.Second, 5*time.Minute)
+	v.intRange("render.online_reservation_percent", r.OnlineReservationPercent, 0, 100)
+	v.intRange("render.recycle_after", r.RecycleAfter, 1, 1_000_000)
+	for i, t := range r.BlockResourceTypes {
+		key := fmt.Sprintf("render.block_resource_types[%d]", i)
+		ct, ok := cdpResourceType(t)
+		switch {
+		case !ok:
+			v.add(key, "unknown resource type %q (want e.g. Image, Media, Font, Stylesheet)", t)
+		case ct == "Document":
+			v.add(key, "blocking Document would block every page")
+		}
+	}
+	for i, h := range r.BlockHosts {
+		if msg := checkHostname(h, false); msg != "" {
+			v.add(fmt.Sprintf("render.block_hosts[%d]", i), "%q %s", h, msg)
+		}
+	}
+	v.nonEmptyEntries("render.keep_script_types", r.KeepScriptTypes)
+}
+
+func (c *Config) validateHosts(v *validator) {
+	if len(c.Hosts) == 0 {
+		v.add("hosts", "at least one [[hosts]] entry is required")
+		return
+	}
+	ids := map[int]int{}         // host id -> index
+	names := map[string]string{} // lower-case name -> key that claims it
+	for i, h := range c.Hosts {
+		hk := fmt.Sprintf("hosts[%d]", i)
+		if h.ID <= 0 {
+			v.add(hk+".id", "must be a positive integer, got %d", h.ID)
+		} else if j, dup := ids[h.ID]; dup {
+			v.add(hk+".id", "duplicate id %d (also hosts[%d])", h.ID, j)
+		} else {
+			ids[h.ID] = i
+		}
+		claim := func(key, name string) {
+			if msg := checkHostname(name, true); msg != "" {
+				v.add(key, "%q %s", name, msg)
+				return
+			}
+			n := strings.TrimSuffix(strings.ToLower(name), ".")
+			if host, _, err := net.SplitHostPort(n); err == nil {
+				n = host
+			}
+			if other, dup := names[n]; dup {
+				v.add(key, "%q is already used by %s", name, other)
+				return
+			}
+			names[n] = key
+		}
+		claim(hk+".name", h.Name)
+		for j, a := range h.Aliases {
+			claim(fmt.Sprintf("%s.aliases[%d]", hk, j), a)
+		}
+		if msg := checkOrigin(h.Origin); msg != "" {
+			v.add(hk+".origin", "%q %s", h.Origin, msg)
+		}
+		if h.Scheme != "http" && h.Scheme != "https" {
+			v.add(hk+".scheme", "must be \"http\" or \"https\", got %q", h.Scheme)
+		}
+		if h.RecacheInterval.Duration != 0 && h.RecacheInterval.Duration < time.Minute {
+			v.add(hk+".recache_interval", "must be 0 (use recache.interval) or at least 1m, got %s", h.RecacheInterval.Duration)
+		}
+		validateDimensions(v, hk, h.Dimensions)
+	}
+}
+
+func validateDimensions(v *validator, hk string, dims []Dimension) {
+	if len(dims) == 0 {
+		v.add(hk+".dimensions", "at least one [[hosts.dimensions]] entry is required")
+		return
+	}
+	ids := map[int]int{}
+	names := map[string]int{}
+	for i, d := range dims {
+		dk := fmt.Sprintf("%s.dimensions[%d]", hk, i)
+		if d.ID <= 0 {
+			v.add(dk+".id", "must be a positive integer, got %d", d.ID)
+		} else if j, dup := ids[d.ID]; dup {
+			v.add(dk+".id", "duplicate id %d (also %s.dimensions[%d])", d.ID, hk, j)
+		} else {
+			ids[d.ID] = i
+		}
+		name := strings.ToLower(strings.TrimSpace(d.Name))
+		if name == "" {
+			v.add(dk+".name", "must not be empty")
+		} else if j, dup := names[name]; dup {
+			v.add(dk+".name", "duplicate name %q (also %s.dimensions[%d])", d.Name, hk, j)
+		} else {
+			names[name] = i
+		}
+		v.intRange(dk+".width", d.Width, 100, 10000)
+		v.intRange(dk+".height", d.Height, 100, 10000)
+		for j, m := range d.MatchUA {
+			mk := fmt.Sprintf("%s.match_ua[%d]", dk, j)
+			if msg := checkMatcher(m); msg != "" {
+				v.add(mk, "%s", msg)
+			}
+		}
+		if strings.ContainsFunc(d.RenderUA, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			v.add(dk+".render_ua", "must not contain control characters")
+		}
+	}
+}
+
+func checkMatcher(m string) string {
+	// The "@name" matchers the site package provides.
+	builtinUALists := []string{"@crawlers", "@search", "@social", "@ai"}
+	switch {
+	case strings.TrimSpace(m) == "":
+		return "must not be empty"
+	case strings.HasPrefix(m, "re:"):
+		expr := strings.TrimPrefix(m, "re:")
+		if expr == "" {
+			return "empty regular expression"
+		}
+		if _, err := regexp.Compile("(?i)" + expr); err != nil {
+			return fmt.Sprintf("bad regular expression: %v", err)
+		}
+	case strings.HasPrefix(m, "@"):
+		for _, l := range builtinUALists {
+			if strings.EqualFold(m, l) {
+				return ""
+			}
+		}
+		return fmt.Sprintf("unknown crawler list %q (want one of %s)", m, strings.Join(builtinUALists, ", "))
+	}
+	return ""
+}
+
+// checkHostname returns why s is not a bare host name (optionally with a
+// port), or "".
+func checkHostname(s string, allowPort bool) string {
+	if s == "" {
+		return "must not be empty"
+	}
+	if strings.Contains(s, "://") {
+		return "must be a host name, without a scheme"
+	}
+	if strings.ContainsAny(s, "/?#@ \t") {
+		return "must be a host name, without a path, query or user"
+	}
+	host := s
+	if allowPort {
+		if h, p, err := net.SplitHostPort(s); err == nil {
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				return "has an invalid port"
+			}
+			host = h
+		}
+	}
+	host = strings.TrimSuffix(host, ".")
+	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		return ""
+	}
+	if host == "" || len(host) > 253 {
+		return "is not a valid host name"
+	}
+	for _, label := range strings.Split(host, ".") {
+		if label == "" || len(label) > 63 {
+			return "is not a valid host name"
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return "is not a valid host name"
+			}
+		}
+	}
+	return ""
+}
+
+func checkOrigin(s string) string {
+	if s == "" {
+		return "must be an absolute http(s) URL such as \"http://127.0.0.1:3000\""
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return "is not a URL"
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "must be an absolute http(s) URL such as \"http://127.0.0.1:3000\""
+	case u.Host == "" || u.Hostname() == "":
+		return "has no host"
+	case u.User != nil:
+		return "must not hold user information"
+	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "":
+		return "must not have a path, query or fragment"
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return "has an invalid port"
+		}
+	}
+	return ""
+}
+
+// cdpResourceType returns the CDP spelling of a resource type
+// (Network.ResourceType), matched case-insensitively.
+func cdpResourceType(s string) (string, bool) {
+	for _, t := range []string{
+		"Document", "Stylesheet", "Image", "Media", "Font", "Script", "TextTrack",
+		"XHR", "Fetch", "Prefetch", "EventSource", "WebSocket", "Manifest",
+		"SignedExchange", "Ping", "CSPViolationReport", "Preflight", "FedCM", "Other",
+	} {
+		if strings.EqualFold(s, t) {
+			return t, true
+		}
+	}
+	return "", false
+}

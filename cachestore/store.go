@@ -1,15 +1,37 @@
 // Package cachestore keeps rendered pages in a memory tier (ristretto) over a
 // crash-safe disk tier, with a key index for purge, status and scheduling.
+//
+// Reads never need the index: a key's file path is derived from a hash of
+// the key, and every file carries a checksum, so a torn, truncated or
+// tampered file is a miss (and is removed), never a page served. The index
+// is rebuilt from the files in the background by Run, while the store
+// already serves.
 package cachestore
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"hash/maphash"
+	"io/fs"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+)
+
+// Errors returned by the Store.
+var (
+	ErrInvalidEntry = errors.New("cachestore: invalid entry")
+	ErrTooLarge     = errors.New("cachestore: entry too large")
+	ErrRunning      = errors.New("cachestore: Run already called")
 )
 
 // Key identifies one cached page.
@@ -24,6 +46,10 @@ type Key struct {
 func (k Key) String() string { return fmt.Sprintf("%d/%d%s", k.HostID, k.DimensionID, k.URL) }
 
 // Entry is one stored render.
+//
+// Entries are shared: Put takes ownership of the Entry it is given, and Get
+// returns the stored Entry itself. Neither side may modify an Entry (or its
+// Header or Body) after handing it over or receiving it.
 type Entry struct {
 	Key        Key
 	Status     int
@@ -31,7 +57,7 @@ type Entry struct {
 	Body       []byte      // gzip-compressed body
 	RenderedAt time.Time
 	Partial    bool   // captured at the render timeout, before the page was ready
-	ETag       string // strong ETag (quoted) of the uncompressed body; set by Put when empty
+	ETag       string // strong ETag (quoted) of the body; set by Put when empty
 }
 
 // Meta is what the key index holds about an entry.
@@ -39,64 +65,451 @@ type Meta struct {
 	Key        Key
 	Status     int
 	RenderedAt time.Time
-	Size       int64 // stored (compressed) bytes
+	Size       int64 // stored (compressed) body bytes
 }
 
 // Stats is a snapshot of the store's counters.
 type Stats struct {
 	Entries      int   // entries in the index
 	MemoryBytes  int64 // bytes held by the memory tier
-	DiskBytes    int64
-	IndexReady   bool // false while the index is being rebuilt at start
+	DiskBytes    int64 // bytes of the indexed entry files
+	IndexReady   bool  // false while the index is being rebuilt at start
 	DiskErrors   uint64
 	DiskDegraded bool // disk writes failing: memory-only
 }
 
 // Options configures a Store.
 type Options struct {
-	Dir         string       // required: where entry files live
-	MemoryBytes int64        // memory tier bound; 0 means 256 MiB
-	Logger      *slog.Logger // nil: slog.Default()
-	Metrics     *metrics.Set // nil: no metrics
-	Now         func() time.Time
+	Dir           string           // required: where entry files live; created if missing
+	MemoryBytes   int64            // memory tier bound; 0 means 256 MiB
+	MaxEntryBytes int64            // largest body Put accepts and Get reads; 0 means 64 MiB
+	Logger        *slog.Logger     // nil: slog.Default()
+	Metrics       *metrics.Set     // nil: no metrics
+	Now           func() time.Time // stamps Entry.RenderedAt when Put gets it zero; nil: time.Now
 }
 
 // Store is the two-tier cache. It is safe for concurrent use.
+//
+// A memory hit takes no Store lock and allocates nothing. The key index is
+// sharded; Put, Delete and disk reads lock one shard.
 type Store struct {
-	opts Options
+	dir      string
+	maxBody  int64
+	log      *slog.Logger
+	now      func() time.Time
+	seed     maphash.Seed
+	instance string // tags this process's temp files
+	tmpSeq   atomic.Uint64
+	mem      *memTier
+
+	shards [numShards]shard
+
+	entries   atomic.Int64
+	diskBytes atomic.Int64
+	ready     atomic.Bool
+	degraded  atomic.Bool
+	diskErrs  atomic.Uint64
+
+	memHits, diskHits, misses, diskErrCount, corruptCount *metrics.Counter
+
+	purgeMu sync.Mutex
+	purges  []func(Key) bool // DeleteFunc matchers issued before the index was ready
+
+	rmMu     sync.Mutex
+	rmQueue  []Key
+	rmSignal chan struct{}
+
+	running   atomic.Bool
+	closeOnce sync.Once
 }
 
 // New opens (creating if needed) the store under opts.Dir. It returns at once;
 // Run rebuilds the key index from disk in the background.
-func New(opts Options) (*Store, error) { return &Store{opts: opts}, nil }
+func New(opts Options) (*Store, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("cachestore: Options.Dir is required")
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("cachestore: create dir: %w", err)
+	}
+	if opts.MemoryBytes <= 0 {
+		opts.MemoryBytes = 256 << 20
+	}
+	if opts.MaxEntryBytes <= 0 {
+		opts.MaxEntryBytes = 64 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	mem, err := newMemTier(opts.MemoryBytes)
+	if err != nil {
+		return nil, err
+	}
+	var tag [6]byte
+	rand.Read(tag[:])
+	s := &Store{
+		dir:      opts.Dir,
+		maxBody:  opts.MaxEntryBytes,
+		log:      opts.Logger,
+		now:      opts.Now,
+		seed:     maphash.MakeSeed(),
+		instance: hex.EncodeToString(tag[:]),
+		mem:      mem,
+		rmSignal: make(chan struct{}, 1),
+	}
+	for i := range s.shards {
+		s.shards[i].entries = make(map[Key]indexEntry)
+		s.shards[i].tombs = make(map[Key]struct{})
+	}
+	s.registerMetrics(opts.Metrics)
+	return s, nil
+}
+
+// registerMetrics exposes the store's metrics in set. With a nil set the
+// counters still exist (in a private set) so the hot path needs no checks.
+// One Store per Set: a second Store on the same Set shares the counters and
+// the first Store's gauges.
+func (s *Store) registerMetrics(set *metrics.Set) {
+	if set == nil {
+		set = metrics.NewSet()
+	}
+	s.memHits = set.GetOrCreateCounter(`prism_cache_hits_total{tier="memory"}`)
+	s.diskHits = set.GetOrCreateCounter(`prism_cache_hits_total{tier="disk"}`)
+	s.misses = set.GetOrCreateCounter(`prism_cache_misses_total`)
+	s.diskErrCount = set.GetOrCreateCounter(`prism_cache_disk_errors_total`)
+	s.corruptCount = set.GetOrCreateCounter(`prism_cache_corrupt_files_total`)
+	set.GetOrCreateGauge(`prism_cache_entries`, func() float64 { return float64(s.entries.Load()) })
+	set.GetOrCreateGauge(`prism_cache_memory_bytes`, func() float64 { return float64(s.memoryBytes()) })
+	set.GetOrCreateGauge(`prism_cache_disk_bytes`, func() float64 { return float64(s.diskBytes.Load()) })
+	set.GetOrCreateGauge(`prism_cache_disk_degraded`, func() float64 {
+		if s.degraded.Load() {
+			return 1
+		}
+		return 0
+	})
+	set.GetOrCreateGauge(`prism_cache_index_ready`, func() float64 {
+		if s.ready.Load() {
+			return 1
+		}
+		return 0
+	})
+}
 
 // Run rebuilds the key index and performs background file removal until ctx
-// is done.
-func (s *Store) Run(ctx context.Context) error { <-ctx.Done(); return nil }
+// is done. It returns nil when ctx is done, and ErrRunning if called twice.
+func (s *Store) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.rebuild(ctx)
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			<-done
+			return nil
+		case <-s.rmSignal:
+			s.drainRemovals(ctx)
+		}
+	}
+}
 
 // Get returns the entry for k from memory, else from disk (promoting it to
-// memory). A missing, torn or corrupt file is a miss (and a corrupt file is removed).
-func (s *Store) Get(k Key) (*Entry, bool) { return nil, false }
+// memory). A missing, torn or corrupt file is a miss (and a corrupt file is
+// removed). The returned Entry is shared and must not be modified.
+func (s *Store) Get(k Key) (*Entry, bool) {
+	h := hashKey(s.seed, k)
+	if e, ok := s.mem.Get(h); ok && e != nil && e.Key == k {
+		s.memHits.Inc()
+		return e, true
+	}
+	e, ok := s.getDisk(k, h)
+	if ok {
+		s.diskHits.Inc()
+	} else {
+		s.misses.Inc()
+	}
+	return e, ok
+}
 
-// Put stores e on disk (temp file, fsync, rename) and in memory, and indexes it.
-func (s *Store) Put(e *Entry) error { return nil }
+// getDisk reads k's file, validating it fully, and promotes it to memory if
+// nothing changed the key meanwhile.
+func (s *Store) getDisk(k Key, h uint64) (*Entry, bool) {
+	sh := s.shardFor(h)
+	sh.mu.RLock()
+	_, tomb := sh.tombs[k]
+	ie, indexed := sh.entries[k]
+	seq := sh.seq
+	sh.mu.RUnlock()
+	switch {
+	case tomb:
+		return nil, false
+	case indexed && !ie.onDisk:
+		// Memory-only and no longer in memory: the entry is gone.
+		s.dropIfUnchanged(sh, k, seq)
+		return nil, false
+	case !indexed && s.ready.Load():
+		return nil, false // the complete index is authoritative
+	}
+
+	path := entryPath(s.dir, k)
+	e, info, err := readEntryFile(path, s.maxBody)
+	if err == nil && e.Key != k {
+		err = corruptf("file holds key %q", e.Key.String())
+	}
+	if err != nil {
+		switch {
+		case errors.Is(err, errCorrupt):
+			s.noteCorrupt(path, err)
+			sh.mu.Lock()
+			if sh.seq == seq {
+				removeIfSame(path, info)
+				s.dropLocked(sh, k)
+				sh.seq++
+			}
+			sh.mu.Unlock()
+		case errors.Is(err, fs.ErrNotExist):
+			if indexed {
+				s.dropIfUnchanged(sh, k, seq)
+			}
+		default:
+			s.log.Warn("cachestore: read entry file", "path", path, "err", err)
+		}
+		return nil, false
+	}
+
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.seq != seq {
+		// Put or Delete raced with the read: serve what we read unless the
+		// key is deleted now, but do not promote a possibly stale copy.
+		if _, tomb := sh.tombs[k]; tomb {
+			return nil, false
+		}
+		if _, ok := sh.entries[k]; !ok && s.ready.Load() {
+			return nil, false
+		}
+		return e, true
+	}
+	if _, ok := sh.entries[k]; !ok {
+		// Read before the rebuild reached this file: index it now so a purge
+		// finds it, unless a purge issued during the rebuild already matches.
+		if s.purgedDuringRebuild(k) {
+			removeIfSame(path, info)
+			sh.seq++
+			return nil, false
+		}
+		s.setLocked(sh, k, indexEntry{
+			meta:     Meta{Key: k, Status: e.Status, RenderedAt: e.RenderedAt, Size: int64(len(e.Body))},
+			fileSize: info.Size(),
+			onDisk:   true,
+		})
+	}
+	s.mem.Set(h, e, entryCost(e))
+	return e, true
+}
+
+// dropIfUnchanged forgets k's index entry if nothing touched k since seq.
+func (s *Store) dropIfUnchanged(sh *shard, k Key, seq uint64) {
+	sh.mu.Lock()
+	if sh.seq == seq && s.dropLocked(sh, k) {
+		sh.seq++
+	}
+	sh.mu.Unlock()
+}
+
+func (s *Store) noteCorrupt(path string, err error) {
+	s.corruptCount.Inc()
+	s.log.Warn("cachestore: removing corrupt entry file", "path", path, "err", err)
+}
+
+// Put stores e on disk (temp file, fsync, rename) and in memory, and indexes
+// it. Put takes ownership of e; it sets e.ETag when empty (see etagOf) and
+// e.RenderedAt when zero.
+//
+// It returns an error only for an entry the store cannot hold (ErrInvalidEntry,
+// ErrTooLarge). When the disk write fails, Put keeps the entry in memory only,
+// counts the error in Stats.DiskErrors, sets Stats.DiskDegraded (logging once
+// per transition) and returns nil: the caller could do nothing more useful.
+// The first successful write clears DiskDegraded.
+func (s *Store) Put(e *Entry) error {
+	if err := validateEntry(e, s.maxBody); err != nil {
+		return err
+	}
+	if e.ETag == "" {
+		e.ETag = etagOf(e.Body)
+	}
+	if e.RenderedAt.IsZero() {
+		e.RenderedAt = s.now()
+	}
+	data := encodeEntry(e)
+	k := e.Key
+	h := hashKey(s.seed, k)
+	path := entryPath(s.dir, k)
+	tmp, werr := s.writeTemp(path, data)
+
+	sh := s.shardFor(h)
+	sh.mu.Lock()
+	if werr == nil {
+		if err := os.Rename(tmp, path); err != nil {
+			os.Remove(tmp)
+			werr = fmt.Errorf("rename entry file: %w", err)
+		}
+	}
+	ie := indexEntry{meta: Meta{Key: k, Status: e.Status, RenderedAt: e.RenderedAt, Size: int64(len(e.Body))}}
+	if werr == nil {
+		ie.fileSize, ie.onDisk = int64(len(data)), true
+		delete(sh.tombs, k)
+	} else {
+		// An older file may hold an older render: keep Get from reading it
+		// and have it removed.
+		sh.tombs[k] = struct{}{}
+	}
+	s.setLocked(sh, k, ie)
+	sh.seq++
+	s.mem.Set(h, e, entryCost(e))
+	sh.mu.Unlock()
+
+	if werr == nil {
+		werr = syncDir(filepath.Dir(path))
+	} else {
+		s.enqueueRemoval(k)
+	}
+	s.noteDiskWrite(werr)
+	s.mem.Wait() // the entry is in memory (unless the admission policy refused it) when Put returns
+	return nil
+}
+
+// noteDiskWrite tracks the disk-degraded state, logging each transition once.
+func (s *Store) noteDiskWrite(err error) {
+	if err == nil {
+		if s.degraded.CompareAndSwap(true, false) {
+			s.log.Info("cachestore: disk writes recovered")
+		}
+		return
+	}
+	s.diskErrs.Add(1)
+	s.diskErrCount.Inc()
+	if s.degraded.CompareAndSwap(false, true) {
+		s.log.Error("cachestore: disk writes failing, keeping new entries in memory only", "err", err)
+	}
+}
 
 // Delete removes k's metadata and memory copy at once (file in the
-// background) and reports whether it existed.
-func (s *Store) Delete(k Key) bool { return false }
+// background) and reports whether it existed. Get misses k as soon as Delete
+// returns.
+func (s *Store) Delete(k Key) bool {
+	h := hashKey(s.seed, k)
+	sh := s.shardFor(h)
+	sh.mu.Lock()
+	existed := s.dropLocked(sh, k)
+	if !existed && !s.ready.Load() {
+		// The rebuild may not have reached k's file yet.
+		if _, err := os.Lstat(entryPath(s.dir, k)); err == nil {
+			existed = true
+		}
+	}
+	if existed {
+		sh.tombs[k] = struct{}{}
+		sh.seq++
+		s.mem.Del(h)
+	}
+	sh.mu.Unlock()
+	if existed {
+		s.enqueueRemoval(k)
+	}
+	return existed
+}
 
 // DeleteFunc removes every indexed entry whose key satisfies match and
-// returns how many it removed.
-func (s *Store) DeleteFunc(match func(Key) bool) int { return 0 }
+// returns how many it removed. match is called with a shard of the index
+// locked and must not call the Store.
+//
+// While the index is still being rebuilt, files it has not reached yet are
+// purged too when found (by the rebuild or by Get), but are not counted.
+func (s *Store) DeleteFunc(match func(Key) bool) int {
+	if !s.ready.Load() {
+		s.purgeMu.Lock()
+		if !s.ready.Load() {
+			s.purges = append(s.purges, match)
+		}
+		s.purgeMu.Unlock()
+	}
+	n := 0
+	var removed []Key
+	for i := range s.shards {
+		sh := &s.shards[i]
+		removed = removed[:0]
+		sh.mu.Lock()
+		for k := range sh.entries {
+			if match(k) {
+				removed = append(removed, k)
+			}
+		}
+		for _, k := range removed {
+			s.dropLocked(sh, k)
+			sh.tombs[k] = struct{}{}
+			s.mem.Del(hashKey(s.seed, k))
+		}
+		if len(removed) > 0 {
+			sh.seq++
+		}
+		sh.mu.Unlock()
+		s.enqueueRemoval(removed...)
+		n += len(removed)
+	}
+	return n
+}
 
 // DeleteAll removes every entry and returns how many it removed.
-func (s *Store) DeleteAll() int { return 0 }
+func (s *Store) DeleteAll() int { return s.DeleteFunc(func(Key) bool { return true }) }
 
-// Range calls fn for a snapshot of the index until fn returns false.
-func (s *Store) Range(fn func(Meta) bool) {}
+// Range calls fn for a snapshot of the index until fn returns false. The
+// snapshot is taken one shard at a time; fn runs with no lock held.
+func (s *Store) Range(fn func(Meta) bool) {
+	var metas []Meta
+	for i := range s.shards {
+		sh := &s.shards[i]
+		metas = metas[:0]
+		sh.mu.RLock()
+		for _, ie := range sh.entries {
+			metas = append(metas, ie.meta)
+		}
+		sh.mu.RUnlock()
+		for _, m := range metas {
+			if !fn(m) {
+				return
+			}
+		}
+	}
+}
 
 // Stats returns a snapshot of the store's counters.
-func (s *Store) Stats() Stats { return Stats{} }
+func (s *Store) Stats() Stats {
+	return Stats{
+		Entries:      int(s.entries.Load()),
+		MemoryBytes:  s.memoryBytes(),
+		DiskBytes:    s.diskBytes.Load(),
+		IndexReady:   s.ready.Load(),
+		DiskErrors:   s.diskErrs.Load(),
+		DiskDegraded: s.degraded.Load(),
+	}
+}
 
-// Close stops the memory tier and flushes pending file removals.
-func (s *Store) Close() error { return nil }
+func (s *Store) memoryBytes() int64 { return s.mem.MaxCost() - s.mem.RemainingCost() }
+
+// Close stops the memory tier and flushes pending file removals. Call it
+// after Run has returned; the Store must not be used afterwards.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.drainRemovals(context.Background())
+		s.mem.Close()
+	})
+	return nil
+}

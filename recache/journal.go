@@ -1,0 +1,322 @@
+package recache
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+
+	"github.com/prismproxy/prism/cachestore"
+)
+
+// The journal is an append-only file of lines "<crc32 hex> <json>\n". An
+// "add" record says a key entered the high or normal queue (or was raised to
+// high); a "done" record says it left them. Replaying the file in order gives
+// the durable queue: each key's best priority since its last done.
+const (
+	journalName = "queue.journal"
+	pausedName  = "paused"
+	// maxRecord bounds one journal line when reading; longer lines are
+	// skipped as corrupt. maxURL (checked at Enqueue) keeps written records
+	// well under it.
+	maxRecord = 64 << 10
+	maxURL    = 16 << 10
+)
+
+type record struct {
+	Op   string `json:"op"` // "add" or "done"
+	Prio string `json:"p,omitempty"`
+	Host int    `json:"h"`
+	Dim  int    `json:"d"`
+	URL  string `json:"u"`
+}
+
+func (r record) key() cachestore.Key {
+	return cachestore.Key{HostID: r.Host, DimensionID: r.Dim, URL: r.URL}
+}
+
+func addRecord(k cachestore.Key, p Priority) record {
+	return record{Op: "add", Prio: p.String(), Host: k.HostID, Dim: k.DimensionID, URL: k.URL}
+}
+
+func doneRecord(k cachestore.Key) record {
+	return record{Op: "done", Host: k.HostID, Dim: k.DimensionID, URL: k.URL}
+}
+
+// appendRecord encodes r as one journal line onto buf.
+func appendRecord(buf []byte, r record) ([]byte, error) {
+	payload, err := json.Marshal(r)
+	if err != nil {
+		return buf, fmt.Errorf("encode journal record: %w", err)
+	}
+	buf = fmt.Appendf(buf, "%08x ", crc32.ChecksumIEEE(payload))
+	buf = append(buf, payload...)
+	return append(buf, '\n'), nil
+}
+
+// parseRecord decodes one line (without its newline).
+func parseRecord(line []byte) (record, bool) {
+	var r record
+	sum, payload, ok := bytes.Cut(line, []byte{' '})
+	if !ok || len(sum) != 8 {
+		return r, false
+	}
+	want, err := strconv.ParseUint(string(sum), 16, 32)
+	if err != nil || uint32(want) != crc32.ChecksumIEEE(payload) {
+		return r, false
+	}
+	if json.Unmarshal(payload, &r) != nil {
+		return r, false
+	}
+	switch r.Op {
+	case "add":
+		if p, err := ParsePriority(r.Prio); err != nil || !p.durable() {
+			return r, false
+		}
+	case "done":
+	default:
+		return r, false
+	}
+	return r, true
+}
+
+// replayed is the durable queue read back from a journal, in first-add order.
+type replayed struct {
+	keys    []cachestore.Key
+	prio    map[cachestore.Key]Priority
+	records int // valid records
+	corrupt int // lines skipped: bad checksum, bad JSON, too long
+	torn    bool
+}
+
+// replayJournal reads the journal at path. A missing file is an empty queue.
+// Corrupt lines are skipped, and so is a final line without its newline (a
+// write torn by a crash).
+func replayJournal(path string) (*replayed, error) {
+	out := &replayed{prio: map[cachestore.Key]Priority{}}
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open journal: %w", err)
+	}
+	defer f.Close()
+	order := map[cachestore.Key]int{} // key -> position in first-add order
+	var seq int
+	rd := bufio.NewReaderSize(f, maxRecord)
+	for {
+		line, err := rd.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			out.corrupt++
+			// Skip the rest of the overlong line.
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = rd.ReadSlice('\n')
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("read journal: %w", err)
+			}
+			continue
+		}
+		if err == io.EOF {
+			if len(line) > 0 {
+				out.torn = true
+			}
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read journal: %w", err)
+		}
+		r, ok := parseRecord(line[:len(line)-1])
+		if !ok {
+			out.corrupt++
+			continue
+		}
+		out.records++
+		k := r.key()
+		switch r.Op {
+		case "add":
+			p, _ := ParsePriority(r.Prio)
+			if old, ok := out.prio[k]; !ok || p < old {
+				out.prio[k] = p
+			}
+			if _, ok := order[k]; !ok {
+				order[k] = seq
+				seq++
+			}
+		case "done":
+			delete(out.prio, k)
+			delete(order, k)
+		}
+	}
+	type ordered struct {
+		k   cachestore.Key
+		seq int
+	}
+	all := make([]ordered, 0, len(order))
+	for k, n := range order {
+		all = append(all, ordered{k, n})
+	}
+	slices.SortFunc(all, func(a, b ordered) int { return a.seq - b.seq })
+	out.keys = make([]cachestore.Key, len(all))
+	for i, o := range all {
+		out.keys[i] = o.k
+	}
+	return out, nil
+}
+
+// journal is the open append handle. It is not safe for concurrent use: the
+// scheduler's mutex guards it.
+type journal struct {
+	dir     string
+	path    string
+	f       *os.File
+	records int // records in the file
+	buf     []byte
+}
+
+func openJournal(dir string) (*journal, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("journal dir: %w", err)
+	}
+	return &journal{dir: dir, path: filepath.Join(dir, journalName)}, nil
+}
+
+// append writes recs, then fsyncs when sync is set.
+func (j *journal) append(recs []record, sync bool) error {
+	if j.f == nil {
+		return errors.New("recache: journal closed")
+	}
+	buf := j.buf[:0]
+	var err error
+	for _, r := range recs {
+		if buf, err = appendRecord(buf, r); err != nil {
+			return err
+		}
+	}
+	j.buf = buf
+	if len(buf) > 1<<20 {
+		j.buf = nil // do not pin a huge batch's buffer
+	}
+	if _, err := j.f.Write(buf); err != nil {
+		return fmt.Errorf("write journal: %w", err)
+	}
+	j.records += len(recs)
+	if sync {
+		if err := j.f.Sync(); err != nil {
+			return fmt.Errorf("sync journal: %w", err)
+		}
+	}
+	return nil
+}
+
+// rewrite replaces the journal with live (write temp, fsync, rename, fsync
+// dir) and reopens it for appending.
+func (j *journal) rewrite(live []record) error {
+	tmp := j.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("compact journal: %w", err)
+	}
+	w := bufio.NewWriterSize(f, 64<<10)
+	var line []byte
+	for _, r := range live {
+		if line, err = appendRecord(line[:0], r); err == nil {
+			_, err = w.Write(line)
+		}
+		if err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = w.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, j.path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("compact journal: %w", err)
+	}
+	if err := syncDir(j.dir); err != nil {
+		return fmt.Errorf("compact journal: %w", err)
+	}
+	nf, err := os.OpenFile(j.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("reopen journal: %w", err)
+	}
+	if j.f != nil {
+		j.f.Close()
+	}
+	j.f = nf
+	j.records = len(live)
+	return nil
+}
+
+func (j *journal) close() error {
+	if j.f == nil {
+		return nil
+	}
+	err := j.f.Close()
+	j.f = nil
+	return err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// writePaused persists the pause flag: the file exists while paused.
+func writePaused(dir string, paused bool) error {
+	path := filepath.Join(dir, pausedName)
+	if !paused {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return syncDir(dir)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString("paused\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func readPaused(dir string) (bool, error) {
+	_, err := os.Stat(filepath.Join(dir, pausedName))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}

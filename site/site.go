@@ -5,7 +5,9 @@ package site
 
 import (
 	"errors"
+	"fmt"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -35,6 +37,10 @@ type Host struct {
 	Scheme          string
 	Dimensions      []Dimension
 	RecacheInterval time.Duration // 0: the scheduler's default
+
+	// Set by New on the Table's own copy.
+	table    *Table
+	matchers [][]matcher // per dimension
 }
 
 // Options configures a Table.
@@ -50,54 +56,243 @@ type Options struct {
 
 // Table is the compiled set of hosts. It is safe for concurrent use.
 type Table struct {
-	opts Options
+	hosts    []*Host
+	byID     map[int]*Host
+	byName   map[string]*Host // lower case, no trailing dot
+	crawlers *tokenSet
+	strip    []stripRule
+	static   map[string]bool // lower-case extensions with the dot
 }
 
-// ErrUnknownHost is returned when a URL names no configured host.
-var ErrUnknownHost = errors.New("site: unknown host")
+var (
+	// ErrUnknownHost is returned when a URL names no configured host.
+	ErrUnknownHost = errors.New("site: unknown host")
+	// ErrInvalidURL is returned for URLs that cannot be normalized: paths
+	// escaping the root, NUL bytes, invalid escapes, unsupported schemes.
+	ErrInvalidURL = errors.New("site: invalid url")
+)
 
-// New compiles opts into a Table, checking ids and matchers.
+// New compiles opts into a Table, checking ids and matchers. The hosts are
+// copied: later changes to opts do not affect the Table. All problems are
+// reported at once, each naming its host and dimension.
 func New(opts Options) (*Table, error) {
-	return &Table{opts: opts}, nil
+	t := &Table{
+		byID:     make(map[int]*Host, len(opts.Hosts)),
+		byName:   make(map[string]*Host, len(opts.Hosts)),
+		crawlers: newTokenSet(),
+	}
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	for i := range opts.Hosts {
+		src := &opts.Hosts[i]
+		h := &Host{
+			ID:              src.ID,
+			Name:            src.Name,
+			Aliases:         append([]string(nil), src.Aliases...),
+			Scheme:          strings.ToLower(src.Scheme),
+			Dimensions:      make([]Dimension, len(src.Dimensions)),
+			RecacheInterval: src.RecacheInterval,
+			table:           t,
+			matchers:        make([][]matcher, len(src.Dimensions)),
+		}
+		if h.Scheme == "" {
+			h.Scheme = "https"
+		}
+		label := fmt.Sprintf("host %d (%q)", h.ID, h.Name)
+		if _, dup := t.byID[h.ID]; dup {
+			bad("%s: duplicate host id %d", label, h.ID)
+		} else {
+			t.byID[h.ID] = h
+		}
+		if h.Scheme != "http" && h.Scheme != "https" {
+			bad("%s: scheme %q: want http or https", label, src.Scheme)
+		}
+		if h.RecacheInterval < 0 {
+			bad("%s: negative recache interval", label)
+		}
+		switch {
+		case src.Origin == nil:
+			bad("%s: missing origin", label)
+		case src.Origin.Scheme != "http" && src.Origin.Scheme != "https":
+			bad("%s: origin %q: want an http or https URL", label, src.Origin.Redacted())
+		case src.Origin.Host == "":
+			bad("%s: origin %q: missing host", label, src.Origin.Redacted())
+		default:
+			o := *src.Origin
+			if o.User != nil {
+				u := *o.User
+				o.User = &u
+			}
+			h.Origin = &o
+		}
+		for _, name := range append([]string{src.Name}, src.Aliases...) {
+			key, ok := canonicalHostName(name)
+			if !ok {
+				bad("%s: invalid host name %q", label, name)
+				continue
+			}
+			if other, dup := t.byName[key]; dup {
+				if other == h {
+					bad("%s: name %q listed twice", label, name)
+				} else {
+					bad("%s: name %q already belongs to host %d (%q)", label, name, other.ID, other.Name)
+				}
+				continue
+			}
+			t.byName[key] = h
+		}
+		if len(src.Dimensions) == 0 {
+			bad("%s: no dimensions", label)
+		}
+		dimIDs := make(map[int]bool, len(src.Dimensions))
+		dimNames := make(map[string]bool, len(src.Dimensions))
+		for j, d := range src.Dimensions {
+			d.MatchUA = append([]string(nil), d.MatchUA...)
+			h.Dimensions[j] = d
+			dlabel := fmt.Sprintf("%s: dimension %d (%q)", label, d.ID, d.Name)
+			if dimIDs[d.ID] {
+				bad("%s: duplicate dimension id %d", dlabel, d.ID)
+			}
+			dimIDs[d.ID] = true
+			if d.Name == "" {
+				bad("%s: missing name", dlabel)
+			} else if dimNames[strings.ToLower(d.Name)] {
+				bad("%s: duplicate dimension name %q", dlabel, d.Name)
+			}
+			dimNames[strings.ToLower(d.Name)] = true
+			if d.Width < 0 || d.Height < 0 {
+				bad("%s: negative viewport %dx%d", dlabel, d.Width, d.Height)
+			}
+			ms, err := compileMatchers(d.MatchUA)
+			if err != nil {
+				bad("%s: %w", dlabel, err)
+			}
+			h.matchers[j] = ms
+		}
+		t.hosts = append(t.hosts, h)
+	}
+
+	strip := opts.StripParams
+	if strip == nil {
+		strip = DefaultStripParams()
+	}
+	for _, p := range strip {
+		r, ok := strings.CutSuffix(strings.ToLower(p), "*")
+		if r == "" {
+			bad("strip param %q: empty", p)
+			continue
+		}
+		t.strip = append(t.strip, stripRule{name: r, prefix: ok})
+	}
+	exts := opts.StaticExtensions
+	if exts == nil {
+		exts = DefaultStaticExtensions()
+	}
+	t.static = make(map[string]bool, len(exts))
+	for _, e := range exts {
+		e = strings.ToLower(e)
+		if len(e) < 2 || e[0] != '.' || len(e) > maxExtLen || strings.ContainsAny(e[1:], "./") {
+			bad("static extension %q: want a dot and up to %d characters, e.g. \".css\"", e, maxExtLen-1)
+			continue
+		}
+		t.static[e] = true
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("site: %w", errors.Join(errs...))
+	}
+	return t, nil
 }
 
-// Hosts returns every host, in configuration order.
-func (t *Table) Hosts() []*Host { return nil }
+// canonicalHostName lower-cases name and drops a trailing dot and any
+// port. It reports false for names that cannot be host names.
+func canonicalHostName(name string) (string, bool) {
+	name = stripPort(name)
+	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	if name == "" || strings.ContainsAny(name, " /?#@\\\x00") {
+		return "", false
+	}
+	return name, true
+}
+
+// stripPort removes a ":port" suffix and IPv6 brackets from hostport.
+func stripPort(hostport string) string {
+	if i := strings.LastIndexByte(hostport, ':'); i >= 0 && i > strings.LastIndexByte(hostport, ']') {
+		hostport = hostport[:i]
+	}
+	if len(hostport) >= 2 && hostport[0] == '[' && hostport[len(hostport)-1] == ']' {
+		hostport = hostport[1 : len(hostport)-1]
+	}
+	return hostport
+}
+
+// Hosts returns every host, in configuration order. The hosts belong to the
+// Table and must not be modified.
+func (t *Table) Hosts() []*Host { return append([]*Host(nil), t.hosts...) }
 
 // ByID returns the host with the given id.
-func (t *Table) ByID(id int) (*Host, bool) { return nil, false }
+func (t *Table) ByID(id int) (*Host, bool) {
+	h, ok := t.byID[id]
+	return h, ok
+}
 
 // Match returns the host whose name or alias equals hostport (port and
-// trailing dot ignored, case-insensitive).
-func (t *Table) Match(hostport string) (*Host, bool) { return nil, false }
-
-// Detect returns the first of h's dimensions whose matchers match ua.
-func (t *Table) Detect(h *Host, ua string) (*Dimension, bool) { return nil, false }
-
-// IsStatic reports whether path names a static asset (by extension).
-func (t *Table) IsStatic(path string) bool { return false }
-
-// Normalize returns the cache form of u: its escaped path (cleaned, never
-// escaping the root) and its query with parameters sorted and tracking
-// parameters removed, e.g. "/a/b?x=1&y=2". It fails for paths that escape
-// the root or hold NUL bytes or invalid escapes.
-func (t *Table) Normalize(u *url.URL) (string, error) { return "", nil }
-
-// Resolve parses raw, either a path ("/page?x=1") resolved against h, or an
-// absolute http(s) URL whose host must be h (when h is non-nil) or any
-// configured host (when h is nil). It returns the host and normalized URL.
-func (t *Table) Resolve(raw string, h *Host) (*Host, string, error) { return nil, "", nil }
+// trailing dot ignored, case-insensitive). It does not allocate for names
+// up to 256 bytes.
+func (t *Table) Match(hostport string) (*Host, bool) {
+	name := stripPort(hostport)
+	if n := len(name); n > 0 && name[n-1] == '.' {
+		name = name[:n-1]
+	}
+	if name == "" {
+		return nil, false
+	}
+	var buf [256]byte
+	low := appendLowerASCII(buf[:0], name)
+	h, ok := t.byName[string(low)]
+	return h, ok
+}
 
 // Origin returns the origin of the host named hostport, for the browser's
 // request routing.
-func (t *Table) Origin(hostport string) (*url.URL, bool) { return nil, false }
+func (t *Table) Origin(hostport string) (*url.URL, bool) {
+	h, ok := t.Match(hostport)
+	if !ok {
+		return nil, false
+	}
+	return h.Origin, true
+}
 
 // Dimension returns h's dimension with the given id.
-func (h *Host) Dimension(id int) (*Dimension, bool) { return nil, false }
+func (h *Host) Dimension(id int) (*Dimension, bool) {
+	for i := range h.Dimensions {
+		if h.Dimensions[i].ID == id {
+			return &h.Dimensions[i], true
+		}
+	}
+	return nil, false
+}
 
-// DimensionByName returns h's dimension with the given name.
-func (h *Host) DimensionByName(name string) (*Dimension, bool) { return nil, false }
+// DimensionByName returns h's dimension with the given name
+// (case-insensitive).
+func (h *Host) DimensionByName(name string) (*Dimension, bool) {
+	for i := range h.Dimensions {
+		if strings.EqualFold(h.Dimensions[i].Name, name) {
+			return &h.Dimensions[i], true
+		}
+	}
+	return nil, false
+}
 
 // PublicURL returns the absolute URL a normalized URL has on h, e.g.
 // "https://example.com/a?x=1".
-func (h *Host) PublicURL(normalized string) string { return "" }
+func (h *Host) PublicURL(normalized string) string {
+	scheme := h.Scheme
+	if scheme == "" {
+		scheme = "https"
+	}
+	if !strings.HasPrefix(normalized, "/") {
+		normalized = "/" + normalized
+	}
+	return scheme + "://" + h.Name + normalized
+}

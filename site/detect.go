@@ -1,0 +1,179 @@
+package site
+
+import (
+	"bytes"
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// matcherKind says how a compiled matcher tests a user agent.
+type matcherKind uint8
+
+const (
+	matchSubstring matcherKind = iota
+	matchRegexp
+	matchGroup
+)
+
+// matcher is one compiled MatchUA entry.
+type matcher struct {
+	kind   matcherKind
+	sub    []byte         // matchSubstring: lower-case needle
+	re     *regexp.Regexp // matchRegexp: case-insensitive
+	groups crawlerGroup   // matchGroup
+}
+
+// compileMatchers compiles a dimension's MatchUA entries.
+func compileMatchers(entries []string) ([]matcher, error) {
+	ms := make([]matcher, 0, len(entries))
+	for _, e := range entries {
+		switch {
+		case strings.HasPrefix(e, "re:"):
+			expr := e[len("re:"):]
+			if expr == "" {
+				return nil, fmt.Errorf("match_ua %q: empty regular expression", e)
+			}
+			re, err := regexp.Compile("(?i)" + expr)
+			if err != nil {
+				return nil, fmt.Errorf("match_ua %q: %w", e, err)
+			}
+			ms = append(ms, matcher{kind: matchRegexp, re: re})
+		case strings.HasPrefix(e, "@"):
+			g, ok := groupByName(strings.ToLower(e))
+			if !ok {
+				return nil, fmt.Errorf("match_ua %q: unknown group (want @crawlers, @search, @social or @ai)", e)
+			}
+			ms = append(ms, matcher{kind: matchGroup, groups: g})
+		default:
+			if strings.TrimSpace(e) == "" {
+				return nil, fmt.Errorf("match_ua %q: empty string would match every user agent", e)
+			}
+			ms = append(ms, matcher{kind: matchSubstring, sub: appendLowerASCII(nil, e)})
+		}
+	}
+	return ms, nil
+}
+
+// tokenSet finds which built-in crawler groups a lower-cased user agent
+// belongs to in one pass: a table indexed by every two-byte pair holds the
+// tokens starting with that pair, so almost every position is rejected by
+// one load and only real candidates are compared.
+type tokenSet struct {
+	tokens []token
+	lists  [][]int32            // token indexes; lists[0] is empty
+	byPair [1 << 16]uint16      // index into lists by the token's first two bytes
+	pairs  [1 << 16 / 64]uint64 // bit set of byPair's non-zero entries: 8 KiB stays in L1
+}
+
+type token struct {
+	s     []byte
+	group crawlerGroup
+}
+
+func newTokenSet() *tokenSet {
+	ts := &tokenSet{lists: [][]int32{nil}}
+	add := func(list []string, g crawlerGroup) {
+		for _, s := range list {
+			b := appendLowerASCII(nil, s)
+			if len(b) < 2 {
+				continue // never: every built-in token is longer
+			}
+			pair := uint16(b[0])<<8 | uint16(b[1])
+			if ts.byPair[pair] == 0 {
+				ts.byPair[pair] = uint16(len(ts.lists))
+				ts.lists = append(ts.lists, nil)
+				ts.pairs[pair>>6] |= 1 << (pair & 63)
+			}
+			li := ts.byPair[pair]
+			ts.lists[li] = append(ts.lists[li], int32(len(ts.tokens)))
+			ts.tokens = append(ts.tokens, token{s: b, group: g})
+		}
+	}
+	add(searchCrawlers, groupSearch)
+	add(socialCrawlers, groupSocial)
+	add(aiCrawlers, groupAI)
+	return ts
+}
+
+// scan returns the groups whose tokens occur in ua (lower case).
+func (ts *tokenSet) scan(ua []byte) crawlerGroup {
+	var found crawlerGroup
+	for i := 0; i+1 < len(ua); i++ {
+		pair := uint16(ua[i])<<8 | uint16(ua[i+1])
+		if ts.pairs[pair>>6]&(1<<(pair&63)) == 0 {
+			continue
+		}
+		li := ts.byPair[pair]
+		rest := ua[i:]
+		for _, idx := range ts.lists[li] {
+			t := &ts.tokens[idx]
+			if found&t.group == 0 && bytes.HasPrefix(rest, t.s) {
+				found |= t.group
+				if found == groupAll {
+					return found
+				}
+			}
+		}
+	}
+	return found
+}
+
+// appendLowerASCII appends s to dst with ASCII letters lower-cased. User
+// agents are ASCII in practice; other bytes are compared as they are.
+func appendLowerASCII(dst []byte, s string) []byte {
+	n := len(dst)
+	dst = append(dst, s...)
+	b := dst[n:]
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return dst
+}
+
+// Detect returns the first of h's dimensions whose matchers match ua.
+// Matching is ASCII case-insensitive; it does not allocate for user agents
+// up to 512 bytes.
+func (t *Table) Detect(h *Host, ua string) (*Dimension, bool) {
+	if h == nil || ua == "" {
+		return nil, false
+	}
+	dims := h.matchers
+	if dims == nil || h.table != t {
+		// A Host not obtained from t: use t's copy of it.
+		th, ok := t.byID[h.ID]
+		if !ok {
+			return nil, false
+		}
+		h = th
+		dims = th.matchers
+	}
+	var buf [512]byte
+	low := appendLowerASCII(buf[:0], ua)
+	scanned := false
+	var groups crawlerGroup
+	for di, ms := range dims {
+		for i := range ms {
+			m := &ms[i]
+			var ok bool
+			switch m.kind {
+			case matchSubstring:
+				ok = bytes.Contains(low, m.sub)
+			case matchRegexp:
+				ok = m.re.MatchString(ua)
+			case matchGroup:
+				if !scanned {
+					groups = t.crawlers.scan(low)
+					scanned = true
+				}
+				ok = groups&m.groups != 0
+			}
+			if ok {
+				return &h.Dimensions[di], true
+			}
+		}
+	}
+	return nil, false
+}

@@ -53,31 +53,48 @@ func joinProblems(ps []*Problem) error {
 
 // docIndex records where each key path is set in a document.
 type docIndex struct {
-	lines  map[string]int      // key path -> line
-	byLine map[int][]string    // line -> key paths set there
-	starts []int               // byte offset of each line start
-	p      *unstable.Parser    // the parser being walked
-	arrays map[string]int      // array-of-tables path -> elements so far
-	durs   map[string]struct{} // index-free paths of Duration fields
-	probs  []*Problem          // values that are not durations where one is due
+	lines  map[string]int   // key path -> line
+	byLine map[int][]string // line -> key paths set there
+	starts []int            // byte offset of each line start
+	p      *unstable.Parser // the parser being walked
+	arrays map[string]int   // array-of-tables path -> elements so far
+	probs  []*Problem       // unknown keys, wrong types, bad durations
 }
 
 // decode decodes data strictly into c and records key lines in c.lines.
 func decode(data []byte, c *Config) error {
 	idx := indexDocument(data)
 	c.lines = idx.lines
+	if err := idx.p.Error(); err != nil {
+		ps := idx.probs
+		var pe *unstable.ParserError
+		if errors.As(err, &pe) {
+			p := &Problem{Msg: pe.Message}
+			// The highlight is a subslice of data: its capacity gives its offset.
+			if off := cap(data) - cap(pe.Highlight); off >= 0 && off <= len(data) {
+				p.Line = idx.line(off)
+				p.Column = off - idx.starts[p.Line-1] + 1
+			}
+			ps = append(ps, p)
+		} else {
+			ps = append(ps, &Problem{Msg: err.Error()})
+		}
+		return joinProblems(ps)
+	}
 	if len(idx.probs) > 0 {
-		// Checked before decoding: go-toml hands non-string values to
-		// UnmarshalText without a position.
+		// Everything the walk found, at once; go-toml would stop at the
+		// first, and gives bare integers to UnmarshalText without a position.
 		return joinProblems(idx.probs)
 	}
 	err := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields().Decode(c)
 	if err == nil {
 		return nil
 	}
+	var ps []*Problem
 	var sme *toml.StrictMissingError
-	if errors.As(err, &sme) {
-		ps := make([]*Problem, 0, len(sme.Errors))
+	var de *toml.DecodeError
+	switch {
+	case errors.As(err, &sme):
 		for i := range sme.Errors {
 			e := &sme.Errors[i]
 			line, col := e.Position()
@@ -87,14 +104,13 @@ func decode(data []byte, c *Config) error {
 			}
 			ps = append(ps, &Problem{Key: idx.pathAt(line, e.Key()), Line: line, Column: col, Msg: msg})
 		}
-		return joinProblems(ps)
-	}
-	var de *toml.DecodeError
-	if errors.As(err, &de) {
+	case errors.As(err, &de):
 		line, col := de.Position()
-		return &Problem{Key: idx.pathAt(line, de.Key()), Line: line, Column: col, Msg: friendlyMessage(de.Error())}
+		ps = append(ps, &Problem{Key: idx.pathAt(line, de.Key()), Line: line, Column: col, Msg: friendlyMessage(de.Error())})
+	default:
+		ps = append(ps, &Problem{Msg: strings.TrimPrefix(err.Error(), "toml: ")})
 	}
-	return &Problem{Msg: strings.TrimPrefix(err.Error(), "toml: ")}
+	return joinProblems(ps)
 }
 
 // friendlyMessage rewrites go-toml's messages that name Go types.
@@ -125,8 +141,10 @@ func friendlyMessage(msg string) string {
 }
 
 // indexDocument walks data's syntax tree, recording the line of every key
-// path and checking that every duration key holds a duration string. On a
-// syntax error it stops; the decoder then reports the error.
+// path and checking every key and value against Config's fields, so that
+// unknown keys, wrong types and bad durations are all reported at once
+// (go-toml stops at the first). On a syntax error it stops; the decoder
+// then reports that error.
 func indexDocument(data []byte) *docIndex {
 	idx := &docIndex{
 		lines:  map[string]int{},
@@ -134,72 +152,130 @@ func indexDocument(data []byte) *docIndex {
 		starts: []int{0},
 		p:      &unstable.Parser{},
 		arrays: map[string]int{},
-		durs:   map[string]struct{}{},
 	}
 	for i, b := range data {
 		if b == '\n' {
 			idx.starts = append(idx.starts, i+1)
 		}
 	}
-	durationPaths(reflect.TypeOf(Config{}), "", idx.durs)
+	root := reflect.TypeFor[Config]()
 	idx.p.Reset(data)
-	var table string // current table path, resolved ("hosts[0].dimensions[1]")
+	var table string  // current table path, resolved ("hosts[0].dimensions[1]")
+	tableType := root // its Go type; nil when unknown (already reported)
 	for idx.p.NextExpression() {
 		e := idx.p.Expression()
 		switch e.Kind {
 		case unstable.Table, unstable.ArrayTable:
-			parts, line := idx.key(e)
-			if len(parts) == 0 {
-				continue
-			}
-			path := idx.resolve("", parts[:len(parts)-1])
-			last := join(path, parts[len(parts)-1])
-			if e.Kind == unstable.ArrayTable {
-				n := idx.arrays[last]
-				idx.arrays[last] = n + 1
-				last += "[" + strconv.Itoa(n) + "]"
-			} else if n, ok := idx.arrays[last]; ok && n > 0 {
-				last += "[" + strconv.Itoa(n-1) + "]"
-			}
-			table = last
-			idx.record(table, line)
+			table, tableType = idx.header(e, root)
 		case unstable.KeyValue:
-			idx.keyValue(table, e)
+			idx.keyValue(table, tableType, e)
 		}
 	}
 	return idx
 }
 
-// keyValue records a key-value expression (top level or inside an inline
-// table) under table.
-func (idx *docIndex) keyValue(table string, e *unstable.Node) {
-	parts, line := idx.key(e)
+// header handles a [table] or [[array.table]] header and returns the
+// table's path and Go type.
+func (idx *docIndex) header(e *unstable.Node, root reflect.Type) (string, reflect.Type) {
+	parts, nodes := idx.key(e)
+	if len(parts) == 0 {
+		return "", nil
+	}
+	line, col := idx.pos(nodes[0])
+	path, t := "", root
+	for i, part := range parts {
+		path = join(path, part)
+		last := i == len(parts)-1
+		if last && e.Kind == unstable.ArrayTable {
+			n := idx.arrays[path]
+			idx.arrays[path] = n + 1
+			path += "[" + strconv.Itoa(n) + "]"
+		} else if n := idx.arrays[path]; n > 0 {
+			path += "[" + strconv.Itoa(n-1) + "]"
+		}
+		if t == nil {
+			continue
+		}
+		ft, ok := fieldType(t, part)
+		if !ok {
+			if t.Kind() == reflect.Struct {
+				idx.add(stripLastIndex(path), line, col, "unknown table")
+			}
+			t = nil
+			continue
+		}
+		isTables := ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct
+		isTable := ft.Kind() == reflect.Struct && ft != reflect.TypeFor[Duration]()
+		switch {
+		case last && e.Kind == unstable.ArrayTable && !isTables:
+			idx.add(stripLastIndex(path), line, col, "must be "+typeName(ft)+", not an array of tables")
+			t = nil
+		case !isTable && !isTables:
+			idx.add(stripLastIndex(path), line, col, "must be "+typeName(ft)+", not a table")
+			t = nil
+		case isTables:
+			t = ft.Elem()
+		default:
+			t = ft
+		}
+	}
+	idx.record(path, line)
+	return path, t
+}
+
+// keyValue records and checks a key-value expression (top level or inside
+// an inline table) in the table at path, of Go type t (nil: unchecked).
+func (idx *docIndex) keyValue(path string, t reflect.Type, e *unstable.Node) {
+	parts, nodes := idx.key(e)
 	if len(parts) == 0 {
 		return
 	}
-	path := table
-	for _, p := range parts {
-		path = join(path, p)
+	line, _ := idx.pos(nodes[0])
+	for i, part := range parts {
+		path = join(path, part)
 		idx.record(path, line)
+		if t == nil {
+			continue
+		}
+		ft, ok := fieldType(t, part)
+		if !ok {
+			if t.Kind() == reflect.Struct && t != reflect.TypeFor[Duration]() {
+				l, c := idx.pos(nodes[i])
+				idx.add(path, l, c, "unknown key")
+			}
+			t = nil
+			continue
+		}
+		if i < len(parts)-1 && ft.Kind() != reflect.Struct {
+			ft = nil // dotted into a non-table: go-toml reports it
+		}
+		t = ft
 	}
-	idx.value(path, e.Value(), line)
+	idx.value(path, t, e.Value(), line)
 }
 
 // value records an array's elements and an inline table's keys, and checks
-// duration values.
-func (idx *docIndex) value(path string, v *unstable.Node, line int) {
+// v against the Go type t (nil: unchecked).
+func (idx *docIndex) value(path string, t reflect.Type, v *unstable.Node, line int) {
 	if !v.Valid() {
 		return
 	}
+	col := 0
 	if v.Raw.Length > 0 {
-		line = idx.line(int(v.Raw.Offset))
+		line, col = idx.pos(v)
 	}
-	if _, ok := idx.durs[stripIndexes(path)]; ok {
-		idx.checkDuration(path, v, line)
-		return
+	if t != nil {
+		if msg := mismatch(t, v); msg != "" {
+			idx.add(path, line, col, msg)
+			return
+		}
 	}
 	switch v.Kind {
 	case unstable.Array:
+		var et reflect.Type
+		if t != nil && t.Kind() == reflect.Slice {
+			et = t.Elem()
+		}
 		i := 0
 		it := v.Children()
 		for it.Next() {
@@ -211,60 +287,129 @@ func (idx *docIndex) value(path string, v *unstable.Node, line int) {
 			i++
 			l := line
 			if n.Raw.Length > 0 {
-				l = idx.line(int(n.Raw.Offset))
+				l, _ = idx.pos(n)
 			}
 			idx.record(el, l)
-			idx.value(el, n, l)
+			idx.value(el, et, n, l)
 		}
 	case unstable.InlineTable:
 		it := v.Children()
 		for it.Next() {
 			if n := it.Node(); n.Kind == unstable.KeyValue {
-				idx.keyValue(path, n)
+				idx.keyValue(path, t, n)
 			}
 		}
 	}
 }
 
-func (idx *docIndex) checkDuration(path string, v *unstable.Node, line int) {
-	if v.Kind != unstable.String {
-		idx.probs = append(idx.probs, &Problem{Key: path, Line: line,
-			Msg: fmt.Sprintf("must be a duration string such as \"15s\" or \"1h30m\", not a TOML %s", strings.ToLower(v.Kind.String()))})
-		return
+// mismatch returns why v cannot be decoded into t, or "".
+func mismatch(t reflect.Type, v *unstable.Node) string {
+	if t == reflect.TypeFor[Duration]() {
+		if v.Kind != unstable.String {
+			return fmt.Sprintf("must be a duration string such as \"15s\" or \"1h30m\", not a TOML %s", kindName(v.Kind))
+		}
+		if _, err := time.ParseDuration(string(v.Data)); err != nil {
+			return fmt.Sprintf("invalid duration %q (want e.g. \"15s\", \"1h30m\")", v.Data)
+		}
+		return ""
 	}
-	if _, err := time.ParseDuration(string(v.Data)); err != nil {
-		idx.probs = append(idx.probs, &Problem{Key: path, Line: line,
-			Msg: fmt.Sprintf("invalid duration %q (want e.g. \"15s\", \"1h30m\")", v.Data)})
+	var want unstable.Kind
+	switch t.Kind() {
+	case reflect.String:
+		want = unstable.String
+	case reflect.Int, reflect.Int64:
+		want = unstable.Integer
+	case reflect.Bool:
+		want = unstable.Bool
+	case reflect.Slice:
+		want = unstable.Array
+	case reflect.Struct:
+		want = unstable.InlineTable
+	default:
+		return ""
 	}
+	if v.Kind == want {
+		return ""
+	}
+	return fmt.Sprintf("must be %s, not a TOML %s", typeName(t), kindName(v.Kind))
+}
+
+func typeName(t reflect.Type) string {
+	if t == reflect.TypeFor[Duration]() {
+		return "a duration string"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Int, reflect.Int64:
+		return "an integer"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Slice:
+		if t.Elem().Kind() == reflect.Struct {
+			return "an array of tables"
+		}
+		return "an array of " + strings.TrimPrefix(strings.TrimPrefix(typeName(t.Elem()), "a "), "an ") + "s"
+	}
+	return "a table"
+}
+
+func kindName(k unstable.Kind) string {
+	switch k {
+	case unstable.InlineTable:
+		return "inline table"
+	case unstable.LocalDate, unstable.LocalTime, unstable.LocalDateTime, unstable.DateTime:
+		return "date/time"
+	}
+	return strings.ToLower(k.String())
+}
+
+// fieldType returns the type of the field of struct t tagged name.
+func fieldType(t reflect.Type, name string) (reflect.Type, bool) {
+	if t.Kind() != reflect.Struct || t == reflect.TypeFor[Duration]() {
+		return nil, false
+	}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if f.IsExported() && tag == name {
+			return f.Type, true
+		}
+	}
+	return nil, false
+}
+
+func (idx *docIndex) add(key string, line, col int, msg string) {
+	idx.probs = append(idx.probs, &Problem{Key: key, Line: line, Column: col, Msg: msg})
+}
+
+// pos returns the line and column where n starts.
+func (idx *docIndex) pos(n *unstable.Node) (int, int) {
+	off := int(n.Raw.Offset)
+	l := idx.line(off)
+	return l, off - idx.starts[l-1] + 1
+}
+
+// stripLastIndex removes a trailing "[n]".
+func stripLastIndex(path string) string {
+	if i := strings.LastIndexByte(path, '['); i > 0 && strings.HasSuffix(path, "]") {
+		return path[:i]
+	}
+	return path
 }
 
 // key returns the parts of a Table, ArrayTable or KeyValue node's key and
-// the line of its first part.
-func (idx *docIndex) key(e *unstable.Node) ([]string, int) {
+// their nodes.
+func (idx *docIndex) key(e *unstable.Node) ([]string, []*unstable.Node) {
 	var parts []string
-	line := 0
+	var nodes []*unstable.Node
 	it := e.Key()
 	for it.Next() {
 		n := it.Node()
-		if line == 0 && n.Raw.Length > 0 {
-			line = idx.line(int(n.Raw.Offset))
-		}
 		parts = append(parts, string(n.Data))
+		nodes = append(nodes, n)
 	}
-	return parts, line
-}
-
-// resolve appends parts to base, entering the last element of each array
-// of tables on the way, as TOML does for headers like [[hosts.dimensions]].
-func (idx *docIndex) resolve(base string, parts []string) string {
-	path := base
-	for _, p := range parts {
-		path = join(path, p)
-		if n := idx.arrays[path]; n > 0 {
-			path += "[" + strconv.Itoa(n-1) + "]"
-		}
-	}
-	return path
+	return parts, nodes
 }
 
 func (idx *docIndex) record(path string, line int) {
@@ -342,26 +487,4 @@ func stripIndexes(path string) string {
 		b.WriteByte(path[i])
 	}
 	return b.String()
-}
-
-// durationPaths collects the index-free key paths of Duration fields in t.
-func durationPaths(t reflect.Type, prefix string, out map[string]struct{}) {
-	for t.Kind() == reflect.Slice || t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t == reflect.TypeOf(Duration{}) {
-		out[prefix] = struct{}{}
-		return
-	}
-	if t.Kind() != reflect.Struct {
-		return
-	}
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
-		if !f.IsExported() || name == "" || name == "-" {
-			continue
-		}
-		durationPaths(f.Type, join(prefix, name), out)
-	}
 }

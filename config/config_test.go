@@ -1,0 +1,488 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// minimal is the smallest valid file.
+const minimal = `
+[[hosts]]
+id = 1
+name = "example.com"
+origin = "http://127.0.0.1:3000"
+
+  [[hosts.dimensions]]
+  id = 1
+  name = "desktop"
+  match_ua = ["Googlebot"]
+`
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func writeFile(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "prism.toml")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// problems returns the *Problem values inside err.
+func problems(err error) []*Problem {
+	var out []*Problem
+	var walk func(error)
+	walk = func(e error) {
+		if p, ok := e.(*Problem); ok {
+			out = append(out, p)
+			return
+		}
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range j.Unwrap() {
+				walk(x)
+			}
+			return
+		}
+		if u := errors.Unwrap(e); u != nil {
+			walk(u)
+		}
+	}
+	if err != nil {
+		walk(err)
+	}
+	return out
+}
+
+func TestExampleFile(t *testing.T) {
+	c, err := LoadWith("../prism.example.toml", env(nil))
+	if err != nil {
+		t.Fatalf("example file: %v", err)
+	}
+	def := Default()
+	// Every section but hosts holds exactly the documented defaults.
+	for _, tc := range []struct {
+		name      string
+		got, want any
+	}{
+		{"server.listen", c.Server.Listen, def.Server.Listen},
+		{"server.read_header_timeout", c.Server.ReadHeaderTimeout, def.Server.ReadHeaderTimeout},
+		{"server.read_timeout", c.Server.ReadTimeout, def.Server.ReadTimeout},
+		{"server.write_timeout", c.Server.WriteTimeout, def.Server.WriteTimeout},
+		{"server.idle_timeout", c.Server.IdleTimeout, def.Server.IdleTimeout},
+		{"server.max_header_bytes", c.Server.MaxHeaderBytes, def.Server.MaxHeaderBytes},
+		{"server.shutdown_timeout", c.Server.ShutdownTimeout, def.Server.ShutdownTimeout},
+		{"log", c.Log, def.Log},
+		{"admin", c.Admin, def.Admin},
+		{"internal", c.Internal, def.Internal},
+		{"render", c.Render, def.Render},
+		{"cache", c.Cache, def.Cache},
+		{"recache.interval", c.Recache.Interval, def.Recache.Interval},
+		{"recache.tick", c.Recache.Tick, def.Recache.Tick},
+		{"recache.queue_size", c.Recache.QueueSize, def.Recache.QueueSize},
+		{"recache.workers", c.Recache.Workers, c.Render.Tabs},
+		{"recache.max_attempts", c.Recache.MaxAttempts, def.Recache.MaxAttempts},
+		{"recache.journal_dir", c.Recache.JournalDir, def.Recache.JournalDir},
+	} {
+		if !reflect.DeepEqual(tc.got, tc.want) {
+			t.Errorf("%s = %#v, want %#v", tc.name, tc.got, tc.want)
+		}
+	}
+	// The contract defaults from DESIGN.md.
+	if c.Server.Listen != ":4000" || c.Admin.Address != "127.0.0.1:4001" || c.Internal.Address != "127.0.0.1:10090" ||
+		c.Internal.DaemonID != "prism-01" || c.Render.Tabs != 4 || c.Render.Timeout.Duration != 15*time.Second ||
+		c.Render.OnlineReservationPercent != 50 || c.Cache.Dir != "data/cache" || c.Cache.MemoryMB != 256 ||
+		c.Cache.TTL.Duration != 24*time.Hour || c.Cache.StaleTTL.Duration != 72*time.Hour ||
+		c.Recache.Interval.Duration != 12*time.Hour {
+		t.Errorf("contract defaults differ: %+v", c)
+	}
+	if c.Render.BlockHosts != nil || c.Cache.StripParams != nil || c.Cache.StaticExtensions != nil {
+		t.Errorf("built-in lists should stay nil: %#v %#v %#v", c.Render.BlockHosts, c.Cache.StripParams, c.Cache.StaticExtensions)
+	}
+	if len(c.Hosts) != 1 || c.Hosts[0].Name != "localhost" || c.Hosts[0].Origin != "http://127.0.0.1:3000" {
+		t.Fatalf("hosts = %+v", c.Hosts)
+	}
+	dims := c.Hosts[0].Dimensions
+	if len(dims) != 2 || dims[0].Name != "mobile" || !dims[0].Mobile || dims[0].Width != 412 || dims[1].Name != "desktop" || dims[1].Width != 1366 {
+		t.Errorf("dimensions = %+v", dims)
+	}
+	if c.InternalEnabled() || len(c.Warnings()) != 1 {
+		t.Errorf("internal port with an empty key: enabled %v, warnings %q", c.InternalEnabled(), c.Warnings())
+	}
+}
+
+func TestMinimalDefaults(t *testing.T) {
+	c, err := LoadWith(writeFile(t, minimal), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.Recache.Workers = 4
+	if !reflect.DeepEqual(c.Server, want.Server) || c.Log != want.Log || c.Admin != want.Admin || c.Internal != want.Internal ||
+		!reflect.DeepEqual(c.Render, want.Render) || !reflect.DeepEqual(c.Cache, want.Cache) || c.Recache != want.Recache {
+		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
+	}
+	h := c.Hosts[0]
+	if h.Scheme != "https" || h.RecacheInterval.Duration != 0 {
+		t.Errorf("host defaults: %+v", h)
+	}
+	d := h.Dimensions[0]
+	if d.Width != 1366 || d.Height != 768 || d.Mobile {
+		t.Errorf("dimension defaults: %+v", d)
+	}
+}
+
+func TestDefaultsFromOtherValues(t *testing.T) {
+	c, err := Parse([]byte(minimal + `
+  [[hosts.dimensions]]
+  id = 2
+  name = "phone"
+  mobile = true
+  height = 800
+
+[render]
+tabs = 7
+block_resource_types = ["image", "STYLESHEET"]
+block_hosts = []
+keep_script_types = []
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := c.Hosts[0].Dimensions[1]; d.Width != 412 || d.Height != 800 {
+		t.Errorf("mobile dimension %dx%d, want 412x800", d.Width, d.Height)
+	}
+	if c.Recache.Workers != 7 {
+		t.Errorf("recache.workers = %d, want render.tabs 7", c.Recache.Workers)
+	}
+	if got := c.Render.BlockResourceTypes; !reflect.DeepEqual(got, []string{"Image", "Stylesheet"}) {
+		t.Errorf("block_resource_types = %q", got)
+	}
+	if c.Render.BlockHosts == nil || len(c.Render.BlockHosts) != 0 {
+		t.Errorf("block_hosts = [] should be empty, not nil: %#v", c.Render.BlockHosts)
+	}
+	if len(c.Render.KeepScriptTypes) != 0 {
+		t.Errorf("keep_script_types = %q", c.Render.KeepScriptTypes)
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		doc  string
+		want []string // substrings of the error, in order of problems
+	}{
+		{"unknown top-level key", "wrokers = 4\n" + minimal, []string{"wrokers: unknown key (line 1"}},
+		{"unknown key in section", "[render]\ntabs = 2\nwrokers = 4\n" + minimal, []string{"render.wrokers: unknown key (line 3"}},
+		{"unknown table", "[cahce]\ndir = \"x\"\n" + minimal, []string{"cahce: unknown table (line 1"}},
+		{"unknown key in dimension", minimal + "  colour = \"red\"\n", []string{"hosts[0].dimensions[0].colour: unknown key (line 11"}},
+		{"unknown key in second host", minimal + "[[hosts]]\nid = 2\nnmae = \"x\"\n", []string{"hosts[1].nmae: unknown key (line 13"}},
+		{"several unknown keys", "a = 1\n[server]\nb = 2\n", []string{"a: unknown key (line 1", "server.b: unknown key (line 3"}},
+		{"bad duration string", "[render]\ntimeout = \"30 seconds\"\n", []string{`render.timeout: invalid duration "30 seconds"`, "(line 2, column 11)"}},
+		{"integer duration", "[render]\ntimeout = 30\n", []string{"render.timeout: must be a duration string", "not a TOML integer (line 2, column 11)"}},
+		{"bool duration in host", minimal + "[[hosts]]\nrecache_interval = true\n", []string{"hosts[1].recache_interval: must be a duration string", "not a TOML bool (line 12"}},
+		{"durations all at once", "[cache]\nttl = 1\nstale_ttl = \"x\"\n", []string{"cache.ttl:", "(line 2,", "cache.stale_ttl:", "(line 3,"}},
+		{"wrong type", "[render]\ntabs = \"four\"\n", []string{"render.tabs: must be an integer, not a TOML string (line 2, column 8)"}},
+		{"wrong type in dimension", minimal + "  width = \"wide\"\n", []string{"hosts[0].dimensions[0].width: must be an integer, not a TOML string (line 11"}},
+		{"string for array", "[server]\ntrusted_proxies = \"10.0.0.1\"\n", []string{"server.trusted_proxies: must be an array of strings", "(line 2"}},
+		{"syntax error", "[server]\nlisten = \":4000\n", []string{"(line 2, column"}},
+		{"unclosed table", "[render\n", []string{"(line 1, column"}},
+		{"duplicate key", "[render]\ntabs = 1\ntabs = 2\n", []string{"already defined (line 3"}},
+		{"every kind of problem at once", "wrokers = 4\n[render]\ntabs = \"x\"\ntimeout = 5\n[cahce]\nx = 1\n[[hosts]]\nid = 1.5\n",
+			[]string{"wrokers: unknown key (line 1, column 1)", "render.tabs: must be an integer, not a TOML string (line 3, column 8)",
+				"render.timeout: must be a duration string", "(line 4, column 11)", "cahce: unknown table (line 5, column 2)",
+				"hosts[0].id: must be an integer, not a TOML float (line 8"}},
+		{"dotted keys", "render.tabs = \"x\"\nrender.wrokers = 1\n", []string{"render.tabs: must be an integer", "(line 1, column 15)", "render.wrokers: unknown key (line 2, column 8)"}},
+		{"inline table unknown key", `hosts = [{id = 1, nmae = "x"}]`, []string{"hosts[0].nmae: unknown key (line 1, column 19)"}},
+		{"array element type", "[server]\ntrusted_proxies = [\n  \"10.0.0.1\",\n  # comment\n  7,\n]\n", []string{"server.trusted_proxies[1]: must be a string, not a TOML integer (line 5, column 3)"}},
+		{"table for a value", "[render.tabs]\nx = 1\n", []string{"render.tabs: must be an integer, not a table (line 1, column 2)"}},
+		{"table for a duration", "[render.timeout]\n", []string{"render.timeout: must be a duration string, not a table (line 1"}},
+		{"value for a table", "render = 1\n", []string{"render: must be a table, not a TOML integer (line 1"}},
+		{"array of tables for a table", "[[render]]\ntabs = 1\n", []string{"render: must be a table, not an array of tables (line 1, column 3)"}},
+		{"syntax error after other problems", "a = 1\nb = \"x\n", []string{"a: unknown key (line 1", "basic strings cannot have new lines (line 2, column"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.doc))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			msg := err.Error()
+			rest := msg
+			for _, w := range tc.want {
+				i := strings.Index(rest, w)
+				if i < 0 {
+					t.Fatalf("error %q\nlacks %q (in order)", msg, w)
+				}
+				rest = rest[i+len(w):]
+			}
+			for _, p := range problems(err) {
+				if p.Line == 0 {
+					t.Errorf("problem without a line: %v", p)
+				}
+			}
+		})
+	}
+}
+
+func TestValidateAllAtOnce(t *testing.T) {
+	doc := `
+[server]
+listen = "4000"
+trusted_proxies = ["10.0.0.0/8", "not-an-ip"]
+
+[log]
+level = "loud"
+
+[render]
+tabs = 0
+timeout = "100ms"
+online_reservation_percent = 120
+
+[cache]
+memory_mb = 0
+ttl = "0s"
+
+[[hosts]]
+id = 1
+name = "https://example.com"
+origin = "ftp://x"
+
+  [[hosts.dimensions]]
+  id = 1
+  name = "desktop"
+  match_ua = ["re:(unclosed", ""]
+  width = 50
+
+  [[hosts.dimensions]]
+  id = 1
+  name = "Desktop"
+
+[[hosts]]
+id = 1
+name = "b.example"
+aliases = ["B.example."]
+origin = "http://127.0.0.1:3001"
+`
+	c, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Validate()
+	want := map[string]int{ // key -> line
+		"server.listen":                        3,
+		"server.trusted_proxies[1]":            4,
+		"log.level":                            7,
+		"render.tabs":                          10,
+		"render.timeout":                       11,
+		"render.online_reservation_percent":    12,
+		"cache.memory_mb":                      15,
+		"cache.ttl":                            16,
+		"hosts[0].name":                        20,
+		"hosts[0].origin":                      21,
+		"hosts[0].dimensions[0].match_ua[0]":   26,
+		"hosts[0].dimensions[0].match_ua[1]":   26,
+		"hosts[0].dimensions[0].width":         27,
+		"hosts[0].dimensions[1].id":            30,
+		"hosts[0].dimensions[1].name":          31,
+		"hosts[1].id":                          34,
+		"hosts[1].aliases[0]":                  36,
+		"hosts[1].dimensions":                  33,
+		"server.write_timeout (default value)": 0,
+	}
+	delete(want, "server.write_timeout (default value)")
+	ps := problems(err)
+	got := map[string]int{}
+	for _, p := range ps {
+		got[p.Key] = p.Line
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("problems:\n%v\ngot  %v\nwant %v", err, got, want)
+	}
+	if n := strings.Count(err.Error(), "\n") + 1; n != len(want) {
+		t.Errorf("error has %d lines, want one per problem (%d):\n%v", n, len(want), err)
+	}
+	if !strings.Contains(err.Error(), "hosts[0].dimensions[1].id: duplicate id 1 (also hosts[0].dimensions[0]) (line 30)") {
+		t.Errorf("duplicate id message: %v", err)
+	}
+}
+
+func TestValidateMisc(t *testing.T) {
+	tests := []struct {
+		name   string
+		extra  string
+		wantOK bool
+		want   string
+	}{
+		{"no hosts", "", false, "hosts: at least one"},
+		{"valid", minimal, true, ""},
+		{"host with port", strings.Replace(minimal, `"example.com"`, `"example.com:8080"`, 1), true, ""},
+		{"name with path", strings.Replace(minimal, `"example.com"`, `"example.com/a"`, 1), false, "hosts[0].name:"},
+		{"origin with path", strings.Replace(minimal, `:3000"`, `:3000/app"`, 1), false, "hosts[0].origin:"},
+		{"crawler list", strings.Replace(minimal, `"Googlebot"`, `"@crawlers", "@AI", "re:(?i)bot"`, 1), true, ""},
+		{"unknown crawler list", strings.Replace(minimal, `"Googlebot"`, `"@robots"`, 1), false, "unknown crawler list"},
+		{"write timeout below render timeout", minimal + "[server]\nwrite_timeout = \"10s\"\n", false, "server.write_timeout: must exceed render.timeout"},
+		{"ipv6 trusted proxy", minimal + "[server]\ntrusted_proxies = [\"::1\", \"fd00::/8\", \"192.168.1.7\"]\n", true, ""},
+		{"bad resource type", minimal + "[render]\nblock_resource_types = [\"pictures\", \"document\"]\n", false, "render.block_resource_types[0]: unknown resource type"},
+		{"internal disabled", minimal + "[internal]\naddress = \"\"\n", true, ""},
+		{"bad internal address", minimal + "[internal]\naddress = \"nowhere\"\n", false, "internal.address:"},
+		{"bad format", minimal + "[log]\nformat = \"xml\"\n", false, "log.format:"},
+		{"static extension", minimal + "[cache]\nstatic_extensions = [\"css\"]\n", false, "cache.static_extensions[0]:"},
+		{"negative stale", minimal + "[cache]\nstale_ttl = \"-1s\"\n", false, "cache.stale_ttl:"},
+		{"zero stale ok", minimal + "[cache]\nstale_ttl = \"0s\"\n", true, ""},
+		{"inline tables", `hosts = [{id = 1, name = "a.example", origin = "http://127.0.0.1:1", dimensions = [{id = 0, name = "d"}]}]`, false, "hosts[0].dimensions[0].id: must be a positive integer, got 0 (line 1)"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.extra))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = c.Validate()
+			if tc.wantOK {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestAdminTokenLoopbackRule(t *testing.T) {
+	tests := []struct {
+		address, token string
+		env            map[string]string
+		ok             bool
+	}{
+		{"127.0.0.1:4001", "", nil, true},
+		{"[::1]:4001", "", nil, true},
+		{"localhost:4001", "", nil, true},
+		{":4001", "", nil, false},
+		{"0.0.0.0:4001", "", nil, false},
+		{"10.1.2.3:4001", "", nil, false},
+		{":4001", "s3cret", nil, true},
+		{":4001", "", map[string]string{EnvAdminToken: "from-env"}, true},
+		{":4001", "", map[string]string{EnvAdminToken: ""}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.address+"/"+tc.token, func(t *testing.T) {
+			doc := minimal + "[admin]\naddress = \"" + tc.address + "\"\nbearer_token = \"" + tc.token + "\"\n"
+			_, err := LoadWith(writeFile(t, doc), env(tc.env))
+			if tc.ok && err != nil {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			if !tc.ok && (err == nil || !strings.Contains(err.Error(), "admin.address: ") || !strings.Contains(err.Error(), "bearer_token is empty") || !strings.Contains(err.Error(), "(line 12)")) {
+				t.Fatalf("error %v, want the loopback rule on admin.address line 12", err)
+			}
+		})
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	doc := minimal + "[admin]\nbearer_token = \"file-token\"\n[internal]\nauth_key = \"file-key\"\n"
+	tests := []struct {
+		name             string
+		env              map[string]string
+		wantTok, wantKey string
+	}{
+		{"none", nil, "file-token", "file-key"},
+		{"both", map[string]string{EnvAdminToken: "env-token", EnvInternalAuthKey: "env-key"}, "env-token", "env-key"},
+		{"empty values ignored", map[string]string{EnvAdminToken: "", EnvInternalAuthKey: ""}, "file-token", "file-key"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := LoadWith(writeFile(t, doc), env(tc.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Admin.BearerToken != tc.wantTok || c.Internal.AuthKey != tc.wantKey {
+				t.Errorf("token %q key %q, want %q %q", c.Admin.BearerToken, c.Internal.AuthKey, tc.wantTok, tc.wantKey)
+			}
+			if !c.InternalEnabled() || len(c.Warnings()) != 0 {
+				t.Errorf("internal port should be enabled with a key: %v %q", c.InternalEnabled(), c.Warnings())
+			}
+		})
+	}
+	// The environment alone enables the internal port.
+	c, err := LoadWith(writeFile(t, minimal), env(map[string]string{EnvInternalAuthKey: "k"}))
+	if err != nil || !c.InternalEnabled() {
+		t.Fatalf("env key: enabled=%v err=%v", c != nil && c.InternalEnabled(), err)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	if _, err := LoadWith(filepath.Join(t.TempDir(), "missing.toml"), nil); err == nil || !strings.Contains(err.Error(), "missing.toml") {
+		t.Errorf("missing file: %v", err)
+	}
+	p := writeFile(t, "[render]\ntabs = 0\n")
+	_, err := LoadWith(p, nil)
+	if err == nil || !strings.HasPrefix(err.Error(), "config "+p+":\n") {
+		t.Fatalf("error should start with the file name on its own line: %v", err)
+	}
+	if len(problems(err)) != 2 { // render.tabs and hosts
+		t.Errorf("want 2 problems, got %v", err)
+	}
+}
+
+func TestHelpers(t *testing.T) {
+	s := Server{TrustedProxies: []string{"10.0.0.0/8", "192.168.1.7", "::ffff:10.0.0.1", "bad", "2001:db8::/32"}}
+	got := s.TrustedPrefixes()
+	want := []string{"10.0.0.0/8", "192.168.1.7/32", "10.0.0.1/32", "2001:db8::/32"}
+	if len(got) != len(want) {
+		t.Fatalf("prefixes %v, want %v", got, want)
+	}
+	for i := range got {
+		if got[i].String() != want[i] {
+			t.Errorf("prefix %d = %v, want %v", i, got[i], want[i])
+		}
+	}
+	if (Log{Level: "debug"}).SlogLevel().String() != "DEBUG" || (Log{Level: "warn"}).SlogLevel().String() != "WARN" {
+		t.Error("SlogLevel")
+	}
+	d := Duration{90 * time.Minute}
+	b, _ := d.MarshalText()
+	var back Duration
+	if err := back.UnmarshalText(b); err != nil || back != d {
+		t.Errorf("round trip %s -> %v %v", b, back, err)
+	}
+	if err := back.UnmarshalText([]byte("30")); err == nil {
+		t.Error("bare number accepted as a duration")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	ex, err := os.ReadFile("../prism.example.toml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{
+		string(ex), minimal, "", "[render]\ntimeout = 30\n", "a.b.c = 1\n[a]\n", "[[hosts]]\n[[hosts.dimensions]]\n[hosts.x]\n",
+		"hosts = [{id = 1, dimensions = [{match_ua = [\"re:(\"]}]}]", "[server]\ntrusted_proxies = [[1]]\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(data)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error")
+			}
+			return
+		}
+		c.ApplyEnv(env(map[string]string{EnvAdminToken: "x"}))
+		_ = c.Validate()
+		_ = c.Warnings()
+		_ = c.Server.TrustedPrefixes()
+	})
+}

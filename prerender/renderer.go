@@ -6,9 +6,15 @@ package prerender
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -70,6 +76,9 @@ var (
 	ErrNoCapacity = errors.New("prerender: no tab available")
 	// ErrBlank means the page rendered to an empty document.
 	ErrBlank = errors.New("prerender: blank page")
+	// ErrBadRequest means the Request itself is invalid (not an absolute
+	// http or https URL).
+	ErrBadRequest = errors.New("prerender: bad request")
 )
 
 // Options configures a Renderer.
@@ -78,14 +87,19 @@ type Options struct {
 	// Debian/Chrome locations. A missing browser is an error from New.
 	ChromePath string
 	Tabs       int           // 0 means 4
-	Timeout    time.Duration // per render; 0 means 15s
-	// OnlineReservationPercent of the free tabs is held back from recache renders.
+	Timeout    time.Duration // per render, from taking a tab to capture; 0 means 15s
+	// OnlineReservationPercent of the free tabs is held back from recache
+	// renders (rounded up); 0 holds none back, values above 100 mean 100.
 	OnlineReservationPercent int
 	RecycleAfter             int // renders before the browser is restarted; 0 means 1000
+	// RecycleMemoryMB restarts the browser when the resident memory of its
+	// process group passes it; 0 means no limit.
+	RecycleMemoryMB int
 	// Origin maps a public host (as in a URL's Host, port included when
 	// present) to the origin that serves it. The browser's requests to such a
 	// host are fetched from the origin with X-Prism-Render: 1. Requests to
-	// other loopback, private or link-local addresses are refused.
+	// other loopback, private or link-local addresses are refused. Nil means
+	// no host has an origin.
 	Origin func(hostport string) (*url.URL, bool)
 	// BlockResourceTypes are CDP resource types never loaded; nil means
 	// Image, Media, Font.
@@ -96,38 +110,259 @@ type Options struct {
 	// KeepScriptTypes are script types kept in the output; nil means
 	// application/ld+json.
 	KeepScriptTypes []string
-	UserDataDir     string // empty: a temp dir removed at exit
-	Logger          *slog.Logger
-	Metrics         *metrics.Set
+	// UserDataDir is the parent directory of the per-launch browser profile
+	// directories (each removed when its browser exits); empty means the
+	// system temp dir.
+	UserDataDir string
+	Logger      *slog.Logger // nil discards logs
+	Metrics     *metrics.Set // nil registers no metrics
 	// Transport fetches origin resources for the browser; nil means a
 	// dedicated http.Transport.
 	Transport http.RoundTripper
+	// ProbeInterval is how often the browser is asked for its version to
+	// detect a hung browser; 0 means 5s.
+	ProbeInterval time.Duration
+	// MaxBodyBytes caps every response the renderer fetches for the
+	// browser; 0 means 20 MiB. A larger response fails that request.
+	MaxBodyBytes int64
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 }
 
 // Renderer renders pages. It is safe for concurrent use.
 type Renderer struct {
-	opts Options
+	opts       Options
+	log        *slog.Logger
+	blockTypes map[string]bool
+	blockHosts []string
+	keepTypes  []string
+	originRT   http.RoundTripper
+	publicRT   http.RoundTripper
+
+	running atomic.Bool
+	cur     atomic.Pointer[instance] // nil while the browser is down
+	gen     atomic.Int64
+	recycle chan struct{} // a render asks the supervisor to recycle
+
+	renders, failures atomic.Uint64
+	crashes, restarts atomic.Uint64
+	active, waiting   atomic.Int64
+	probeErr          atomic.Pointer[error]
+	drains            sync.WaitGroup
+	metrics           *rendererMetrics
+	// freshTabs closes each tab after its render (an incognito context per
+	// render): the costly isolation mode, kept for benchmarks.
+	freshTabs bool
+}
+
+// chromeCandidates are tried in order when Options.ChromePath is empty.
+var chromeCandidates = []string{
+	"/usr/lib/chromium/chromium",
+	"chromium",
+	"chromium-browser",
+	"google-chrome",
+	"google-chrome-stable",
+	"/usr/bin/chromium",
+	"/opt/google/chrome/chrome",
 }
 
 // New checks opts and locates the browser; Run starts it.
-func New(opts Options) (*Renderer, error) { return &Renderer{opts: opts}, nil }
+func New(opts Options) (*Renderer, error) {
+	bin, err := findChrome(opts.ChromePath)
+	if err != nil {
+		return nil, err
+	}
+	opts.ChromePath = bin
+	if opts.Tabs < 0 || opts.Timeout < 0 || opts.RecycleAfter < 0 || opts.OnlineReservationPercent < 0 {
+		return nil, fmt.Errorf("prerender: negative option (tabs %d, timeout %s, recycle_after %d, reservation %d%%)",
+			opts.Tabs, opts.Timeout, opts.RecycleAfter, opts.OnlineReservationPercent)
+	}
+	if opts.Tabs == 0 {
+		opts.Tabs = 4
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 15 * time.Second
+	}
+	if opts.RecycleAfter == 0 {
+		opts.RecycleAfter = 1000
+	}
+	if opts.OnlineReservationPercent > 100 {
+		opts.OnlineReservationPercent = 100
+	}
+	if opts.ProbeInterval <= 0 {
+		opts.ProbeInterval = 5 * time.Second
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 20 << 20
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Origin == nil {
+		opts.Origin = func(string) (*url.URL, bool) { return nil, false }
+	}
+	if opts.BlockResourceTypes == nil {
+		opts.BlockResourceTypes = []string{"Image", "Media", "Font"}
+	}
+	if opts.BlockHosts == nil {
+		opts.BlockHosts = defaultBlockHosts
+	}
+	if opts.KeepScriptTypes == nil {
+		opts.KeepScriptTypes = []string{"application/ld+json"}
+	}
+	r := &Renderer{
+		opts:       opts,
+		log:        opts.Logger,
+		blockTypes: map[string]bool{},
+		recycle:    make(chan struct{}, 1),
+	}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	for _, t := range opts.BlockResourceTypes {
+		r.blockTypes[strings.ToLower(t)] = true
+	}
+	for _, h := range opts.BlockHosts {
+		h = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(h)), ".")
+		if h != "" {
+			r.blockHosts = append(r.blockHosts, h)
+		}
+	}
+	for _, t := range opts.KeepScriptTypes {
+		r.keepTypes = append(r.keepTypes, strings.ToLower(strings.TrimSpace(t)))
+	}
+	r.originRT = opts.Transport
+	if r.originRT == nil {
+		r.originRT = newOriginTransport()
+	}
+	r.publicRT = newPublicTransport()
+	r.metrics = newRendererMetrics(opts.Metrics, r)
+	return r, nil
+}
 
-// Run launches and supervises the browser until ctx is done, then closes it
-// and removes its profile. It returns an error only if the browser can never
-// be started.
-func (r *Renderer) Run(ctx context.Context) error { <-ctx.Done(); return nil }
+// findChrome returns the browser binary to launch.
+func findChrome(path string) (string, error) {
+	const hint = "install one with `apt-get install chromium` or set render.chrome_path"
+	if path != "" {
+		p, err := exec.LookPath(path)
+		if err != nil {
+			return "", fmt.Errorf("prerender: browser %q not found (%w); %s", path, err, hint)
+		}
+		return p, nil
+	}
+	for _, c := range chromeCandidates {
+		if strings.HasPrefix(c, "/") {
+			if st, err := os.Stat(c); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+				return c, nil
+			}
+			continue
+		}
+		if p, err := exec.LookPath(c); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("prerender: no Chromium or Chrome found (tried %s); %s",
+		strings.Join(chromeCandidates, ", "), hint)
+}
 
 // Render renders req. It fails fast with ErrUnavailable while the browser is
 // down and with ErrNoCapacity when the class has no tab and ctx ends.
 func (r *Renderer) Render(ctx context.Context, req Request) (*Result, error) {
-	return nil, ErrUnavailable
+	start := r.opts.Now()
+	res, outcome, err := r.render(ctx, req)
+	d := r.opts.Now().Sub(start)
+	if res != nil {
+		res.Duration = d
+	}
+	r.renders.Add(1)
+	if err != nil {
+		r.failures.Add(1)
+	}
+	r.metrics.observe(outcome, d)
+	return res, err
+}
+
+func (r *Renderer) render(ctx context.Context, req Request) (*Result, string, error) {
+	pub, err := parsePublicURL(req.URL)
+	if err != nil {
+		return nil, "bad_request", err
+	}
+	for {
+		inst := r.cur.Load()
+		if inst == nil {
+			return nil, "unavailable", fmt.Errorf("render %s: %w", pub, ErrUnavailable)
+		}
+		r.waiting.Add(1)
+		s, err := inst.pool.acquire(ctx, req.Class)
+		r.waiting.Add(-1)
+		if errors.Is(err, errRetired) {
+			continue // the browser is being recycled: use the new one
+		}
+		if errors.Is(err, ErrNoCapacity) {
+			return nil, "no_capacity", fmt.Errorf("render %s: %w", pub, err)
+		}
+		if err != nil {
+			return nil, "unavailable", fmt.Errorf("render %s: %w", pub, err)
+		}
+		r.active.Add(1)
+		res, outcome, err := inst.renderOn(ctx, s, pub, req)
+		r.active.Add(-1)
+		inst.pool.release(s)
+		if n := inst.renders.Add(1); n >= int64(r.opts.RecycleAfter) {
+			select {
+			case r.recycle <- struct{}{}:
+			default:
+			}
+		}
+		if err != nil {
+			return res, outcome, fmt.Errorf("render %s: %w", pub, err)
+		}
+		return res, outcome, nil
+	}
+}
+
+func parsePublicURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: url %q: %w", ErrBadRequest, raw, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return nil, fmt.Errorf("%w: url %q is not an absolute http(s) URL", ErrBadRequest, raw)
+	}
+	u.Fragment, u.RawFragment = "", ""
+	return u, nil
 }
 
 // Healthy returns nil when the browser is up and answering.
-func (r *Renderer) Healthy() error { return ErrUnavailable }
+func (r *Renderer) Healthy() error {
+	if r.cur.Load() == nil {
+		return ErrUnavailable
+	}
+	if p := r.probeErr.Load(); p != nil && *p != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, *p)
+	}
+	return nil
+}
 
 // Capacity returns a snapshot of the tab pool.
-func (r *Renderer) Capacity() Capacity { return Capacity{} }
+func (r *Renderer) Capacity() Capacity {
+	c := Capacity{Tabs: r.opts.Tabs, ReservationPercent: float64(r.opts.OnlineReservationPercent)}
+	if inst := r.cur.Load(); inst != nil {
+		c.Free = inst.pool.free()
+	}
+	c.ReservedForOnline, c.AvailableForRecache = reservation(c.Free, r.opts.OnlineReservationPercent)
+	return c
+}
 
 // Stats returns a snapshot of render counters.
-func (r *Renderer) Stats() Stats { return Stats{} }
+func (r *Renderer) Stats() Stats {
+	return Stats{
+		Renders:   r.renders.Load(),
+		Failures:  r.failures.Load(),
+		Active:    int(r.active.Load()),
+		Waiting:   int(r.waiting.Load()),
+		Crashes:   r.crashes.Load(),
+		Restarts:  r.restarts.Load(),
+		BrowserUp: r.Healthy() == nil,
+	}
+}

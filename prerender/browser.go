@@ -1,0 +1,433 @@
+package prerender
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/go-rod/rod"
+	"github.com/go-rod/rod/lib/launcher"
+	"github.com/go-rod/rod/lib/launcher/flags"
+	"github.com/go-rod/rod/lib/proto"
+)
+
+const (
+	launchTimeout   = 30 * time.Second
+	probeTimeout    = 5 * time.Second
+	closeGrace      = 2 * time.Second // BrowserClose, then SIGKILL
+	killGrace       = time.Second     // SIGTERM, then SIGKILL
+	backoffMin      = 100 * time.Millisecond
+	backoffMax      = 5 * time.Second
+	healthyPeriod   = 30 * time.Second // up this long: the backoff resets
+	maxFirstFailure = 5                // launches failing before the first success: Run gives up
+)
+
+// instance is one launched browser with its tab pool.
+type instance struct {
+	r       *Renderer
+	gen     int64
+	l       *launcher.Launcher
+	b       *rod.Browser
+	pid     int
+	dir     string
+	started time.Time
+	uaDesk  string
+	uaMob   string
+
+	ctx    context.Context // cancelled when the instance goes down
+	cancel context.CancelCauseFunc
+	dead   chan struct{} // the CDP event stream ended
+	exited chan struct{} // the process exited and its profile is removed
+	pool   *pool
+	wg     sync.WaitGroup // goroutines owned by this instance (tab event loops)
+
+	renders  atomic.Int64
+	downOnce sync.Once
+}
+
+// Run launches and supervises the browser until ctx is done, then closes it
+// and removes its profile. It returns an error only if the browser can never
+// be started.
+func (r *Renderer) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return errors.New("prerender: Run called twice")
+	}
+	defer r.drains.Wait()
+	backoff := backoffMin
+	everUp := false
+	failures := 0
+	var inst *instance
+	for {
+		if inst == nil {
+			var err error
+			inst, err = r.launch(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				failures++
+				r.log.Error("browser launch failed", "err", err, "attempt", failures, "retry_in", backoff)
+				if !everUp && failures >= maxFirstFailure {
+					return fmt.Errorf("prerender: browser never started: %w", err)
+				}
+				if !sleepCtx(ctx, backoff) {
+					return nil
+				}
+				backoff = min(backoff*2, backoffMax)
+				continue
+			}
+			if everUp {
+				r.restarts.Add(1)
+				r.metrics.restart()
+			}
+			everUp, failures = true, 0
+			r.probeErr.Store(nil)
+			r.cur.Store(inst)
+			r.log.Info("browser started", "pid", inst.pid, "gen", inst.gen, "bin", r.opts.ChromePath)
+		}
+
+		why, err := r.supervise(ctx, inst)
+		switch why {
+		case downShutdown:
+			r.cur.Store(nil)
+			inst.teardown(ErrUnavailable, true)
+			r.log.Info("browser stopped", "pid", inst.pid, "gen", inst.gen)
+			return nil
+		case downRecycle:
+			next, lerr := r.launch(ctx)
+			if lerr != nil {
+				if ctx.Err() != nil {
+					continue // next supervise round sees ctx done
+				}
+				r.log.Error("browser recycle: launch failed, keeping the old browser", "err", lerr)
+				inst.renders.Store(0) // try again after another RecycleAfter renders
+				continue
+			}
+			r.restarts.Add(1)
+			r.metrics.restart()
+			r.cur.Store(next)
+			r.log.Info("browser recycled", "reason", err, "old_pid", inst.pid, "pid", next.pid, "gen", next.gen)
+			old := inst
+			r.drains.Add(1)
+			go func() {
+				defer r.drains.Done()
+				old.pool.close(errRetired)
+				t := time.NewTimer(r.opts.Timeout + 5*time.Second)
+				defer t.Stop()
+				select {
+				case <-old.pool.idle:
+				case <-t.C:
+				case <-ctx.Done():
+				}
+				old.teardown(ErrUnavailable, true)
+			}()
+			inst = next
+		case downCrash:
+			r.cur.Store(nil)
+			r.probeErr.Store(&err)
+			r.crashes.Add(1)
+			r.metrics.crash()
+			r.log.Error("browser down", "pid", inst.pid, "gen", inst.gen, "err", err)
+			inst.teardown(fmt.Errorf("%w: %w", ErrUnavailable, err), false)
+			if r.opts.Now().Sub(inst.started) > healthyPeriod {
+				backoff = backoffMin
+			}
+			inst = nil
+			if !sleepCtx(ctx, backoff) {
+				return nil
+			}
+			backoff = min(backoff*2, backoffMax)
+		}
+	}
+}
+
+type downReason int
+
+const (
+	downShutdown downReason = iota
+	downCrash
+	downRecycle
+)
+
+// supervise waits until inst must go: ctx done, crash, hang, or recycle.
+func (r *Renderer) supervise(ctx context.Context, inst *instance) (downReason, error) {
+	probe := time.NewTicker(r.opts.ProbeInterval)
+	defer probe.Stop()
+	for {
+		if inst.renders.Load() >= int64(r.opts.RecycleAfter) {
+			return downRecycle, fmt.Errorf("%d renders", inst.renders.Load())
+		}
+		select {
+		case <-ctx.Done():
+			return downShutdown, nil
+		case <-inst.dead:
+			return downCrash, errors.New("browser connection lost")
+		case <-inst.exited:
+			return downCrash, errors.New("browser process exited")
+		case <-r.recycle:
+		case <-probe.C:
+			pctx, cancel := context.WithTimeout(inst.ctx, probeTimeout)
+			_, err := proto.BrowserGetVersion{}.Call(inst.b.Context(pctx))
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return downShutdown, nil
+				}
+				return downCrash, fmt.Errorf("liveness probe: %w", err)
+			}
+			if lim := r.opts.RecycleMemoryMB; lim > 0 {
+				if rss := groupRSS(inst.pid); rss > int64(lim)<<20 {
+					return downRecycle, fmt.Errorf("memory %d MiB over %d MiB", rss>>20, lim)
+				}
+			}
+		}
+	}
+}
+
+// launch starts a browser and connects to it.
+func (r *Renderer) launch(ctx context.Context) (*instance, error) {
+	parent := r.opts.UserDataDir
+	if parent == "" {
+		parent = os.TempDir()
+	}
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return nil, fmt.Errorf("browser profile: %w", err)
+	}
+	dir, err := os.MkdirTemp(parent, "prism-chromium-")
+	if err != nil {
+		return nil, fmt.Errorf("browser profile: %w", err)
+	}
+	l := launcher.New()
+	// Replace rod's defaults (which read flags and env in lib/defaults) with
+	// an explicit set.
+	l.Flags = map[flags.Flag][]string{}
+	l.Bin(r.opts.ChromePath).
+		Leakless(true).
+		Headless(true).
+		UserDataDir(dir).
+		Set(flags.RemoteDebuggingPort, "0").
+		Set("no-first-run").Set("no-startup-window").Set("no-default-browser-check").
+		Set("disable-background-networking").Set("disable-component-update").
+		Set("disable-sync").Set("disable-quic").Set("disable-gpu").
+		Set("disable-dev-shm-usage").Set("disable-breakpad").Set("disable-crash-reporter").
+		Set("disable-extensions").Set("disable-default-apps").Set("disable-domain-reliability").
+		Set("disable-client-side-phishing-detection").Set("disable-hang-monitor").
+		Set("disable-popup-blocking").Set("disable-prompt-on-repost").
+		Set("disable-background-timer-throttling").Set("disable-renderer-backgrounding").
+		Set("disable-backgrounding-occluded-windows").Set("disable-ipc-flooding-protection").
+		Set("metrics-recording-only").Set("mute-audio").Set("no-pings").
+		Set("use-mock-keychain").Set("password-store", "basic").
+		Set("force-color-profile", "srgb").
+		Set("hide-scrollbars").
+		// Every request of a page is fetched by the renderer in Go (see
+		// intercept.go); anything that escapes interception (WebSockets,
+		// workers, Chromium's own background traffic) meets a dead proxy.
+		Set(flags.ProxyServer, "http://127.0.0.1:9").
+		Set("proxy-bypass-list", "<-loopback>").
+		Set("disable-features", "Translate", "TranslateUI", "OptimizationHints",
+			"MediaRouter", "DialMediaRouteProvider", "InterestFeedContentSuggestions").
+		Append("disable-features", "NetworkTimeServiceQuerying")
+	if os.Geteuid() == 0 {
+		l.NoSandbox(true)
+	}
+	lctx, lcancel := context.WithTimeout(ctx, launchTimeout)
+	defer lcancel()
+	l = l.Context(lctx)
+	u, err := l.Launch()
+	if err != nil {
+		if pid := l.PID(); pid > 0 {
+			killGroup(pid, killGrace)
+			l.Cleanup()
+		}
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("launch %s: %w", r.opts.ChromePath, err)
+	}
+	ictx, icancel := context.WithCancelCause(context.Background())
+	inst := &instance{
+		r: r, gen: r.gen.Add(1), l: l, pid: l.PID(), dir: dir, started: r.opts.Now(),
+		ctx: ictx, cancel: icancel,
+		dead: make(chan struct{}), exited: make(chan struct{}),
+		pool: newPool(r.opts.Tabs, r.opts.OnlineReservationPercent),
+	}
+	go func() { // ends when the process exits; teardown makes sure it does
+		l.Cleanup()
+		close(inst.exited)
+	}()
+	b := rod.New().ControlURL(u).NoDefaultDevice().SlowMotion(0).Trace(false).Monitor("").Context(ictx)
+	connected := make(chan error, 1)
+	go func() { connected <- b.Connect() }()
+	waitConnect := false
+	select {
+	case err = <-connected:
+	case <-lctx.Done():
+		err, waitConnect = lctx.Err(), true
+	}
+	if err == nil {
+		inst.b = b
+		var v *proto.BrowserGetVersionResult
+		vctx, vcancel := context.WithTimeout(lctx, probeTimeout)
+		v, err = proto.BrowserGetVersion{}.Call(b.Context(vctx))
+		vcancel()
+		if err == nil {
+			inst.uaDesk, inst.uaMob = defaultUAs(v.UserAgent)
+		}
+	}
+	if err != nil {
+		inst.teardown(err, false)
+		if waitConnect {
+			<-connected // Connect returns once the process is gone
+		}
+		return nil, fmt.Errorf("connect to browser: %w", err)
+	}
+	events := b.Event()
+	inst.wg.Add(1)
+	go func() {
+		defer inst.wg.Done()
+		for range events { //nolint:revive // drain until the connection ends
+		}
+		close(inst.dead)
+	}()
+	return inst, nil
+}
+
+// teardown takes the instance down: renders in flight fail with cause, the
+// browser is closed (gracefully if asked), its process group killed, and its
+// profile removed.
+func (inst *instance) teardown(cause error, graceful bool) {
+	inst.downOnce.Do(func() {
+		inst.pool.close(cause)
+		if graceful && inst.b != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), closeGrace)
+			_ = proto.BrowserClose{}.Call(inst.b.Context(ctx))
+			cancel()
+			t := time.NewTimer(closeGrace)
+			select {
+			case <-inst.exited:
+			case <-t.C:
+			}
+			t.Stop()
+		}
+		inst.cancel(cause)
+		killGroup(inst.pid, killGrace)
+		killByProfile(inst.dir)
+		t := time.NewTimer(10 * time.Second)
+		select {
+		case <-inst.exited:
+		case <-t.C:
+			inst.r.log.Error("browser process did not exit after SIGKILL", "pid", inst.pid)
+		}
+		t.Stop()
+		inst.wg.Wait()
+		_ = os.RemoveAll(inst.dir)
+	})
+}
+
+// killGroup sends SIGTERM to the process group pgid, then SIGKILL after
+// grace unless the leader is gone.
+func killGroup(pgid int, grace time.Duration) {
+	if pgid <= 1 {
+		return
+	}
+	if syscall.Kill(-pgid, syscall.SIGTERM) != nil {
+		return // no such group
+	}
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		if syscall.Kill(-pgid, 0) != nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond) // polling a process we cannot wait on
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+}
+
+// killByProfile kills processes outside the browser's group that still use
+// its profile directory (crashpad handlers start their own groups).
+func killByProfile(dir string) {
+	if dir == "" {
+		return
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	needle := []byte(dir)
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !bytes.Contains(cmd, needle) {
+			continue
+		}
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// groupRSS sums the resident memory of the processes in group pgid.
+func groupRSS(pgid int) int64 {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	page := int64(os.Getpagesize())
+	var total int64
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// Fields after the ")" that ends comm: state ppid pgrp ... rss is field 24.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) < 22 || f[2] != strconv.Itoa(pgid) {
+			continue
+		}
+		rss, _ := strconv.ParseInt(f[21], 10, 64)
+		total += rss * page
+	}
+	return total
+}
+
+// defaultUAs derives desktop and mobile Chrome user agents from the
+// browser's own, without "HeadlessChrome".
+func defaultUAs(ua string) (desktop, mobile string) {
+	major := "130"
+	if i := strings.Index(ua, "Chrome/"); i >= 0 {
+		v := ua[i+len("Chrome/"):]
+		if j := strings.IndexByte(v, '.'); j > 0 {
+			major = v[:j]
+		}
+	}
+	desktop = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/" + major + ".0.0.0 Safari/537.36"
+	mobile = "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/" + major + ".0.0.0 Mobile Safari/537.36"
+	return desktop, mobile
+}
+
+// sleepCtx waits d or until ctx is done; it reports whether d elapsed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

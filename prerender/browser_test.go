@@ -1,0 +1,602 @@
+package prerender
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const chromeBin = "/usr/lib/chromium/chromium"
+
+// testEnv is one origin, one "internal" service a page must never reach,
+// and one Renderer shared by the tests of this package.
+type testEnv struct {
+	origin       *httptest.Server
+	internal     *httptest.Server
+	hits         sync.Map // path -> *atomic.Int64 (origin)
+	internalHits atomic.Int64
+	uas          sync.Map // path -> User-Agent seen
+	renderHdr    sync.Map // path -> X-Prism-Render seen
+	r            *Renderer
+	cancel       context.CancelFunc
+	done         chan error
+}
+
+var (
+	envOnce sync.Once
+	env     *testEnv
+	envErr  error
+)
+
+const pubHost = "site.test"
+
+func (e *testEnv) count(path string) int64 {
+	v, _ := e.hits.LoadOrStore(path, new(atomic.Int64))
+	return v.(*atomic.Int64).Load()
+}
+
+// pages are the origin's documents, by path.
+var pages = map[string]string{
+	"/js": `<!DOCTYPE html><html><head><title>t</title>
+<script type="application/ld+json">{"@type":"Thing"}</script>
+<script>document.addEventListener('DOMContentLoaded', () => { document.getElementById('c').textContent = 'written by js'; });</script>
+<script type="module">window.x = 1</script>
+</head><body><div id="c">static</div><img src="/img.png"><link rel="stylesheet" href="/style.css"></body></html>`,
+	"/ready": `<!DOCTYPE html><html><head><script>window.prerenderReady = false;
+setTimeout(() => { document.body.insertAdjacentHTML('beforeend', '<p id="late">late content</p>'); window.prerenderReady = true; }, 1500);</script></head><body><p>early</p></body></html>`,
+	"/viewport":                `<!DOCTYPE html><html><head><meta name="viewport" content="width=device-width"></head><body><script>document.body.insertAdjacentHTML('beforeend', '<p id="w">width=' + innerWidth + ' touch=' + ('ontouchstart' in window) + '</p>')</script></body></html>`,
+	"/meta-prerender":          `<html><head><meta name="prerender-status-code" content="404"></head><body>gone</body></html>`,
+	"/meta-render":             `<html><head><meta property="render:status_code" content="301"><meta property="render:header" content="Location: /moved"></head><body>moved</body></html>`,
+	"/meta-prerender-redirect": `<html><head><meta name="prerender-status-code" content="302"><meta name="prerender-header" content="Location: https://other.test/x"></head><body>x</body></html>`,
+	"/assets": `<!DOCTYPE html><html><head><style>@font-face { font-family: F; src: url(/font.woff2); } body { font-family: F; background: url(/bg.png) }</style>
+<script src="https://www.google-analytics.com/analytics.js"></script></head>
+<body>assets<img src="/img.png"><video src="/v.mp4"></video><script src="/app.js"></script></body></html>`,
+	"/app.js": `document.body.insertAdjacentHTML('beforeend', '<p id="app">app ran</p>')`,
+	"/blank":  `<!DOCTYPE html><html><head><title>x</title></head><body>  <script>var a = 1</script> </body></html>`,
+	"/isolation": `<!DOCTYPE html><html><body><script>
+const seen = 'cookie=[' + document.cookie + '] ls=[' + (localStorage.getItem('k') || '') + '] ss=[' + (sessionStorage.getItem('k') || '') + ']';
+document.body.insertAdjacentHTML('beforeend', '<p id="seen">' + seen + '</p>');
+document.cookie = 'jsc=1; path=/; max-age=3600'; localStorage.setItem('k', 'v'); sessionStorage.setItem('k', 'v');
+</script></body></html>`,
+	"/longpoll":        `<!DOCTYPE html><html><body><p>polling</p><script>fetch('/hang').then(r => r.text())</script></body></html>`,
+	"/redirect-target": `<html><body>target</body></html>`,
+}
+
+func ssrfPage(internal string) string {
+	return `<!DOCTYPE html><html><body><p>ssrf</p>
+<img src="` + internal + `/img.png">
+<iframe src="` + internal + `/frame"></iframe>
+<script>
+fetch('` + internal + `/fetch').catch(() => {});
+fetch('http://169.254.169.254/latest/meta-data/').catch(() => {});
+fetch('http://[::1]:` + strings.TrimPrefix(internal[strings.LastIndex(internal, ":"):], ":") + `/v6').catch(() => {});
+try { new WebSocket('` + strings.Replace(internal, "http", "ws", 1) + `/ws') } catch (e) {}
+var s = document.createElement('script'); s.src = '` + internal + `/s.js'; document.head.appendChild(s);
+</script></body></html>`
+}
+
+func setupEnv() (*testEnv, error) {
+	envOnce.Do(func() {
+		e := &testEnv{done: make(chan error, 1)}
+		e.internal = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			e.internalHits.Add(1)
+			io.WriteString(w, "secret")
+		}))
+		mux := http.NewServeMux()
+		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			v, _ := e.hits.LoadOrStore(r.URL.Path, new(atomic.Int64))
+			v.(*atomic.Int64).Add(1)
+			e.uas.Store(r.URL.Path, r.UserAgent())
+			e.renderHdr.Store(r.URL.Path, r.Header.Get("X-Prism-Render"))
+			switch r.URL.Path {
+			case "/404":
+				w.WriteHeader(404)
+				io.WriteString(w, `<html><body>not here</body></html>`)
+				return
+			case "/500":
+				w.WriteHeader(500)
+				io.WriteString(w, `<html><body>oops</body></html>`)
+				return
+			case "/301":
+				http.Redirect(w, r, "/redirect-target", http.StatusMovedPermanently)
+				return
+			case "/hang":
+				<-r.Context().Done()
+				return
+			case "/ssrf":
+				io.WriteString(w, ssrfPage(e.internal.URL))
+				return
+			case "/isolation":
+				http.SetCookie(w, &http.Cookie{Name: "srv", Value: "1", Path: "/"})
+			}
+			body, ok := pages[r.URL.Path]
+			if !ok {
+				w.WriteHeader(404)
+				return
+			}
+			if strings.HasSuffix(r.URL.Path, ".js") {
+				w.Header().Set("Content-Type", "text/javascript")
+			} else {
+				w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			}
+			io.WriteString(w, body)
+		})
+		e.origin = httptest.NewServer(mux)
+		ou, _ := url.Parse(e.origin.URL)
+		r, err := New(Options{
+			ChromePath:               chromeBin,
+			Tabs:                     1,
+			Timeout:                  3 * time.Second,
+			OnlineReservationPercent: 50,
+			Origin: func(h string) (*url.URL, bool) {
+				if h == pubHost || h == "other.test" {
+					return ou, true
+				}
+				return nil, false
+			},
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		})
+		if err != nil {
+			envErr = err
+			return
+		}
+		e.r = r
+		ctx, cancel := context.WithCancel(context.Background())
+		e.cancel = cancel
+		go func() { e.done <- r.Run(ctx) }()
+		if err := waitHealthy(r, 30*time.Second); err != nil {
+			envErr = err
+			return
+		}
+		env = e
+	})
+	return env, envErr
+}
+
+func waitHealthy(r *Renderer, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for r.Healthy() != nil {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("browser not healthy after %s: %v", d, r.Healthy())
+		}
+		<-tick.C
+	}
+	return nil
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if env != nil {
+		env.cancel()
+		if err := <-env.done; err != nil {
+			fmt.Fprintln(os.Stderr, "Run:", err)
+			code = 1
+		}
+		if left := chromiumDescendants(); len(left) > 0 {
+			fmt.Fprintln(os.Stderr, "chromium processes left:", left)
+			code = 1
+		}
+		env.origin.Close()
+		env.internal.Close()
+	}
+	os.Exit(code)
+}
+
+func getEnv(t testing.TB) *testEnv {
+	t.Helper()
+	if _, err := os.Stat(chromeBin); err != nil {
+		t.Skip("no Chromium at " + chromeBin)
+	}
+	e, err := setupEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func render(t testing.TB, e *testEnv, req Request) (*Result, error) {
+	t.Helper()
+	if !strings.HasPrefix(req.URL, "http") {
+		req.URL = "https://" + pubHost + req.URL
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	return e.r.Render(ctx, req)
+}
+
+func mustRender(t testing.TB, e *testEnv, req Request) *Result {
+	t.Helper()
+	res, err := render(t, e, req)
+	if err != nil {
+		t.Fatalf("Render(%s): %v", req.URL, err)
+	}
+	return res
+}
+
+func TestRenderJSAndPostprocess(t *testing.T) {
+	e := getEnv(t)
+	res := mustRender(t, e, Request{URL: "/js"})
+	html := string(res.HTML)
+	for _, want := range []string{"<!DOCTYPE html><html>", "written by js", `<script type="application/ld+json">{"@type":"Thing"}</script>`} {
+		if !strings.Contains(html, want) {
+			t.Errorf("HTML lacks %q:\n%s", want, html)
+		}
+	}
+	if n := strings.Count(html, "<script"); n != 1 {
+		t.Errorf("got %d script tags, want 1 (ld+json):\n%s", n, html)
+	}
+	if res.Status != 200 || res.Partial {
+		t.Errorf("status %d partial %v, want 200 false", res.Status, res.Partial)
+	}
+	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
+		t.Errorf("Content-Type %q", ct)
+	}
+	if got, _ := e.renderHdr.Load("/js"); got != "1" {
+		t.Errorf("origin saw X-Prism-Render %q, want 1", got)
+	}
+}
+
+func TestPrerenderReady(t *testing.T) {
+	e := getEnv(t)
+	res := mustRender(t, e, Request{URL: "/ready"})
+	if !strings.Contains(string(res.HTML), "late content") {
+		t.Errorf("late content missing:\n%s", res.HTML)
+	}
+	if res.Duration < 1500*time.Millisecond || res.Duration > 2500*time.Millisecond {
+		t.Errorf("duration %s, want about 1.5s", res.Duration)
+	}
+}
+
+func TestViewportAndUA(t *testing.T) {
+	e := getEnv(t)
+	tests := []struct {
+		name   string
+		req    Request
+		want   string
+		wantUA string
+	}{
+		{"desktop", Request{URL: "/viewport"}, "width=1366 touch=false", "X11; Linux x86_64"},
+		{"mobile", Request{URL: "/viewport", Width: 412, Height: 915, Mobile: true}, "width=412 touch=true", "Mobile Safari"},
+		{"custom ua", Request{URL: "/viewport", Width: 1000, Height: 700, UserAgent: "TestBot/1"}, "width=1000", "TestBot/1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := mustRender(t, e, tt.req)
+			if !strings.Contains(string(res.HTML), tt.want) {
+				t.Errorf("page did not see %q:\n%s", tt.want, res.HTML)
+			}
+			ua, _ := e.uas.Load("/viewport")
+			if s, _ := ua.(string); !strings.Contains(s, tt.wantUA) || strings.Contains(s, "Headless") {
+				t.Errorf("origin saw UA %q, want it to contain %q and not Headless", s, tt.wantUA)
+			}
+		})
+	}
+}
+
+func TestOriginStatus(t *testing.T) {
+	e := getEnv(t)
+	tests := []struct {
+		path     string
+		status   int
+		location string
+		html     string
+	}{
+		{"/404", 404, "", "not here"},
+		{"/500", 500, "", ""},
+		{"/301", 301, "https://" + pubHost + "/redirect-target", ""},
+		{"/meta-prerender", 404, "", "gone"},
+		{"/meta-render", 301, "https://" + pubHost + "/moved", ""},
+		{"/meta-prerender-redirect", 302, "https://other.test/x", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			res := mustRender(t, e, Request{URL: tt.path})
+			if res.Status != tt.status {
+				t.Errorf("status %d, want %d", res.Status, tt.status)
+			}
+			if got := res.Header.Get("Location"); got != tt.location {
+				t.Errorf("Location %q, want %q", got, tt.location)
+			}
+			if tt.html == "" && len(res.HTML) != 0 && tt.status != 500 {
+				t.Errorf("want empty HTML, got %s", res.HTML)
+			}
+			if !strings.Contains(string(res.HTML), tt.html) {
+				t.Errorf("HTML lacks %q: %s", tt.html, res.HTML)
+			}
+		})
+	}
+	if n := e.count("/redirect-target"); n != 0 {
+		t.Errorf("redirect target fetched %d times, want 0", n)
+	}
+}
+
+func TestBlockedResources(t *testing.T) {
+	e := getEnv(t)
+	res := mustRender(t, e, Request{URL: "/assets"})
+	if !strings.Contains(string(res.HTML), "app ran") {
+		t.Errorf("first-party script did not run:\n%s", res.HTML)
+	}
+	for _, p := range []string{"/img.png", "/font.woff2", "/bg.png", "/v.mp4"} {
+		if n := e.count(p); n != 0 {
+			t.Errorf("%s fetched %d times, want 0", p, n)
+		}
+	}
+}
+
+func TestSSRFBlocked(t *testing.T) {
+	e := getEnv(t)
+	res := mustRender(t, e, Request{URL: "/ssrf"})
+	if !strings.Contains(string(res.HTML), "ssrf") {
+		t.Errorf("page not rendered: %s", res.HTML)
+	}
+	if n := e.internalHits.Load(); n != 0 {
+		t.Errorf("internal service got %d requests, want 0", n)
+	}
+	// The page's own public URL at a loopback address is refused too.
+	if _, err := render(t, e, Request{URL: e.internal.URL + "/"}); err == nil {
+		t.Error("rendering a loopback URL succeeded")
+	}
+	if n := e.internalHits.Load(); n != 0 {
+		t.Errorf("internal service got %d requests, want 0", n)
+	}
+}
+
+func TestIsolation(t *testing.T) {
+	e := getEnv(t)
+	// Tabs is 1: every render reuses the same tab.
+	first := mustRender(t, e, Request{URL: "/isolation"})
+	if !strings.Contains(string(first.HTML), "cookie=[] ls=[] ss=[]") {
+		t.Fatalf("first render saw state: %s", first.HTML)
+	}
+	for _, u := range []string{"https://" + pubHost + "/isolation", "https://other.test/isolation"} {
+		res := mustRender(t, e, Request{URL: u})
+		if !strings.Contains(string(res.HTML), "cookie=[] ls=[] ss=[]") {
+			t.Errorf("%s: state carried over: %s", u, res.HTML)
+		}
+	}
+}
+
+func TestBlank(t *testing.T) {
+	e := getEnv(t)
+	if _, err := render(t, e, Request{URL: "/blank"}); !errors.Is(err, ErrBlank) {
+		t.Errorf("err %v, want ErrBlank", err)
+	}
+}
+
+func TestTimeoutPartial(t *testing.T) {
+	e := getEnv(t)
+	start := time.Now()
+	res := mustRender(t, e, Request{URL: "/longpoll"})
+	if d := time.Since(start); d > e.r.opts.Timeout+time.Second {
+		t.Errorf("took %s, want < %s", d, e.r.opts.Timeout+time.Second)
+	}
+	if !res.Partial || !strings.Contains(string(res.HTML), "polling") {
+		t.Errorf("partial %v html %s", res.Partial, res.HTML)
+	}
+}
+
+func TestAfterTimeout(t *testing.T) {
+	e := getEnv(t)
+	mustRender(t, e, Request{URL: "/longpoll"})
+	res := mustRender(t, e, Request{URL: "/js"})
+	if res.Partial || res.Duration > e.r.opts.Timeout/2 {
+		t.Errorf("render after a timed-out one: partial %v in %s", res.Partial, res.Duration)
+	}
+}
+
+func TestRecacheCapacity(t *testing.T) {
+	e := getEnv(t)
+	c := e.r.Capacity()
+	if c.Tabs != 1 || c.Free != 1 || c.ReservedForOnline != 1 || c.AvailableForRecache != 0 {
+		t.Errorf("Capacity() = %+v, want 1 tab, 1 free, 1 reserved", c)
+	}
+	start := time.Now()
+	_, err := render(t, e, Request{URL: "/js", Class: Recache})
+	if !errors.Is(err, ErrNoCapacity) || time.Since(start) > 100*time.Millisecond {
+		t.Errorf("recache render: err %v after %s, want ErrNoCapacity at once", err, time.Since(start))
+	}
+}
+
+func TestBadRequest(t *testing.T) {
+	e := getEnv(t)
+	for _, u := range []string{"ftp://x/", "/relative", "http://", "https://u:p@site.test/", "%zz"} {
+		if _, err := e.r.Render(context.Background(), Request{URL: u}); !errors.Is(err, ErrBadRequest) {
+			t.Errorf("Render(%q) err %v, want ErrBadRequest", u, err)
+		}
+	}
+}
+
+func TestCrashRecovery(t *testing.T) {
+	e := getEnv(t)
+	mustRender(t, e, Request{URL: "/js"})
+	inst := e.r.cur.Load()
+	if inst == nil {
+		t.Fatal("no browser")
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := render(t, e, Request{URL: "/longpoll"})
+		errc <- err
+	}()
+	// Wait until the render is in flight, then kill the browser's group.
+	deadline := time.Now().Add(5 * time.Second)
+	for e.count("/hang") == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	killed := time.Now()
+	if err := syscall.Kill(-inst.pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Error("in-flight render succeeded after the kill")
+		}
+		if d := time.Since(killed); d > time.Second {
+			t.Errorf("in-flight render failed after %s, want fast", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("in-flight render hung after the kill")
+	}
+	if err := e.r.Healthy(); err == nil && e.r.cur.Load() == inst {
+		t.Error("Healthy() nil right after the kill")
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		res, err := render(t, e, Request{URL: "/js"})
+		if err == nil && strings.Contains(string(res.HTML), "written by js") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no successful render 10s after the crash: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("recovered %s after the kill", time.Since(killed))
+	if s := e.r.Stats(); s.Crashes == 0 || s.Restarts == 0 {
+		t.Errorf("Stats %+v, want a crash and a restart", s)
+	}
+}
+
+func TestRecycle(t *testing.T) {
+	e := getEnv(t)
+	r, err := New(Options{ChromePath: chromeBin, Tabs: 2, RecycleAfter: 2, Origin: e.r.opts.Origin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	if err := waitHealthy(r, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	first := r.cur.Load()
+	for i := range 5 {
+		res, err := r.Render(ctx, Request{URL: "https://" + pubHost + "/js"})
+		if err != nil || !strings.Contains(string(res.HTML), "written by js") {
+			t.Fatalf("render %d: %v", i, err)
+		}
+	}
+	if r.Stats().Restarts == 0 || r.cur.Load() == first {
+		t.Errorf("browser not recycled: %+v", r.Stats())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if first.pid > 0 && syscall.Kill(first.pid, 0) == nil {
+		t.Errorf("recycled browser %d still running", first.pid)
+	}
+}
+
+func TestShutdownLeavesNothing(t *testing.T) {
+	getEnv(t)
+	dir := t.TempDir()
+	r, err := New(Options{ChromePath: chromeBin, Tabs: 1, UserDataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	if err := waitHealthy(r, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	pid := r.cur.Load().pid
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if r.Healthy() == nil {
+		t.Error("Healthy() nil after shutdown")
+	}
+	if _, err := r.Render(context.Background(), Request{URL: "https://site.test/"}); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Render after shutdown: %v, want ErrUnavailable", err)
+	}
+	for _, p := range chromiumDescendants() {
+		if p == pid || pgidOf(p) == pid {
+			t.Errorf("chromium process %d of the stopped browser is left", p)
+		}
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 0 {
+		t.Errorf("profile dirs left: %v", ents)
+	}
+}
+
+func TestNewMissingBrowser(t *testing.T) {
+	_, err := New(Options{ChromePath: "/nonexistent/chromium"})
+	if err == nil || !strings.Contains(err.Error(), "apt-get install chromium") {
+		t.Errorf("New with a missing browser: %v, want an install hint", err)
+	}
+}
+
+// chromiumDescendants lists chromium processes whose parent chain leads to
+// this test process.
+func chromiumDescendants() []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	me := os.Getpid()
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, _ := os.ReadFile("/proc/" + e.Name() + "/comm")
+		if !strings.Contains(string(comm), "chrom") {
+			continue
+		}
+		for p := pid; p > 1; p = ppidOf(p) {
+			if p == me {
+				out = append(out, pid)
+				break
+			}
+		}
+	}
+	return out
+}
+
+func statFields(pid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(b[i+1:]))
+}
+
+func ppidOf(pid int) int {
+	f := statFields(pid)
+	if len(f) < 2 {
+		return 0
+	}
+	p, _ := strconv.Atoi(f[1])
+	return p
+}
+
+func pgidOf(pid int) int {
+	f := statFields(pid)
+	if len(f) < 3 {
+		return 0
+	}
+	p, _ := strconv.Atoi(f[2])
+	return p
+}

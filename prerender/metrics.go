@@ -1,0 +1,66 @@
+package prerender
+
+import (
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+)
+
+// outcomes are the label values of prism_render_total.
+var outcomes = []string{"ok", "partial", "redirect", "error_status", "blank", "error",
+	"timeout", "unavailable", "no_capacity", "bad_request"}
+
+// rendererMetrics holds the Renderer's metrics; a nil *rendererMetrics
+// records nothing.
+type rendererMetrics struct {
+	total    map[string]*metrics.Counter
+	duration *metrics.Histogram
+	crashes  *metrics.Counter
+	restarts *metrics.Counter
+}
+
+func newRendererMetrics(s *metrics.Set, r *Renderer) *rendererMetrics {
+	if s == nil {
+		return nil
+	}
+	m := &rendererMetrics{total: map[string]*metrics.Counter{}}
+	for _, o := range outcomes {
+		m.total[o] = s.GetOrCreateCounter(`prism_render_total{outcome="` + o + `"}`)
+	}
+	m.duration = s.GetOrCreateHistogram(`prism_render_duration_seconds`)
+	m.crashes = s.GetOrCreateCounter(`prism_browser_crashes_total`)
+	m.restarts = s.GetOrCreateCounter(`prism_browser_restarts_total`)
+	s.GetOrCreateGauge(`prism_render_active`, func() float64 { return float64(r.active.Load()) })
+	s.GetOrCreateGauge(`prism_render_waiting`, func() float64 { return float64(r.waiting.Load()) })
+	s.GetOrCreateGauge(`prism_render_pool_tabs`, func() float64 { return float64(r.opts.Tabs) })
+	s.GetOrCreateGauge(`prism_render_pool_free`, func() float64 { return float64(r.Capacity().Free) })
+	s.GetOrCreateGauge(`prism_browser_up`, func() float64 {
+		if r.Healthy() == nil {
+			return 1
+		}
+		return 0
+	})
+	return m
+}
+
+func (m *rendererMetrics) observe(outcome string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	if c := m.total[outcome]; c != nil {
+		c.Inc()
+	}
+	m.duration.Update(d.Seconds())
+}
+
+func (m *rendererMetrics) crash() {
+	if m != nil {
+		m.crashes.Inc()
+	}
+}
+
+func (m *rendererMetrics) restart() {
+	if m != nil {
+		m.restarts.Inc()
+	}
+}

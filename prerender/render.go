@@ -1,0 +1,337 @@
+package prerender
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/go-rod/rod/lib/proto"
+)
+
+const (
+	quietPeriod   = 500 * time.Millisecond // no request in flight this long: network quiet
+	pollInterval  = 20 * time.Millisecond
+	captureBudget = 750 * time.Millisecond // extra time for the capture after the timeout
+	resetTimeout  = 5 * time.Second
+)
+
+var errTimeout = errors.New("prerender: render timed out before the document loaded")
+
+// renderOn renders req on slot s of inst's pool.
+func (inst *instance) renderOn(ctx context.Context, s *slot, pub *url.URL, req Request) (*Result, string, error) {
+	r := inst.r
+	// Renders in flight fail fast when the browser goes down.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(inst.ctx, func() { cancel(context.Cause(inst.ctx)) })
+	defer stop()
+	down := func(err error) (*Result, string, error) {
+		if c := context.Cause(ctx); c != nil && errors.Is(c, ErrUnavailable) {
+			return nil, "unavailable", c
+		}
+		return nil, "error", err
+	}
+
+	if s.tab == nil {
+		t, err := inst.newTab(ctx)
+		if err != nil {
+			return down(err)
+		}
+		s.tab = t
+	}
+	t := s.tab
+	rctx, rcancel := context.WithTimeout(ctx, r.opts.Timeout)
+	defer rcancel()
+	st := t.begin(rctx, pub)
+	var loader proto.NetworkLoaderID
+	defer func() {
+		rcancel()
+		rsctx, rscancel := context.WithTimeout(inst.ctx, resetTimeout)
+		defer rscancel()
+		if r.freshTabs {
+			t.close()
+			s.tab = nil
+			return
+		}
+		if err := t.reset(rsctx, st, loader); err != nil {
+			if inst.ctx.Err() == nil {
+				r.log.Warn("tab reset failed: replacing the tab", "err", err)
+			}
+			t.close()
+			s.tab = nil
+		}
+	}()
+
+	res, outcome, err := t.run(ctx, rctx, st, req, &loader)
+	if err != nil {
+		if errors.Is(err, errTimeout) {
+			return nil, "timeout", err
+		}
+		return down(err)
+	}
+	return res, outcome, nil
+}
+
+// run navigates, waits and captures. ctx is the caller's (plus browser
+// liveness), rctx the same bounded by the render timeout.
+func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request, loader *proto.NetworkLoaderID) (*Result, string, error) {
+	r := t.inst.r
+	if err := t.emulate(rctx, req); err != nil {
+		return nil, "", fmt.Errorf("emulate: %w", err)
+	}
+	dbg("start")
+	p := t.page.Context(rctx)
+	nav, navErr := proto.PageNavigate{URL: st.pub.String()}.Call(p)
+	m := st.mainDoc()
+	if m != nil && m.location != "" {
+		h := http.Header{}
+		h.Set("Location", m.location)
+		return &Result{Status: m.status, Header: h}, "redirect", nil
+	}
+	if m != nil && m.err != nil {
+		if errors.Is(m.err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return nil, "", fmt.Errorf("%w: %w", errTimeout, m.err)
+		}
+		return nil, "", fmt.Errorf("main document: %w", m.err)
+	}
+	if navErr != nil {
+		if rctx.Err() != nil && ctx.Err() == nil {
+			return nil, "", fmt.Errorf("%w: navigate: %w", errTimeout, navErr)
+		}
+		return nil, "", fmt.Errorf("navigate: %w", navErr)
+	}
+	*loader = nav.LoaderID
+	status, header := http.StatusOK, http.Header{}
+	if m != nil {
+		status = m.status
+		if ct := m.header.Get("Content-Type"); ct != "" {
+			header.Set("Content-Type", ct)
+		}
+	}
+	if status >= 500 {
+		return &Result{Status: status, Header: header}, "error_status", nil
+	}
+	if nav.ErrorText != "" {
+		if m != nil && status >= 400 { // an empty error page from the origin
+			return &Result{Status: status, Header: header}, "error_status", nil
+		}
+		return nil, "", fmt.Errorf("navigate: %s", nav.ErrorText)
+	}
+
+	partial := false
+	dbg("navigated")
+	if err := t.wait(rctx, st); err != nil {
+		if rctx.Err() == nil || ctx.Err() != nil {
+			return nil, "", fmt.Errorf("wait: %w", err)
+		}
+		partial = true
+	}
+
+	dbg("waited")
+	cctx, ccancel := context.WithTimeout(ctx, captureBudget)
+	defer ccancel()
+	c, err := t.capture(cctx, r.keepTypes)
+	if err != nil {
+		return nil, "", fmt.Errorf("capture: %w", err)
+	}
+	if c.Blank {
+		return nil, "blank", ErrBlank
+	}
+	header.Set("Content-Type", "text/html; charset=utf-8")
+	status, header = applyMeta(st.pub, status, header, c.Metas)
+	res := &Result{Status: status, Header: header, HTML: []byte(c.HTML), Partial: partial}
+	outcome := "ok"
+	switch {
+	case isRedirect(status) && header.Get("Location") != "":
+		res.HTML = nil
+		outcome = "redirect"
+	case partial:
+		outcome = "partial"
+	case status >= 400:
+		outcome = "error_status"
+	}
+	return res, outcome, nil
+}
+
+// emulate applies req's viewport, touch and user agent when they differ
+// from the tab's last render.
+func (t *tab) emulate(ctx context.Context, req Request) error {
+	e := emulation{width: req.Width, height: req.Height, mobile: req.Mobile, ua: req.UserAgent}
+	if e.width <= 0 || e.height <= 0 {
+		e.width, e.height = 1366, 768
+		if e.mobile {
+			e.width, e.height = 412, 915
+		}
+	}
+	if e.ua == "" {
+		e.ua = t.inst.uaDesk
+		if e.mobile {
+			e.ua = t.inst.uaMob
+		}
+	}
+	if e == t.emu {
+		return nil
+	}
+	p := t.page.Context(ctx)
+	scale := 1.0
+	if e.mobile {
+		scale = 2.625
+	}
+	err := proto.EmulationSetDeviceMetricsOverride{
+		Width: e.width, Height: e.height, DeviceScaleFactor: scale, Mobile: e.mobile,
+	}.Call(p)
+	if err != nil {
+		return err
+	}
+	touch := proto.EmulationSetTouchEmulationEnabled{Enabled: e.mobile}
+	if e.mobile {
+		five := 5
+		touch.MaxTouchPoints = &five
+	}
+	if err := touch.Call(p); err != nil {
+		return err
+	}
+	platform := "Linux x86_64"
+	if e.mobile {
+		platform = "Linux armv8l"
+	}
+	if err := (proto.NetworkSetUserAgentOverride{UserAgent: e.ua, Platform: platform}).Call(p); err != nil {
+		return err
+	}
+	t.emu = e
+	return nil
+}
+
+// loadedJS resolves once the document has loaded, with "flag" when the page
+// declared window.prerenderReady = false (it will say when it is ready),
+// "ready" when it already set it to true, else "idle".
+const loadedJS = `new Promise(r => { (function c() {
+	if (document.readyState === 'complete') {
+		const f = window.prerenderReady;
+		return r(f === false ? 'flag' : (f === true ? 'ready' : 'idle'));
+	}
+	setTimeout(c, 20);
+})(); })`
+
+const readyJS = `new Promise(r => { (function c() {
+	if (window.prerenderReady === true) return r(true);
+	setTimeout(c, 20);
+})(); })`
+
+// wait returns when the page is ready (prerenderReady) or the network is
+// quiet, or with ctx's error.
+func (t *tab) wait(ctx context.Context, st *renderState) error {
+	mode, err := t.evalString(ctx, loadedJS)
+	if err != nil {
+		return err
+	}
+	dbg("loaded " + mode)
+	switch mode {
+	case "ready":
+		return nil
+	case "flag":
+		_, err := t.evalString(ctx, readyJS)
+		return err
+	}
+	r := t.inst.r
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for !st.quiet(r.opts.Now(), quietPeriod) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+// evalString evaluates a promise-returning expression in the page. A
+// navigation inside the page (a JS redirect) destroys the context: retry.
+func (t *tab) evalString(ctx context.Context, expr string) (string, error) {
+	var last error
+	for range 5 {
+		res, err := proto.RuntimeEvaluate{Expression: expr, AwaitPromise: true, ReturnByValue: true}.Call(t.page.Context(ctx))
+		if err == nil && res.ExceptionDetails != nil {
+			err = fmt.Errorf("page exception: %s", res.ExceptionDetails.Text)
+		}
+		if err == nil {
+			if res.Result.Value.Nil() {
+				return "", nil
+			}
+			return fmt.Sprint(res.Result.Value.Val()), nil
+		}
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		last = err
+		if !sleepCtx(ctx, pollInterval) {
+			return "", ctx.Err()
+		}
+	}
+	return "", last
+}
+
+// captured is what captureJS returns.
+type captured struct {
+	HTML  string      `json:"html"`
+	Metas [][2]string `json:"metas"`
+	Blank bool        `json:"blank"`
+}
+
+// captureJS strips scripts (except kept types), reads the status/header
+// meta tags, checks for a blank body, and serializes with the doctype.
+const captureJS = `((keep) => {
+	const k = new Set(keep);
+	for (const s of Array.from(document.getElementsByTagName('script'))) {
+		const t = (s.getAttribute('type') || '').split(';')[0].trim().toLowerCase();
+		if (!k.has(t)) s.remove();
+	}
+	const names = new Set(['prerender-status-code', 'prerender-header', 'render:status_code', 'render:header']);
+	const metas = [];
+	for (const m of Array.from(document.getElementsByTagName('meta'))) {
+		for (const a of ['name', 'property']) {
+			const n = (m.getAttribute(a) || '').trim().toLowerCase();
+			if (names.has(n)) { metas.push([n, m.getAttribute('content') || '']); break; }
+		}
+	}
+	const b = document.body;
+	const blank = !b || (b.textContent.trim() === '' && b.children.length === 0);
+	const dt = document.doctype ? new XMLSerializer().serializeToString(document.doctype) : '';
+	return {html: dt + (document.documentElement ? document.documentElement.outerHTML : ''), metas, blank};
+})(%s)`
+
+func (t *tab) capture(ctx context.Context, keep []string) (*captured, error) {
+	k, err := json.Marshal(keep)
+	if err != nil {
+		return nil, err
+	}
+	expr := fmt.Sprintf(captureJS, k)
+	res, err := proto.RuntimeEvaluate{Expression: expr, ReturnByValue: true}.Call(t.page.Context(ctx))
+	if err != nil {
+		return nil, err
+	}
+	if res.ExceptionDetails != nil {
+		return nil, fmt.Errorf("page exception: %s", res.ExceptionDetails.Text)
+	}
+	var c captured
+	if err := res.Result.Value.Unmarshal(&c); err != nil {
+		return nil, fmt.Errorf("decode capture: %w", err)
+	}
+	if strings.TrimSpace(c.HTML) == "" {
+		c.Blank = true
+	}
+	return &c, nil
+}
+
+func dbg(s string) {
+	if os.Getenv("PRERENDER_DEBUG") != "" {
+		fmt.Fprintln(os.Stderr, time.Now().Format("15:04:05.000"), s)
+	}
+}

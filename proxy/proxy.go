@@ -5,9 +5,15 @@ package proxy
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httputil"
 	"net/netip"
+	"runtime/debug"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -26,16 +32,18 @@ type Options struct {
 	// that it may still be served stale while a recache runs (0: 72h);
 	// NotFoundTTL the freshness of 404/410 entries (0: 1h).
 	TTL, StaleTTL, NotFoundTTL time.Duration
-	// Enqueue asks for a recache of k (stale hits); nil: none.
+	// Enqueue asks for a recache of k (stale hits); nil: none. It must not
+	// block: it runs on the request's goroutine.
 	Enqueue func(k cachestore.Key)
 	// OnStore is told of every entry stored (to schedule its autorecache); nil: none.
 	OnStore func(e *cachestore.Entry)
-	// TrustedProxies may set X-Forwarded-Host/-For/-Proto.
+	// TrustedProxies may set X-Forwarded-Host/-For/-Proto. Empty: nobody;
+	// those headers from clients are ignored and replaced.
 	TrustedProxies []netip.Prefix
 	// Transport reaches the origins; nil: a tuned http.Transport.
 	Transport http.RoundTripper
-	Logger    *slog.Logger
-	Metrics   *metrics.Set
+	Logger    *slog.Logger // nil: slog.Default()
+	Metrics   *metrics.Set // nil: no metrics registered
 	Now       func() time.Time
 }
 
@@ -47,21 +55,230 @@ type Outcome struct {
 	Duration time.Duration
 }
 
+// Cache states, as sent in X-Prism-Cache and Outcome.Previous.
+const (
+	cacheHit    = "HIT"
+	cacheMiss   = "MISS"
+	cacheStale  = "STALE"
+	cacheBypass = "BYPASS"
+)
+
+var (
+	// ErrUnknownKey is returned by Refresh for a key whose host or dimension
+	// is not configured.
+	ErrUnknownKey = errors.New("proxy: unknown host or dimension")
+	// ErrServerStatus is returned by Refresh when the page rendered with a
+	// 5xx status: such renders are never cached nor served to crawlers.
+	ErrServerStatus = errors.New("proxy: page rendered with a server error status")
+)
+
 // Proxy serves the public port. It is safe for concurrent use.
 type Proxy struct {
 	opts Options
+	log  *slog.Logger
+	rp   *httputil.ReverseProxy
+
+	mu      sync.Mutex
+	flights map[cachestore.Key]*flight
+
+	gzReaders sync.Pool // *gzipReader
+	gzWriters sync.Pool // *gzip.Writer
+
+	m proxyMetrics
 }
 
 var _ http.Handler = (*Proxy)(nil)
 
 // New checks opts and builds a Proxy.
-func New(opts Options) (*Proxy, error) { return &Proxy{opts: opts}, nil }
+func New(opts Options) (*Proxy, error) {
+	var errs []error
+	if opts.Sites == nil {
+		errs = append(errs, errors.New("Options.Sites is required"))
+	}
+	if opts.Store == nil {
+		errs = append(errs, errors.New("Options.Store is required"))
+	}
+	if opts.Render == nil {
+		errs = append(errs, errors.New("Options.Render is required"))
+	}
+	if opts.TTL < 0 || opts.StaleTTL < 0 || opts.NotFoundTTL < 0 {
+		errs = append(errs, errors.New("negative TTL"))
+	}
+	for _, pfx := range opts.TrustedProxies {
+		if !pfx.IsValid() {
+			errs = append(errs, fmt.Errorf("trusted proxy %v: invalid prefix", pfx))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("proxy: %w", errors.Join(errs...))
+	}
+	if opts.TTL == 0 {
+		opts.TTL = 24 * time.Hour
+	}
+	if opts.StaleTTL == 0 {
+		opts.StaleTTL = 72 * time.Hour
+	}
+	if opts.NotFoundTTL == 0 {
+		opts.NotFoundTTL = time.Hour
+	}
+	if opts.Transport == nil {
+		opts.Transport = newTransport()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	opts.TrustedProxies = append([]netip.Prefix(nil), opts.TrustedProxies...)
+	p := &Proxy{
+		opts:    opts,
+		log:     opts.Logger,
+		flights: make(map[cachestore.Key]*flight),
+		m:       newProxyMetrics(opts.Metrics),
+	}
+	p.rp = p.newReverseProxy()
+	return p, nil
+}
 
 // ServeHTTP routes r to the bot path or the origin.
-func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {}
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var wrote bool // something may have reached w: a panic must not write again
+	defer p.recoverPanic(w, r, &wrote)
 
-// Refresh renders k now (class decides its tab share) and stores the result
-// when cacheable. Concurrent calls for one key share one render.
-func (p *Proxy) Refresh(ctx context.Context, k cachestore.Key, class prerender.Class) (Outcome, error) {
-	return Outcome{}, nil
+	h, ok := p.opts.Sites.Match(p.publicHost(r))
+	if !ok {
+		writeJSONError(w, http.StatusMisdirectedRequest, "unknown host")
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead || isRenderRequest(r) ||
+		p.opts.Sites.IsStatic(r.URL.Path) {
+		wrote = true
+		p.pass(w, r, h)
+		return
+	}
+	dim, ok := p.opts.Sites.Detect(h, r.Header.Get("User-Agent"))
+	if !ok {
+		wrote = true
+		p.pass(w, r, h)
+		return
+	}
+	p.serveBot(w, r, h, dim, &wrote)
 }
+
+// isRenderRequest reports requests made by PRISM's own browser.
+func isRenderRequest(r *http.Request) bool {
+	_, ok := r.Header["X-Prism-Render"]
+	return ok
+}
+
+// recoverPanic turns a panic in ServeHTTP into a log line and, when nothing
+// was written yet, a 500. http.ErrAbortHandler (the reverse proxy's way of
+// aborting a response) is passed on to the server.
+func (p *Proxy) recoverPanic(w http.ResponseWriter, r *http.Request, wrote *bool) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if v == http.ErrAbortHandler {
+		panic(v)
+	}
+	p.m.panics.Inc()
+	p.log.Error("proxy: panic serving request", "host", r.Host, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+	if !*wrote {
+		http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
+	}
+}
+
+// publicHost returns the host the client asked for: X-Forwarded-Host when
+// the peer is a trusted proxy and sent one (its first value), else r.Host.
+func (p *Proxy) publicHost(r *http.Request) string {
+	if len(p.opts.TrustedProxies) == 0 {
+		return r.Host
+	}
+	vv := r.Header["X-Forwarded-Host"]
+	if len(vv) == 0 || !p.trusted(r) {
+		return r.Host
+	}
+	v, _, _ := strings.Cut(vv[0], ",")
+	if v = strings.TrimSpace(v); v == "" {
+		return r.Host
+	}
+	return v
+}
+
+// trusted reports whether r's peer is a trusted proxy.
+func (p *Proxy) trusted(r *http.Request) bool {
+	if len(p.opts.TrustedProxies) == 0 {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	addr := ap.Addr().Unmap()
+	for _, pfx := range p.opts.TrustedProxies {
+		if pfx.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// writeJSONError writes {"error": msg}. msg is one of this package's fixed
+// strings, so it needs no escaping.
+func writeJSONError(w http.ResponseWriter, status int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(`{"error":"` + msg + `"}` + "\n"))
+}
+
+// proxyMetrics are the proxy's counters; without a metrics.Set they are
+// unregistered (zero values work).
+type proxyMetrics struct {
+	hit, miss, stale, bypass, pass *metrics.Counter
+	badURL, panics                 *metrics.Counter
+	originErrors                   *metrics.Counter
+	renderWait                     *metrics.Histogram
+}
+
+func newProxyMetrics(s *metrics.Set) proxyMetrics {
+	if s == nil {
+		return proxyMetrics{
+			hit: new(metrics.Counter), miss: new(metrics.Counter), stale: new(metrics.Counter),
+			bypass: new(metrics.Counter), pass: new(metrics.Counter),
+			badURL: new(metrics.Counter), panics: new(metrics.Counter), originErrors: new(metrics.Counter),
+			renderWait: new(metrics.Histogram),
+		}
+	}
+	return proxyMetrics{
+		hit:          s.GetOrCreateCounter(`prism_requests_total{status="hit"}`),
+		miss:         s.GetOrCreateCounter(`prism_requests_total{status="miss"}`),
+		stale:        s.GetOrCreateCounter(`prism_requests_total{status="stale"}`),
+		bypass:       s.GetOrCreateCounter(`prism_requests_total{status="bypass"}`),
+		pass:         s.GetOrCreateCounter(`prism_requests_total{status="pass"}`),
+		badURL:       s.GetOrCreateCounter(`prism_proxy_bad_requests_total`),
+		panics:       s.GetOrCreateCounter(`prism_proxy_panics_total`),
+		originErrors: s.GetOrCreateCounter(`prism_proxy_origin_errors_total`),
+		renderWait:   s.GetOrCreateHistogram(`prism_proxy_render_seconds`),
+	}
+}
+
+// counter returns the request counter for a cache state.
+func (m *proxyMetrics) counter(state string) *metrics.Counter {
+	switch state {
+	case cacheHit:
+		return m.hit
+	case cacheMiss:
+		return m.miss
+	case cacheStale:
+		return m.stale
+	}
+	return m.bypass
+}
+
+// detach returns a context carrying ctx's values but not its cancellation,
+// for work shared by several requests.
+func detach(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }

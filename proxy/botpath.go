@@ -1,0 +1,294 @@
+package proxy
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/binary"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/prerender"
+	"github.com/prismproxy/prism/site"
+)
+
+// serveBot answers a crawler: from the cache when it can, else by rendering
+// online, else (render failed) with the stale copy or the origin's response.
+func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, dim *site.Dimension, wrote *bool) {
+	start := time.Now()
+	norm, err := p.opts.Sites.Normalize(r.URL)
+	if err != nil {
+		p.m.badURL.Inc()
+		p.log.Info("proxy: invalid url from crawler", "host", h.Name, "dimension", dim.Name, "path", r.URL.EscapedPath(), "err", err)
+		*wrote = true
+		writeJSONError(w, http.StatusBadRequest, "invalid url")
+		return
+	}
+	k := cachestore.Key{HostID: h.ID, DimensionID: dim.ID, URL: norm}
+
+	e, ok := p.opts.Store.Get(k)
+	state := cacheMiss
+	if ok {
+		state = p.stateOf(e, p.opts.Now())
+	}
+	var renderErr error
+	switch state {
+	case cacheHit:
+	case cacheStale:
+		if p.opts.Enqueue != nil {
+			p.opts.Enqueue(k)
+		}
+	default:
+		out, cached, err := p.do(r.Context(), k, h, dim, prerender.Online, true)
+		p.m.renderWait.UpdateDuration(start)
+		switch {
+		case err == nil && out.Entry != nil:
+			e, state = out.Entry, cacheMiss
+			if cached {
+				state = cacheHit
+			}
+		case r.Context().Err() != nil:
+			p.log.Info("proxy: crawler left during render", "host", h.Name, "dimension", dim.Name, "path", k.URL,
+				"render_ms", time.Since(start).Milliseconds())
+			return
+		default:
+			renderErr = err
+			// A concurrent render may have stored something servable.
+			state = cacheBypass
+			if e2, ok := p.opts.Store.Get(k); ok {
+				if s := p.stateOf(e2, p.opts.Now()); s != cacheMiss {
+					e, state = e2, s
+				}
+			}
+		}
+	}
+
+	*wrote = true
+	var status int
+	if state == cacheBypass {
+		status = p.bypass(w, r, dim)
+	} else {
+		status = p.serveEntry(w, r, e, state, dim)
+	}
+	p.m.counter(state).Inc()
+	attrs := []any{"host", h.Name, "dimension", dim.Name, "path", k.URL, "cache", state, "status", status,
+		"render_ms", time.Since(start).Milliseconds()}
+	if renderErr != nil {
+		attrs = append(attrs, "err", renderErr)
+	}
+	p.log.Info("proxy: bot", attrs...)
+}
+
+// bypass answers a crawler with the origin's own response.
+func (p *Proxy) bypass(w http.ResponseWriter, r *http.Request, dim *site.Dimension) int {
+	h := w.Header()
+	h.Set("X-Prism-Cache", cacheBypass)
+	h.Set("X-Prism-Dimension", dim.Name)
+	sw := &statusWriter{ResponseWriter: w}
+	p.rp.ServeHTTP(sw, r)
+	return sw.status
+}
+
+// statusWriter records the status a handler writes.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController (used by the reverse proxy to flush)
+// reach the server's writer.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// serveEntry writes e (headers, conditional 304, gzip or identity body) and
+// returns the status sent.
+func (p *Proxy) serveEntry(w http.ResponseWriter, r *http.Request, e *cachestore.Entry, state string, dim *site.Dimension) int {
+	h := w.Header()
+	for name, vv := range e.Header {
+		if skipStoredHeader(name) {
+			continue
+		}
+		// The entry may be shared with other requests: a full slice
+		// expression makes any later Add copy instead of writing into it.
+		h[name] = vv[:len(vv):len(vv)]
+	}
+	h.Set("X-Prism-Cache", state)
+	h.Set("X-Prism-Dimension", dim.Name)
+	// Crawlers and people get different bodies for one URL, so shared
+	// caches downstream must key on the user agent too.
+	h.Set("Vary", "User-Agent, Accept-Encoding")
+	if e.ETag != "" {
+		h.Set("Etag", e.ETag)
+	}
+	if !e.RenderedAt.IsZero() {
+		h.Set("Last-Modified", e.RenderedAt.UTC().Format(http.TimeFormat))
+	}
+	if e.Partial {
+		h.Set("X-Prism-Partial", "1")
+	}
+	if e.Status == http.StatusOK && notModified(r, e) {
+		h.Del("Content-Type")
+		h.Del("Content-Length")
+		w.WriteHeader(http.StatusNotModified)
+		return http.StatusNotModified
+	}
+	head := r.Method == http.MethodHead
+	if len(e.Body) == 0 {
+		h.Set("Content-Length", "0")
+		w.WriteHeader(e.Status)
+		return e.Status
+	}
+	if acceptsGzip(r.Header["Accept-Encoding"]) {
+		h.Set("Content-Encoding", "gzip")
+		h.Set("Content-Length", strconv.Itoa(len(e.Body)))
+		w.WriteHeader(e.Status)
+		if !head {
+			_, _ = w.Write(e.Body)
+		}
+		return e.Status
+	}
+	if n, ok := gzipSize(e.Body); ok {
+		h.Set("Content-Length", strconv.FormatUint(uint64(n), 10))
+	}
+	w.WriteHeader(e.Status)
+	if !head {
+		p.writeGunzip(w, r, e)
+	}
+	return e.Status
+}
+
+// writeGunzip streams e's body decompressed. A corrupt body after the
+// headers went out aborts the response (the client sees a truncated
+// transfer, never garbage presented as complete).
+func (p *Proxy) writeGunzip(w io.Writer, r *http.Request, e *cachestore.Entry) {
+	g, _ := p.gzReaders.Get().(*gzipReader)
+	if g == nil {
+		g = new(gzipReader)
+	}
+	defer p.gzReaders.Put(g)
+	g.br.Reset(e.Body)
+	if err := g.zr.Reset(&g.br); err != nil {
+		p.log.Error("proxy: cached body is not gzip", "key", e.Key.String(), "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	g.zr.Multistream(false)
+	buf := p.rp.BufferPool.Get()
+	defer p.rp.BufferPool.Put(buf)
+	for {
+		n, rerr := g.zr.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return // client gone
+			}
+		}
+		if rerr == io.EOF {
+			return
+		}
+		if rerr != nil {
+			p.log.Error("proxy: cached body does not decompress", "key", e.Key.String(), "err", rerr)
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+// gzipReader is a pooled decompressor.
+type gzipReader struct {
+	br bytes.Reader
+	zr gzip.Reader
+}
+
+// gzipSize returns the uncompressed size recorded in a single-member gzip
+// stream's trailer.
+func gzipSize(b []byte) (uint32, bool) {
+	if len(b) < 18 || b[0] != 0x1f || b[1] != 0x8b {
+		return 0, false
+	}
+	return binary.LittleEndian.Uint32(b[len(b)-4:]), true
+}
+
+// notModified evaluates If-None-Match (weak comparison, as RFC 9110 asks for
+// GET) and, without it, If-Modified-Since against e.
+func notModified(r *http.Request, e *cachestore.Entry) bool {
+	if inm := r.Header.Get("If-None-Match"); inm != "" {
+		if e.ETag == "" {
+			return false
+		}
+		return etagMatches(inm, e.ETag)
+	}
+	ims := r.Header.Get("If-Modified-Since")
+	if ims == "" || e.RenderedAt.IsZero() {
+		return false
+	}
+	t, err := http.ParseTime(ims)
+	if err != nil {
+		return false
+	}
+	return !e.RenderedAt.Truncate(time.Second).After(t)
+}
+
+// etagMatches reports whether the If-None-Match list holds etag or "*".
+func etagMatches(list, etag string) bool {
+	etag = strings.TrimPrefix(etag, "W/")
+	for list != "" {
+		var item string
+		item, list, _ = strings.Cut(list, ",")
+		item = strings.TrimSpace(item)
+		if item == "*" || strings.TrimPrefix(item, "W/") == etag {
+			return true
+		}
+	}
+	return false
+}
+
+// acceptsGzip reports whether the Accept-Encoding values allow gzip: listed
+// as gzip or x-gzip with a q-value above zero, or covered by "*" with one.
+func acceptsGzip(values []string) bool {
+	gzipQ, starQ := -1.0, -1.0
+	for _, v := range values {
+		for v != "" {
+			var item string
+			item, v, _ = strings.Cut(v, ",")
+			name, params, _ := strings.Cut(item, ";")
+			name = strings.TrimSpace(name)
+			q := 1.0
+			for params != "" {
+				var param string
+				param, params, _ = strings.Cut(params, ";")
+				pk, pv, _ := strings.Cut(param, "=")
+				if strings.EqualFold(strings.TrimSpace(pk), "q") {
+					f, err := strconv.ParseFloat(strings.TrimSpace(pv), 64)
+					if err != nil || f < 0 {
+						f = 0
+					}
+					q = f
+				}
+			}
+			switch {
+			case strings.EqualFold(name, "gzip"), strings.EqualFold(name, "x-gzip"):
+				gzipQ = max(gzipQ, q)
+			case name == "*":
+				starQ = max(starQ, q)
+			}
+		}
+	}
+	if gzipQ >= 0 {
+		return gzipQ > 0
+	}
+	return starQ > 0
+}

@@ -69,6 +69,7 @@ func (s *Scheduler) Tick(now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lastTick = now
+	s.flushDoneLocked()
 	if s.paused.Load() || s.closed || len(s.hosts) == 0 {
 		return
 	}

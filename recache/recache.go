@@ -165,7 +165,8 @@ type Scheduler struct {
 	cursor     [numPriorities]int // round-robin start per level
 	jr         *journal
 	closed     bool
-	nextCheck  int // journal record count at which to consider compaction
+	doneBuf    []record // done records not yet written
+	nextCheck  int      // journal record count at which to consider compaction
 	compactMin int
 
 	m schedMetrics
@@ -356,12 +357,14 @@ func (s *Scheduler) Enqueue(keys []cachestore.Key, p Priority) (int, error) {
 	}
 	// Journal first: add records for keys whose durable priority rises.
 	seen := make(map[cachestore.Key]struct{}, len(keys))
+	uniq := make([]cachestore.Key, 0, len(keys))
 	var recs []record
 	for _, k := range keys {
 		if _, dup := seen[k]; dup {
 			continue
 		}
 		seen[k] = struct{}{}
+		uniq = append(uniq, k)
 		if !p.durable() {
 			continue
 		}
@@ -371,16 +374,19 @@ func (s *Scheduler) Enqueue(keys []cachestore.Key, p Priority) (int, error) {
 		recs = append(recs, addRecord(k, p))
 	}
 	if len(recs) > 0 {
-		if err := s.jr.append(recs, true); err != nil {
+		// Pending done records go first, keeping the file in event order.
+		all := append(s.doneBuf, recs...)
+		if err := s.jr.append(all, true); err != nil {
 			return 0, fmt.Errorf("recache: %w", err)
 		}
+		s.doneBuf = s.doneBuf[:0]
 	}
-	for k := range seen {
+	for _, k := range uniq { // in request order: FIFO within a queue
 		s.enqueueLocked(k, p, now)
 	}
-	s.m.enqueued[p.index()].Add(len(seen))
+	s.m.enqueued[p.index()].Add(len(uniq))
 	s.maybeCompactLocked()
-	return len(seen), nil
+	return len(uniq), nil
 }
 
 // bestDurable returns the best priority the journal holds for it.
@@ -496,16 +502,25 @@ func (s *Scheduler) Forget(keys ...cachestore.Key) {
 	s.writeDoneLocked(recs)
 }
 
-// writeDoneLocked appends done records without fsync: losing one to a crash
-// only costs a repeated render.
+// writeDoneLocked queues done records for the journal. They are written at
+// the next Tick or Enqueue, without fsync: losing them to a crash only costs
+// a repeated render, and batching keeps a write syscall off every render.
 func (s *Scheduler) writeDoneLocked(recs []record) {
-	if len(recs) == 0 || s.closed {
+	if !s.closed {
+		s.doneBuf = append(s.doneBuf, recs...)
+	}
+}
+
+// flushDoneLocked writes the queued done records.
+func (s *Scheduler) flushDoneLocked() {
+	if len(s.doneBuf) == 0 || s.closed {
 		return
 	}
-	if err := s.jr.append(recs, false); err != nil {
+	if err := s.jr.append(s.doneBuf, false); err != nil {
 		s.log.Error("recache: journal write failed", "err", err)
 		return
 	}
+	s.doneBuf = s.doneBuf[:0]
 	s.maybeCompactLocked()
 }
 
@@ -515,28 +530,43 @@ func (s *Scheduler) maybeCompactLocked() {
 	if s.jr.records < s.nextCheck {
 		return
 	}
-	live := s.liveRecords()
-	if s.jr.records > 4*len(live) {
-		if err := s.jr.rewrite(live); err != nil {
+	live := s.liveCount()
+	if s.jr.records > 4*live {
+		if err := s.jr.rewrite(s.liveRecords()); err != nil {
 			s.log.Error("recache: journal compaction failed", "err", err)
+		} else {
+			s.doneBuf = s.doneBuf[:0] // the rewrite holds the exact state
 		}
 	}
-	s.nextCheck = max(s.jr.records, 4*len(live)) + s.compactMin
+	s.nextCheck = max(s.jr.records, 4*live) + s.compactMin
 }
 
-// liveRecords returns an add record for every journaled entry.
+// liveRecords returns an add record for every journaled entry, in arrival
+// order so that a replay after compaction stays FIFO.
 func (s *Scheduler) liveRecords() []record {
-	var recs []record
-	for k, it := range s.items {
+	var live []*item
+	for _, it := range s.items {
 		if it.journaled() {
-			recs = append(recs, addRecord(k, bestDurable(it)))
+			live = append(live, it)
 		}
 	}
-	// Keep arrival order so a replay after compaction stays FIFO.
-	slices.SortFunc(recs, func(a, b record) int {
-		return cmp.Compare(s.items[a.key()].seq, s.items[b.key()].seq)
-	})
+	slices.SortFunc(live, func(a, b *item) int { return cmp.Compare(a.seq, b.seq) })
+	recs := make([]record, len(live))
+	for i, it := range live {
+		recs[i] = addRecord(it.key, bestDurable(it))
+	}
 	return recs
+}
+
+// liveCount counts the journaled entries.
+func (s *Scheduler) liveCount() int {
+	n := 0
+	for _, it := range s.items {
+		if it.journaled() {
+			n++
+		}
+	}
+	return n
 }
 
 // Pause stops dispatch (renders in flight finish); queues keep accepting.
@@ -590,6 +620,7 @@ func (s *Scheduler) Close() error {
 	if s.closed {
 		return nil
 	}
+	s.flushDoneLocked()
 	s.closed = true
 	return s.jr.close()
 }

@@ -464,6 +464,9 @@ func (s *Store) DeleteFunc(match func(Key) bool) int {
 		s.enqueueRemoval(removed...)
 		n += len(removed)
 	}
+	if n > 0 {
+		s.mem.Wait() // let the memory tier's accounting catch up, for Stats
+	}
 	return n
 }
 

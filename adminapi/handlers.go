@@ -1,0 +1,240 @@
+package adminapi
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/prerender"
+	"github.com/prismproxy/prism/site"
+)
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) error {
+	type unhealthy struct {
+		Status string `json:"status"`
+		Reason string `json:"reason"`
+	}
+	if s.draining.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, unhealthy{"unhealthy", "draining"})
+		return nil
+	}
+	if s.opts.Health != nil {
+		if err := s.opts.Health(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, unhealthy{"unhealthy", err.Error()})
+			return nil
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// statusBody is GET /status, field for field as the spec shows it.
+type statusBody struct {
+	UptimeSecs int64 `json:"uptime_secs"`
+	Cache      struct {
+		Entries     int   `json:"entries"`
+		MemoryBytes int64 `json:"memory_bytes"`
+	} `json:"cache"`
+	Pool struct {
+		Size      int    `json:"size"`
+		Available int    `json:"available"`
+		Crashes   uint64 `json:"crashes"`
+	} `json:"pool"`
+	Renders struct {
+		Total      uint64 `json:"total"`
+		Active     int    `json:"active"`
+		QueueDepth int    `json:"queue_depth"`
+	} `json:"renders"`
+}
+
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
+	var b statusBody
+	b.UptimeSecs = int64(s.opts.Now().Sub(s.opts.Start).Seconds())
+	cs := s.opts.Store.Stats()
+	b.Cache.Entries, b.Cache.MemoryBytes = cs.Entries, cs.MemoryBytes
+	pc := s.opts.Pool()
+	rs := s.opts.Renders()
+	b.Pool.Size, b.Pool.Available, b.Pool.Crashes = pc.Tabs, pc.Free, rs.Crashes
+	b.Renders.Total, b.Renders.Active, b.Renders.QueueDepth = rs.Renders, rs.Active, s.opts.QueueDepth()
+	writeJSON(w, http.StatusOK, b)
+	return nil
+}
+
+func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) error {
+	var buf bytes.Buffer
+	if s.opts.Metrics != nil {
+		s.opts.Metrics.WritePrometheus(&buf)
+	}
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(buf.Bytes())
+	return nil
+}
+
+// handlePurgeURL removes one URL. A path is purged on every configured host,
+// a full URL only on its own; in both cases in every dimension.
+func (s *Server) handlePurgeURL(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		URL string `json:"url"`
+	}
+	if err := decodeBody(w, r, &req); err != nil {
+		return err
+	}
+	targets, err := s.purgeTargets(req.URL)
+	if err != nil {
+		return err
+	}
+	purged := false
+	for _, t := range targets {
+		for _, d := range t.host.Dimensions {
+			if s.opts.Store.Delete(cachestore.Key{HostID: t.host.ID, DimensionID: d.ID, URL: t.url}) {
+				purged = true
+			}
+		}
+	}
+	s.opts.Logger.Info("admin: purge url", "url", req.URL, "purged", purged)
+	writeJSON(w, http.StatusOK, map[string]bool{"purged": purged})
+	return nil
+}
+
+func (s *Server) handlePurgePattern(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Pattern string `json:"pattern"`
+	}
+	if err := decodeBody(w, r, &req); err != nil {
+		return err
+	}
+	m, err := s.compilePattern(req.Pattern)
+	if err != nil {
+		return err
+	}
+	n := s.opts.Store.DeleteFunc(m.match)
+	s.opts.Logger.Info("admin: purge pattern", "pattern", req.Pattern, "purged_count", n)
+	writeJSON(w, http.StatusOK, map[string]int{"purged_count": n})
+	return nil
+}
+
+func (s *Server) handlePurgeAll(w http.ResponseWriter, r *http.Request) error {
+	// The body, if any, is ignored, but still bounded.
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	if _, err := io.Copy(io.Discard, r.Body); err != nil {
+		return err
+	}
+	n := s.opts.Store.DeleteAll()
+	s.opts.Logger.Info("admin: purge all", "purged_count", n)
+	writeJSON(w, http.StatusOK, map[string]int{"purged_count": n})
+	return nil
+}
+
+// renderBody is the POST /render success answer.
+type renderBody struct {
+	Status       string `json:"status"`
+	CacheStatus  string `json:"cache_status"`
+	RenderTimeMS int64  `json:"render_time_ms"`
+	HTMLBytes    int64  `json:"html_bytes"`
+}
+
+func (s *Server) handleRender(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		URL       string          `json:"url"`
+		Dimension json.RawMessage `json:"dimension"`
+	}
+	if err := decodeBody(w, r, &req); err != nil {
+		return err
+	}
+	h, norm, err := s.resolveRenderURL(req.URL)
+	if err != nil {
+		return err
+	}
+	d, err := pickDimension(h, req.Dimension)
+	if err != nil {
+		return err
+	}
+	k := cachestore.Key{HostID: h.ID, DimensionID: d.ID, URL: norm}
+	start := s.opts.Now()
+	out, err := s.opts.Refresh(r.Context(), k, prerender.Online)
+	elapsed := s.opts.Now().Sub(start)
+	if err != nil {
+		s.opts.Logger.Warn("admin: render failed", "key", k.String(), "err", err)
+		return errorf(http.StatusInternalServerError, "render failed: %v", err)
+	}
+	if out.Entry == nil {
+		return errorf(http.StatusInternalServerError, "render failed: no result")
+	}
+	if !out.Stored {
+		return errorf(http.StatusInternalServerError, "render failed: status %d is not cacheable, nothing stored", out.Entry.Status)
+	}
+	if out.Duration > 0 {
+		elapsed = out.Duration
+	}
+	prev := out.Previous
+	if prev == "" {
+		prev = "MISS"
+	}
+	s.opts.Logger.Info("admin: render", "key", k.String(), "cache_status", prev, "duration", elapsed)
+	writeJSON(w, http.StatusOK, renderBody{
+		Status:       "ok",
+		CacheStatus:  prev,
+		RenderTimeMS: elapsed.Milliseconds(),
+		HTMLBytes:    uncompressedSize(out.Entry.Body),
+	})
+	return nil
+}
+
+// pickDimension finds h's dimension named (JSON string) or numbered (JSON
+// number, or a string of digits naming no dimension) by raw; absent or null
+// means the host's first dimension.
+func pickDimension(h *site.Host, raw json.RawMessage) (*site.Dimension, error) {
+	if len(h.Dimensions) == 0 {
+		return nil, errorf(http.StatusBadRequest, "host %s has no dimensions", h.Name)
+	}
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return &h.Dimensions[0], nil
+	}
+	var name string
+	if err := json.Unmarshal(raw, &name); err == nil {
+		if d, ok := h.DimensionByName(name); ok {
+			return d, nil
+		}
+		if id, err := strconv.Atoi(name); err == nil {
+			if d, ok := h.Dimension(id); ok {
+				return d, nil
+			}
+		}
+		return nil, errorf(http.StatusBadRequest, "unknown dimension %q for host %s", name, h.Name)
+	}
+	var id float64
+	if err := json.Unmarshal(raw, &id); err != nil || id != math.Trunc(id) || math.Abs(id) > math.MaxInt32 {
+		return nil, errorf(http.StatusBadRequest, "dimension must be a name or an integer id")
+	}
+	if d, ok := h.Dimension(int(id)); ok {
+		return d, nil
+	}
+	return nil, errorf(http.StatusBadRequest, "unknown dimension %d for host %s", int(id), h.Name)
+}
+
+// uncompressedSize is the size of the gzip-compressed body (or of the body
+// itself when it is not gzip).
+func uncompressedSize(body []byte) int64 {
+	zr, err := gzip.NewReader(bytes.NewReader(body))
+	if err != nil {
+		return int64(len(body))
+	}
+	n, err := io.Copy(io.Discard, zr)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return int64(len(body))
+	}
+	return n
+}
+
+// isMetaStart reports whether a pattern may start with c without naming a
+// path: glob metacharacters.
+func isMetaStart(c byte) bool { return strings.IndexByte("*?[{", c) >= 0 }

@@ -1,0 +1,321 @@
+// Command prism is a prerendering reverse proxy: crawlers get pages rendered
+// by headless Chromium from a two-tier cache, people pass through to the
+// origin. `prism -config FILE` serves; `prism purge` and `prism warmup` talk
+// to a running instance's admin API (for CI jobs).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/prismproxy/prism/adminapi"
+	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/config"
+	"github.com/prismproxy/prism/internalapi"
+	"github.com/prismproxy/prism/prerender"
+	"github.com/prismproxy/prism/proxy"
+	"github.com/prismproxy/prism/recache"
+	"github.com/prismproxy/prism/site"
+)
+
+func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "purge", "warmup":
+			os.Exit(runCLI(os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
+		case "serve":
+			os.Args = append(os.Args[:1], os.Args[2:]...)
+		}
+	}
+	fs := flag.NewFlagSet("prism", flag.ContinueOnError)
+	cfgPath := fs.String("config", "prism.toml", "configuration file")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, *cfgPath, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "prism:", err)
+		os.Exit(1)
+	}
+}
+
+// serve runs PRISM until ctx is done, then drains and stops every component.
+func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(cfg.Log, logOut)
+	for _, w := range cfg.Warnings() {
+		logger.Warn(w)
+	}
+	start := time.Now()
+	set := metrics.NewSet()
+
+	sites, err := site.New(siteOptions(cfg))
+	if err != nil {
+		return fmt.Errorf("hosts: %w", err)
+	}
+	store, err := cachestore.New(cachestore.Options{
+		Dir:         cfg.Cache.Dir,
+		MemoryBytes: int64(cfg.Cache.MemoryMB) << 20,
+		Logger:      logger.With("component", "cache"),
+		Metrics:     set,
+	})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	renderer, err := prerender.New(prerender.Options{
+		ChromePath:               cfg.Render.ChromePath,
+		Tabs:                     cfg.Render.Tabs,
+		Timeout:                  cfg.Render.Timeout.Duration,
+		OnlineReservationPercent: cfg.Render.OnlineReservationPercent,
+		RecycleAfter:             cfg.Render.RecycleAfter,
+		Origin:                   sites.Origin,
+		BlockResourceTypes:       cfg.Render.BlockResourceTypes,
+		BlockHosts:               cfg.Render.BlockHosts,
+		KeepScriptTypes:          cfg.Render.KeepScriptTypes,
+		UserDataDir:              cfg.Render.UserDataDir,
+		Logger:                   logger.With("component", "render"),
+		Metrics:                  set,
+	})
+	if err != nil {
+		return err
+	}
+
+	// The proxy and the scheduler refer to each other through hooks: stale
+	// hits and stored entries feed the scheduler, whose workers render
+	// through the proxy's shared render path.
+	var sched *recache.Scheduler
+	px, err := proxy.New(proxy.Options{
+		Sites:       sites,
+		Store:       store,
+		Render:      renderer.Render,
+		TTL:         cfg.Cache.TTL.Duration,
+		StaleTTL:    cfg.Cache.StaleTTL.Duration,
+		NotFoundTTL: cfg.Cache.NotFoundTTL.Duration,
+		Enqueue: func(k cachestore.Key) {
+			if _, err := sched.Enqueue([]cachestore.Key{k}, recache.Normal); err != nil {
+				logger.Warn("stale recache not queued", "key", k.String(), "err", err)
+			}
+		},
+		OnStore:        func(e *cachestore.Entry) { sched.Track(e) },
+		TrustedProxies: cfg.Server.TrustedPrefixes(),
+		Logger:         logger.With("component", "proxy"),
+		Metrics:        set,
+	})
+	if err != nil {
+		return err
+	}
+	workers := cfg.Recache.Workers
+	if workers == 0 {
+		workers = cfg.Render.Tabs
+	}
+	sched, err = recache.New(recache.Options{
+		Sites: sites,
+		Refresh: func(ctx context.Context, k cachestore.Key) error {
+			_, err := px.Refresh(ctx, k, prerender.Recache)
+			return err
+		},
+		Capacity:    func() int { return renderer.Capacity().AvailableForRecache },
+		Store:       store,
+		Interval:    cfg.Recache.Interval.Duration,
+		Tick:        cfg.Recache.Tick.Duration,
+		QueueSize:   cfg.Recache.QueueSize,
+		Workers:     workers,
+		MaxAttempts: cfg.Recache.MaxAttempts,
+		JournalDir:  cfg.Recache.JournalDir,
+		Logger:      logger.With("component", "recache"),
+		Metrics:     set,
+	})
+	if err != nil {
+		return err
+	}
+	admin, err := adminapi.New(adminapi.Options{
+		Token:      cfg.Admin.BearerToken,
+		Sites:      sites,
+		Store:      store,
+		Refresh:    px.Refresh,
+		Health:     renderer.Healthy,
+		Renders:    renderer.Stats,
+		Pool:       renderer.Capacity,
+		QueueDepth: func() int { return sched.Status().InternalQueue },
+		Metrics:    set,
+		Start:      start,
+		Logger:     logger.With("component", "admin"),
+	})
+	if err != nil {
+		return err
+	}
+
+	servers := []*namedServer{
+		{name: "public", addr: cfg.Server.Listen, srv: publicServer(cfg, px, logger)},
+		{name: "admin", addr: cfg.Admin.Address, srv: sideServer(admin, logger)},
+	}
+	if cfg.InternalEnabled() {
+		internal, err := internalapi.New(internalapi.Options{
+			Sites:            sites,
+			Scheduler:        sched,
+			Store:            store,
+			Capacity:         renderer.Capacity,
+			AuthKey:          cfg.Internal.AuthKey,
+			SchedulerControl: cfg.Internal.SchedulerControlAPI,
+			DaemonID:         cfg.Internal.DaemonID,
+			Start:            start,
+			Logger:           logger.With("component", "internal"),
+		})
+		if err != nil {
+			return err
+		}
+		servers = append(servers, &namedServer{name: "internal", addr: cfg.Internal.Address, srv: sideServer(internal, logger)})
+	}
+	// Listen before anything runs, so a taken port is a start-up error.
+	for _, s := range servers {
+		if s.ln, err = net.Listen("tcp", s.addr); err != nil {
+			closeListeners(servers)
+			return fmt.Errorf("%s port: %w", s.name, err)
+		}
+	}
+
+	// Components run until every server has drained; servers until ctx ends.
+	compCtx, stopComponents := context.WithCancel(context.Background())
+	defer stopComponents()
+	components, compCtx := errgroup.WithContext(compCtx)
+	components.Go(func() error { return store.Run(compCtx) })
+	components.Go(func() error { return renderer.Run(compCtx) })
+	components.Go(func() error { return sched.Run(compCtx) })
+	components.Go(func() error { return admin.Run(compCtx) })
+
+	serving, serveCtx := errgroup.WithContext(ctx)
+	for _, s := range servers {
+		serving.Go(func() error {
+			if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("%s port: %w", s.name, err)
+			}
+			return nil
+		})
+	}
+	logger.Info("prism started", "public", cfg.Server.Listen, "admin", cfg.Admin.Address,
+		"internal", internalAddr(cfg), "hosts", len(cfg.Hosts), "tabs", cfg.Render.Tabs)
+
+	// Wait for a signal, a server failure or a component failure.
+	select {
+	case <-serveCtx.Done():
+	case <-compCtx.Done():
+	}
+	logger.Info("prism draining")
+	admin.Drain()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout.Duration)
+	defer cancel()
+	for _, s := range servers {
+		if err := s.srv.Shutdown(shutdownCtx); err != nil {
+			logger.Warn("shutdown incomplete", "server", s.name, "err", err)
+			_ = s.srv.Close()
+		}
+	}
+	serveErr := serving.Wait()
+	stopComponents()
+	compErr := components.Wait()
+	logger.Info("prism stopped")
+	return errors.Join(serveErr, compErr)
+}
+
+// namedServer is one of PRISM's three ports.
+type namedServer struct {
+	name string
+	addr string
+	srv  *http.Server
+	ln   net.Listener
+}
+
+func closeListeners(servers []*namedServer) {
+	for _, s := range servers {
+		if s.ln != nil {
+			s.ln.Close()
+		}
+	}
+}
+
+func internalAddr(cfg *config.Config) string {
+	if !cfg.InternalEnabled() {
+		return "disabled"
+	}
+	return cfg.Internal.Address
+}
+
+// publicServer wraps the proxy with the slow-client and header limits.
+func publicServer(cfg *config.Config, h http.Handler, logger *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.Duration,
+		ReadTimeout:       cfg.Server.ReadTimeout.Duration,
+		WriteTimeout:      cfg.Server.WriteTimeout.Duration,
+		IdleTimeout:       cfg.Server.IdleTimeout.Duration,
+		MaxHeaderBytes:    cfg.Server.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+}
+
+// sideServer serves the admin or internal API.
+func sideServer(h http.Handler, logger *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		WriteTimeout:      5 * time.Minute, // a forced render can take render.timeout and more
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+}
+
+func newLogger(c config.Log, out io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.SlogLevel()}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(out, opts))
+	}
+	return slog.New(slog.NewTextHandler(out, opts))
+}
+
+// siteOptions maps the [[hosts]] tables onto site.Options.
+func siteOptions(cfg *config.Config) site.Options {
+	opts := site.Options{
+		StripParams:      cfg.Cache.StripParams,
+		StaticExtensions: cfg.Cache.StaticExtensions,
+	}
+	for _, h := range cfg.Hosts {
+		origin, _ := url.Parse(h.Origin) // validated by config
+		host := site.Host{
+			ID:              h.ID,
+			Name:            h.Name,
+			Aliases:         h.Aliases,
+			Origin:          origin,
+			Scheme:          h.Scheme,
+			RecacheInterval: h.RecacheInterval.Duration,
+		}
+		for _, d := range h.Dimensions {
+			host.Dimensions = append(host.Dimensions, site.Dimension{
+				ID: d.ID, Name: d.Name, MatchUA: d.MatchUA,
+				Width: d.Width, Height: d.Height, Mobile: d.Mobile, RenderUA: d.RenderUA,
+			})
+		}
+		opts.Hosts = append(opts.Hosts, host)
+	}
+	return opts
+}

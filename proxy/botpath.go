@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"encoding/binary"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -74,6 +75,9 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 		status = p.serveEntry(w, r, e, state, dim)
 	}
 	p.m.counter(state).Inc()
+	if !p.log.Enabled(r.Context(), slog.LevelInfo) {
+		return
+	}
 	attrs := []any{"host", h.Name, "dimension", dim.Name, "path", k.URL, "cache", state, "status", status,
 		"render_ms", time.Since(start).Milliseconds()}
 	if renderErr != nil {

@@ -96,6 +96,7 @@ func (r *Renderer) Run(ctx context.Context) error {
 		}
 
 		why, err := r.supervise(ctx, inst)
+		dbg(fmt.Sprintf("supervise: %v %v", why, err))
 		switch why {
 		case downShutdown:
 			r.cur.Store(nil)
@@ -245,7 +246,7 @@ func (r *Renderer) launch(ctx context.Context) (*instance, error) {
 	u, err := l.Launch()
 	if err != nil {
 		if pid := l.PID(); pid > 0 {
-			killGroup(pid, killGrace)
+			killGroup(pid)
 			l.Cleanup()
 		}
 		_ = os.RemoveAll(dir)
@@ -300,54 +301,51 @@ func (r *Renderer) launch(ctx context.Context) (*instance, error) {
 }
 
 // teardown takes the instance down: renders in flight fail with cause, the
-// browser is closed (gracefully if asked), its process group killed, and its
-// profile removed.
+// browser is closed (asked politely if graceful, else SIGTERM), its process
+// group is SIGKILLed after a grace period, and its profile removed.
 func (inst *instance) teardown(cause error, graceful bool) {
 	inst.downOnce.Do(func() {
 		inst.pool.close(cause)
+		grace := killGrace
 		if graceful && inst.b != nil {
+			grace = closeGrace
 			ctx, cancel := context.WithTimeout(context.Background(), closeGrace)
 			_ = proto.BrowserClose{}.Call(inst.b.Context(ctx))
 			cancel()
-			t := time.NewTimer(closeGrace)
-			select {
-			case <-inst.exited:
-			case <-t.C:
-			}
-			t.Stop()
+		} else if inst.pid > 1 {
+			_ = syscall.Kill(-inst.pid, syscall.SIGTERM)
 		}
 		inst.cancel(cause)
-		killGroup(inst.pid, killGrace)
+		waitClosed(inst.exited, grace)
+		if inst.pid > 1 {
+			_ = syscall.Kill(-inst.pid, syscall.SIGKILL) // stragglers of the group
+		}
 		killByProfile(inst.dir)
-		t := time.NewTimer(10 * time.Second)
-		select {
-		case <-inst.exited:
-		case <-t.C:
+		if !waitClosed(inst.exited, 10*time.Second) {
 			inst.r.log.Error("browser process did not exit after SIGKILL", "pid", inst.pid)
 		}
-		t.Stop()
 		inst.wg.Wait()
 		_ = os.RemoveAll(inst.dir)
 	})
 }
 
-// killGroup sends SIGTERM to the process group pgid, then SIGKILL after
-// grace unless the leader is gone.
-func killGroup(pgid int, grace time.Duration) {
-	if pgid <= 1 {
-		return
+// waitClosed waits up to d for ch to close and reports whether it did.
+func waitClosed(ch <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+		return false
 	}
-	if syscall.Kill(-pgid, syscall.SIGTERM) != nil {
-		return // no such group
+}
+
+// killGroup kills the process group pgid of a browser that failed to start.
+func killGroup(pgid int) {
+	if pgid > 1 {
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	}
-	deadline := time.Now().Add(grace)
-	for time.Now().Before(deadline) {
-		if syscall.Kill(-pgid, 0) != nil {
-			return
-		}
-		time.Sleep(20 * time.Millisecond) // polling a process we cannot wait on
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 }
 
 // killByProfile kills processes outside the browser's group that still use

@@ -257,8 +257,8 @@ func TestPrerenderReady(t *testing.T) {
 	if !strings.Contains(string(res.HTML), "late content") {
 		t.Errorf("late content missing:\n%s", res.HTML)
 	}
-	if res.Duration < 1500*time.Millisecond || res.Duration > 2500*time.Millisecond {
-		t.Errorf("duration %s, want about 1.5s", res.Duration)
+	if res.Duration < 1500*time.Millisecond || res.Duration >= e.r.opts.Timeout {
+		t.Errorf("duration %s, want between 1.5s and the timeout", res.Duration)
 	}
 }
 
@@ -401,7 +401,11 @@ func TestAfterTimeout(t *testing.T) {
 
 func TestRecacheCapacity(t *testing.T) {
 	e := getEnv(t)
-	c := e.r.Capacity()
+	var c Capacity
+	deadline := time.Now().Add(5 * time.Second)
+	for c = e.r.Capacity(); c.Free == 0 && time.Now().Before(deadline); c = e.r.Capacity() {
+		time.Sleep(10 * time.Millisecond) // the last render's tab is being reset
+	}
 	if c.Tabs != 1 || c.Free != 1 || c.ReservedForOnline != 1 || c.AvailableForRecache != 0 {
 		t.Errorf("Capacity() = %+v, want 1 tab, 1 free, 1 reserved", c)
 	}
@@ -429,13 +433,14 @@ func TestCrashRecovery(t *testing.T) {
 		t.Fatal("no browser")
 	}
 	errc := make(chan error, 1)
+	hangs := e.count("/hang")
 	go func() {
 		_, err := render(t, e, Request{URL: "/longpoll"})
 		errc <- err
 	}()
 	// Wait until the render is in flight, then kill the browser's group.
 	deadline := time.Now().Add(5 * time.Second)
-	for e.count("/hang") == 0 && time.Now().Before(deadline) {
+	for e.count("/hang") == hangs && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	killed := time.Now()

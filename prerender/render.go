@@ -23,7 +23,9 @@ const (
 
 var errTimeout = errors.New("prerender: render timed out before the document loaded")
 
-// renderOn renders req on slot s of inst's pool.
+// renderOn renders req on slot s of inst's pool and gives s back to the
+// pool once the tab is clean again (in the background: the caller does not
+// wait for the reset).
 func (inst *instance) renderOn(ctx context.Context, s *slot, pub *url.URL, req Request) (*Result, string, error) {
 	r := inst.r
 	// Renders in flight fail fast when the browser goes down.
@@ -37,35 +39,27 @@ func (inst *instance) renderOn(ctx context.Context, s *slot, pub *url.URL, req R
 		}
 		return nil, "error", err
 	}
+	rctx, rcancel := context.WithTimeout(ctx, r.opts.Timeout)
+	defer rcancel()
 
 	if s.tab == nil {
-		t, err := inst.newTab(ctx)
+		t, err := inst.newTab(rctx)
 		if err != nil {
+			inst.pool.release(s)
 			return down(err)
 		}
 		s.tab = t
 	}
 	t := s.tab
-	rctx, rcancel := context.WithTimeout(ctx, r.opts.Timeout)
-	defer rcancel()
 	st := t.begin(rctx, pub)
 	var loader proto.NetworkLoaderID
 	defer func() {
 		rcancel()
-		rsctx, rscancel := context.WithTimeout(inst.ctx, resetTimeout)
-		defer rscancel()
-		if r.freshTabs {
-			t.close()
-			s.tab = nil
-			return
-		}
-		if err := t.reset(rsctx, st, loader); err != nil {
-			if inst.ctx.Err() == nil {
-				r.log.Warn("tab reset failed: replacing the tab", "err", err)
-			}
-			t.close()
-			s.tab = nil
-		}
+		inst.wg.Add(1) // safe: the tab's event loop holds a count
+		go func() {
+			defer inst.wg.Done()
+			inst.finish(s, st, loader)
+		}()
 	}()
 
 	res, outcome, err := t.run(ctx, rctx, st, req, &loader)
@@ -76,6 +70,27 @@ func (inst *instance) renderOn(ctx context.Context, s *slot, pub *url.URL, req R
 		return down(err)
 	}
 	return res, outcome, nil
+}
+
+// finish clears slot s's tab for the next render (or drops it when that
+// fails) and returns s to the pool.
+func (inst *instance) finish(s *slot, st *renderState, loader proto.NetworkLoaderID) {
+	defer inst.pool.release(s)
+	t := s.tab
+	if inst.r.freshTabs {
+		t.close()
+		s.tab = nil
+		return
+	}
+	ctx, cancel := context.WithTimeout(inst.ctx, resetTimeout)
+	defer cancel()
+	if err := t.reset(ctx, st, loader); err != nil {
+		if inst.ctx.Err() == nil {
+			inst.r.log.Warn("tab reset failed: replacing the tab", "err", err)
+		}
+		t.close()
+		s.tab = nil
+	}
 }
 
 // run navigates, waits and captures. ctx is the caller's (plus browser
@@ -134,7 +149,9 @@ func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request, loade
 	}
 
 	dbg("waited")
-	cctx, ccancel := context.WithTimeout(ctx, captureBudget)
+	// The capture may overrun the render timeout by captureBudget.
+	dl, _ := rctx.Deadline()
+	cctx, ccancel := context.WithDeadline(ctx, dl.Add(captureBudget))
 	defer ccancel()
 	c, err := t.capture(cctx, r.keepTypes)
 	if err != nil {

@@ -305,9 +305,8 @@ func (r *Renderer) render(ctx context.Context, req Request) (*Result, string, er
 			return nil, "unavailable", fmt.Errorf("render %s: %w", pub, err)
 		}
 		r.active.Add(1)
-		res, outcome, err := inst.renderOn(ctx, s, pub, req)
+		res, outcome, err := inst.renderOn(ctx, s, pub, req) // releases s
 		r.active.Add(-1)
-		inst.pool.release(s)
 		if n := inst.renders.Add(1); n >= int64(r.opts.RecycleAfter) {
 			select {
 			case r.recycle <- struct{}{}:

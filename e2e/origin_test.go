@@ -26,7 +26,7 @@ func (o *Origin) Hits(path string) int {
 
 // pageJS is a page whose content only exists once JavaScript ran.
 const pageJS = `<!DOCTYPE html>
-<html><head><title>%[1]s</title></head>
+<html><head><title>%[1]s</title><meta name="viewport" content="width=device-width, initial-scale=1"></head>
 <body><div id="app">Loading</div>
 <script>
 document.getElementById('app').innerHTML =

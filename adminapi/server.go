@@ -1,5 +1,21 @@
 // Package adminapi serves PRISM's admin port (spec/admin-api.txt): health,
 // status, metrics, purge, forced renders and sitemap warmup.
+//
+// Where the spec is silent:
+//   - Every path but /health needs the token, unknown ones too (401 before 404).
+//   - Bodies over 1 MB answer 413; malformed JSON, unknown fields and
+//     trailing data answer 400.
+//   - POST /purge/url: a path is purged on every configured host, a full URL
+//     on its host only; both in every dimension.
+//   - POST /purge/pattern: a glob ('/' separates segments: `*` stays in one,
+//     `**` crosses them) matched against each entry's path and against its
+//     path plus query; "https://host/glob" restricts it to that host.
+//   - POST /render: a path is taken on the first configured host; the
+//     dimension defaults to the host's first; a render whose result is not
+//     cacheable (e.g. a 5xx page) answers 500.
+//   - Warmup: DELETE /warmup or POST /warmup/cancel cancels it; it then ends
+//     "completed" with error_message "cancelled". See warmup.go for how
+//     total, processed and errors are counted.
 package adminapi
 
 import (

@@ -234,7 +234,9 @@ func (r *Renderer) launch(ctx context.Context) (*instance, error) {
 		// workers, Chromium's own background traffic) meets a dead proxy.
 		Set(flags.ProxyServer, "http://127.0.0.1:9").
 		Set("proxy-bypass-list", "<-loopback>").
-		Set("disable-features", "Translate", "TranslateUI", "OptimizationHints",
+		// One renderer process serves many sites: no process swap per navigation.
+		Set("disable-site-isolation-trials").
+		Set("disable-features", "site-per-process", "IsolateOrigins", "Translate", "TranslateUI", "OptimizationHints",
 			"MediaRouter", "DialMediaRouteProvider", "InterestFeedContentSuggestions").
 		Append("disable-features", "NetworkTimeServiceQuerying")
 	if os.Geteuid() == 0 {

@@ -73,6 +73,8 @@ document.cookie = 'jsc=1; path=/; max-age=3600'; localStorage.setItem('k', 'v');
 </script></body></html>`,
 	"/longpoll":        `<!DOCTYPE html><html><body><p>polling</p><script>fetch('/hang').then(r => r.text())</script></body></html>`,
 	"/redirect-target": `<html><body>target</body></html>`,
+	"/bench": `<!DOCTYPE html><html><head><script>window.prerenderReady = false</script></head><body><div id="c"></div>
+<script>document.getElementById('c').textContent = 'bench ' + Date.now(); localStorage.setItem('k', 'v'); document.cookie = 'c=1'; window.prerenderReady = true</script></body></html>`,
 }
 
 func ssrfPage(internal string) string {
@@ -604,4 +606,72 @@ func pgidOf(pid int) int {
 	}
 	p, _ := strconv.Atoi(f[2])
 	return p
+}
+
+// groupCPU returns the CPU time used by this process and by the browser's
+// process group.
+func groupCPU(pgid int) time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	total := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pgidOf(pid) != pgid {
+			continue
+		}
+		f := statFields(pid)
+		if len(f) < 15 {
+			continue
+		}
+		var ticks int64
+		for _, s := range f[11:15] { // utime stime cutime cstime
+			n, _ := strconv.ParseInt(s, 10, 64)
+			ticks += n
+		}
+		total += time.Duration(ticks) * 10 * time.Millisecond // USER_HZ = 100
+	}
+	return total
+}
+
+// BenchmarkRender renders one page over and over on one tab, with the
+// default isolation (tab reused, cleared in between) and with a fresh
+// incognito context per render.
+func BenchmarkRender(b *testing.B) {
+	e := getEnv(b)
+	run := func(b *testing.B, r *Renderer) {
+		pgid := r.cur.Load().pid
+		ctx := context.Background()
+		req := Request{URL: "https://" + pubHost + "/bench"}
+		if _, err := r.Render(ctx, req); err != nil { // warm up: the tab exists
+			b.Fatal(err)
+		}
+		cpu0, t0 := groupCPU(pgid), time.Now()
+		b.ResetTimer()
+		for b.Loop() {
+			if _, err := r.Render(ctx, req); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		n := float64(b.N)
+		b.ReportMetric(n/time.Since(t0).Seconds(), "renders/s")
+		b.ReportMetric(float64((groupCPU(pgid)-cpu0).Milliseconds())/n, "cpu-ms/render")
+	}
+	b.Run("reuse-and-clear", func(b *testing.B) { run(b, e.r) })
+	b.Run("incognito-per-render", func(b *testing.B) {
+		r, err := New(Options{ChromePath: chromeBin, Tabs: 1, Origin: e.r.opts.Origin})
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.freshTabs = true
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- r.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+		if err := waitHealthy(r, 30*time.Second); err != nil {
+			b.Fatal(err)
+		}
+		run(b, r)
+	})
 }

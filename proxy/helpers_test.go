@@ -98,7 +98,7 @@ func newClock() *clock {
 }
 
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	p       *Proxy
 	origin  *httptest.Server
 	olog    *originLog
@@ -115,7 +115,7 @@ type harness struct {
 
 type harnessOpt func(*Options)
 
-func newHarness(t *testing.T, opts ...harnessOpt) *harness {
+func newHarness(t testing.TB, opts ...harnessOpt) *harness {
 	t.Helper()
 	h := &harness{t: t, olog: &originLog{}, render: &fakeRender{}, clock: newClock(), metrics: metrics.NewSet()}
 	h.render.set(htmlResult(200, "<!DOCTYPE html><html><body>rendered</body></html>"))

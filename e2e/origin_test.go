@@ -12,6 +12,8 @@ import (
 // Origin is the test site PRISM fronts. It counts requests per path.
 type Origin struct {
 	*httptest.Server
+	// Mux serves the pages; tests may add their own.
+	Mux     *http.ServeMux
 	mu      sync.Mutex
 	hits    map[string]int
 	renders map[string]int // requests that carried X-Prism-Render
@@ -37,6 +39,7 @@ document.getElementById('app').innerHTML =
 func newOrigin(t *testing.T) *Origin {
 	o := &Origin{hits: map[string]int{}, renders: map[string]int{}}
 	mux := http.NewServeMux()
+	o.Mux = mux
 	html := func(w http.ResponseWriter, status int, body string) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.WriteHeader(status)

@@ -3,6 +3,7 @@ package recache
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"runtime"
 	"sync"
@@ -12,6 +13,8 @@ import (
 	"github.com/prismproxy/prism/cachestore"
 	"github.com/prismproxy/prism/site"
 )
+
+var quiet = slog.New(slog.DiscardHandler)
 
 var epoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
@@ -160,6 +163,7 @@ func newFixture(t testing.TB, hosts, capN int, ref *refresher, mod func(*Options
 		JournalDir: f.dir,
 		Now:        f.clk.Now,
 		Tick:       24 * time.Hour, // tests drive Tick themselves
+		Logger:     quiet,
 	}
 	if mod != nil {
 		mod(&opts)

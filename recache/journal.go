@@ -181,7 +181,8 @@ type journal struct {
 	dir     string
 	path    string
 	f       *os.File
-	records int // records in the file
+	records int   // records in the file
+	size    int64 // bytes in the file
 	buf     []byte
 }
 
@@ -209,8 +210,13 @@ func (j *journal) append(recs []record, sync bool) error {
 		j.buf = nil // do not pin a huge batch's buffer
 	}
 	if _, err := j.f.Write(buf); err != nil {
+		// Cut off a partial write so the next record starts on a fresh line.
+		if terr := j.f.Truncate(j.size); terr != nil {
+			err = errors.Join(err, terr)
+		}
 		return fmt.Errorf("write journal: %w", err)
 	}
+	j.size += int64(len(buf))
 	j.records += len(recs)
 	if sync {
 		if err := j.f.Sync(); err != nil {
@@ -221,10 +227,10 @@ func (j *journal) append(recs []record, sync bool) error {
 }
 
 // rewrite replaces the journal with live (write temp, fsync, rename, fsync
-// dir) and reopens it for appending.
+// dir) and appends to the new file from then on.
 func (j *journal) rewrite(live []record) error {
 	tmp := j.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("compact journal: %w", err)
 	}
@@ -244,28 +250,28 @@ func (j *journal) rewrite(live []record) error {
 	if err == nil {
 		err = f.Sync()
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
 	if err == nil {
 		err = os.Rename(tmp, j.path)
 	}
 	if err != nil {
+		f.Close()
 		os.Remove(tmp)
 		return fmt.Errorf("compact journal: %w", err)
+	}
+	// The handle written above now names the journal: keep appending to it
+	// (its offset is at the end), so no reopen can fail after the rename.
+	if j.f != nil {
+		j.f.Close()
+	}
+	j.f = f
+	j.records = len(live)
+	j.size = 0
+	if st, err := f.Stat(); err == nil {
+		j.size = st.Size()
 	}
 	if err := syncDir(j.dir); err != nil {
 		return fmt.Errorf("compact journal: %w", err)
 	}
-	nf, err := os.OpenFile(j.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		return fmt.Errorf("reopen journal: %w", err)
-	}
-	if j.f != nil {
-		j.f.Close()
-	}
-	j.f = nf
-	j.records = len(live)
 	return nil
 }
 

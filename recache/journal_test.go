@@ -181,7 +181,7 @@ func TestReplayGarbageJournal(t *testing.T) {
 				t.Fatal(err)
 			}
 			s, err := New(Options{Sites: testSites(t, 1), Refresh: (&refresher{}).Refresh,
-				Capacity: func() int { return 0 }, JournalDir: dir})
+				Capacity: func() int { return 0 }, JournalDir: dir, Logger: quiet})
 			if err != nil {
 				t.Fatalf("New: %v", err)
 			}
@@ -200,7 +200,7 @@ func mustLine(r record) string {
 }
 
 func TestRebuildAutoFromStore(t *testing.T) {
-	store, err := cachestore.New(cachestore.Options{Dir: t.TempDir()})
+	store, err := cachestore.New(cachestore.Options{Dir: t.TempDir(), Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +225,7 @@ func TestRebuildAutoFromStore(t *testing.T) {
 
 	ref := &refresher{}
 	s, err := New(Options{Sites: testSites(t, 2), Refresh: ref.Refresh, Capacity: func() int { return 10 },
-		Store: store, JournalDir: t.TempDir(), Now: clk.Now, Tick: 24 * time.Hour})
+		Store: store, JournalDir: t.TempDir(), Now: clk.Now, Tick: 24 * time.Hour, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

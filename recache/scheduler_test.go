@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/prismproxy/prism/cachestore"
 	"github.com/prismproxy/prism/prerender"
@@ -332,7 +335,7 @@ func reopen(t *testing.T, f *fixture) *Scheduler {
 	t.Helper()
 	s, err := New(Options{
 		Sites: f.s.opts.Sites, Refresh: f.ref.Refresh, Capacity: f.cap.Get,
-		JournalDir: f.dir, Now: f.clk.Now, Tick: 24 * time.Hour,
+		JournalDir: f.dir, Now: f.clk.Now, Tick: 24 * time.Hour, Logger: quiet,
 	})
 	if err != nil {
 		t.Fatalf("New after restart: %v", err)
@@ -418,4 +421,26 @@ func TestForget(t *testing.T) {
 	f.s.Close()
 	g := reopen(t, f)
 	assertQueues(t, g, 1, HostStatus{})
+}
+
+func TestMetrics(t *testing.T) {
+	set := metrics.NewSet()
+	f := newFixture(t, 2, 1, nil, func(o *Options) { o.Metrics = set })
+	f.run(t)
+	mustEnqueue(t, f.s, High, key(1, 1, "/a"), key(2, 1, "/b"))
+	f.step(t)
+	var b strings.Builder
+	set.WritePrometheus(&b)
+	for _, want := range []string{
+		`prism_recache_enqueued_total{priority="high"} 2`,
+		`prism_recache_renders_total{result="ok"} 1`,
+		`prism_recache_renders_total{result="dropped"} 0`,
+		`prism_recache_queue_size{host="1",priority="high"} 0`,
+		`prism_recache_queue_size{host="2",priority="high"} 1`,
+		`prism_recache_internal_queue_size 0`,
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("metrics lack %q:\n%s", want, b.String())
+		}
+	}
 }

@@ -3,7 +3,6 @@ package recache
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -16,26 +15,31 @@ import (
 	"github.com/prismproxy/prism/cachestore"
 )
 
-// The journal is an append-only file of lines "<crc32 hex> <json>\n". An
-// "add" record says a key entered the high or normal queue (or was raised to
-// high); a "done" record says it left them. Replaying the file in order gives
-// the durable queue: each key's best priority since its last done.
+// The journal is an append-only file of lines
+//
+//	<crc32 of payload, 8 hex digits> <op> <priority|-> <host> <dim> <quoted url>
+//
+// e.g. `1a2b3c4d add high 1 2 "/a?b=1"`. An "add" record says a key entered
+// the high or normal queue (or was raised to high); a "done" record says it
+// left them. Replaying the file in order gives the durable queue: each key's
+// best priority since its last done. The URL is Go-quoted (strconv), which
+// round-trips any bytes exactly.
 const (
 	journalName = "queue.journal"
 	pausedName  = "paused"
 	// maxRecord bounds one journal line when reading; longer lines are
 	// skipped as corrupt. maxURL (checked at Enqueue) keeps written records
-	// well under it.
-	maxRecord = 64 << 10
+	// well under it even when every byte needs escaping.
+	maxRecord = 96 << 10
 	maxURL    = 16 << 10
 )
 
 type record struct {
-	Op   string `json:"op"` // "add" or "done"
-	Prio string `json:"p,omitempty"`
-	Host int    `json:"h"`
-	Dim  int    `json:"d"`
-	URL  string `json:"u"`
+	Op   string // "add" or "done"
+	Prio Priority
+	Host int
+	Dim  int
+	URL  string
 }
 
 func (r record) key() cachestore.Key {
@@ -43,7 +47,7 @@ func (r record) key() cachestore.Key {
 }
 
 func addRecord(k cachestore.Key, p Priority) record {
-	return record{Op: "add", Prio: p.String(), Host: k.HostID, Dim: k.DimensionID, URL: k.URL}
+	return record{Op: "add", Prio: p, Host: k.HostID, Dim: k.DimensionID, URL: k.URL}
 }
 
 func doneRecord(k cachestore.Key) record {
@@ -51,14 +55,28 @@ func doneRecord(k cachestore.Key) record {
 }
 
 // appendRecord encodes r as one journal line onto buf.
-func appendRecord(buf []byte, r record) ([]byte, error) {
-	payload, err := json.Marshal(r)
-	if err != nil {
-		return buf, fmt.Errorf("encode journal record: %w", err)
+func appendRecord(buf []byte, r record) []byte {
+	buf = append(buf, "00000000 "...)
+	start := len(buf)
+	buf = append(buf, r.Op...)
+	buf = append(buf, ' ')
+	if r.Op == "add" {
+		buf = append(buf, r.Prio.String()...)
+	} else {
+		buf = append(buf, '-')
 	}
-	buf = fmt.Appendf(buf, "%08x ", crc32.ChecksumIEEE(payload))
-	buf = append(buf, payload...)
-	return append(buf, '\n'), nil
+	buf = append(buf, ' ')
+	buf = strconv.AppendInt(buf, int64(r.Host), 10)
+	buf = append(buf, ' ')
+	buf = strconv.AppendInt(buf, int64(r.Dim), 10)
+	buf = append(buf, ' ')
+	buf = strconv.AppendQuote(buf, r.URL)
+	sum := crc32.ChecksumIEEE(buf[start:])
+	const hex = "0123456789abcdef"
+	for i := 0; i < 8; i++ {
+		buf[start-2-i] = hex[sum>>(4*i)&0xf]
+	}
+	return append(buf, '\n')
 }
 
 // parseRecord decodes one line (without its newline).
@@ -72,12 +90,23 @@ func parseRecord(line []byte) (record, bool) {
 	if err != nil || uint32(want) != crc32.ChecksumIEEE(payload) {
 		return r, false
 	}
-	if json.Unmarshal(payload, &r) != nil {
+	f := bytes.SplitN(payload, []byte{' '}, 5)
+	if len(f) != 5 {
+		return r, false
+	}
+	r.Op = string(f[0])
+	if r.Host, err = strconv.Atoi(string(f[2])); err != nil {
+		return r, false
+	}
+	if r.Dim, err = strconv.Atoi(string(f[3])); err != nil {
+		return r, false
+	}
+	if r.URL, err = strconv.Unquote(string(f[4])); err != nil {
 		return r, false
 	}
 	switch r.Op {
 	case "add":
-		if p, err := ParsePriority(r.Prio); err != nil || !p.durable() {
+		if r.Prio, err = ParsePriority(string(f[1])); err != nil || !r.Prio.durable() {
 			return r, false
 		}
 	case "done":
@@ -146,9 +175,8 @@ func replayJournal(path string) (*replayed, error) {
 		k := r.key()
 		switch r.Op {
 		case "add":
-			p, _ := ParsePriority(r.Prio)
-			if old, ok := out.prio[k]; !ok || p < old {
-				out.prio[k] = p
+			if old, ok := out.prio[k]; !ok || r.Prio < old {
+				out.prio[k] = r.Prio
 			}
 			if _, ok := order[k]; !ok {
 				order[k] = seq
@@ -199,11 +227,8 @@ func (j *journal) append(recs []record, sync bool) error {
 		return errors.New("recache: journal closed")
 	}
 	buf := j.buf[:0]
-	var err error
 	for _, r := range recs {
-		if buf, err = appendRecord(buf, r); err != nil {
-			return err
-		}
+		buf = appendRecord(buf, r)
 	}
 	j.buf = buf
 	if len(buf) > 1<<20 {
@@ -237,10 +262,8 @@ func (j *journal) rewrite(live []record) error {
 	w := bufio.NewWriterSize(f, 64<<10)
 	var line []byte
 	for _, r := range live {
-		if line, err = appendRecord(line[:0], r); err == nil {
-			_, err = w.Write(line)
-		}
-		if err != nil {
+		line = appendRecord(line[:0], r)
+		if _, err = w.Write(line); err != nil {
 			break
 		}
 	}

@@ -51,17 +51,14 @@ func TestJournalReplayAfterCrash(t *testing.T) {
 
 	// "Crash": no Close. Then a torn final record, a corrupt record and an
 	// overlong line in the middle.
-	good, err := appendRecord(nil, addRecord(key(2, 1, "/late"), Normal))
-	if err != nil {
-		t.Fatal(err)
-	}
+	good := appendRecord(nil, addRecord(key(2, 1, "/late"), Normal))
 	corrupt := bytes.Replace(good, []byte("/late"), []byte("/evil"), 1) // checksum mismatch
 	long := append(bytes.Repeat([]byte("x"), maxRecord+10), '\n')
 	var tail []byte
 	tail = append(tail, corrupt...)
 	tail = append(tail, long...)
 	tail = append(tail, good...)
-	torn, _ := appendRecord(nil, addRecord(key(2, 1, "/torn"), High))
+	torn := appendRecord(nil, addRecord(key(2, 1, "/torn"), High))
 	tail = append(tail, torn[:len(torn)/2]...)
 	appendRaw(t, f.dir, tail)
 
@@ -169,10 +166,10 @@ func TestReplayGarbageJournal(t *testing.T) {
 	}{
 		{"empty", ""},
 		{"binary", "\x00\x01\x02\xff\n\xfe"},
-		{"bad json", "00000000 {\n"},
+		{"bad checksum", "00000000 add high 1 1 \"/x\"\n"},
 		{"unknown op", mustLine(record{Op: "drop", Host: 1, Dim: 1, URL: "/x"})},
-		{"autorecache add", mustLine(record{Op: "add", Prio: "autorecache", Host: 1, Dim: 1, URL: "/x"})},
-		{"unconfigured host", mustLine(record{Op: "add", Prio: "high", Host: 42, Dim: 1, URL: "/x"})},
+		{"autorecache add", mustLine(record{Op: "add", Prio: Auto, Host: 1, Dim: 1, URL: "/x"})},
+		{"unconfigured host", mustLine(record{Op: "add", Prio: High, Host: 42, Dim: 1, URL: "/x"})},
 		{"no newline at all", strings.Repeat("z", 3*maxRecord)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -191,13 +188,7 @@ func TestReplayGarbageJournal(t *testing.T) {
 	}
 }
 
-func mustLine(r record) string {
-	b, err := appendRecord(nil, r)
-	if err != nil {
-		panic(err)
-	}
-	return string(b)
-}
+func mustLine(r record) string { return string(appendRecord(nil, r)) }
 
 func TestRebuildAutoFromStore(t *testing.T) {
 	store, err := cachestore.New(cachestore.Options{Dir: t.TempDir(), Logger: quiet})
@@ -262,4 +253,42 @@ func gz(t *testing.T, s string) []byte {
 		t.Fatal(err)
 	}
 	return b.Bytes()
+}
+
+func TestRecordRoundTrip(t *testing.T) {
+	for _, u := range []string{"/", "/a b?c=\"d\"", "/line\nbreak", "/bad\xff\xfeutf8", "/ünï", "/" + strings.Repeat("%", maxURL)} {
+		for _, r := range []record{addRecord(key(3, 4, u), High), addRecord(key(1, 2, u), Normal), doneRecord(key(-1, 0, u))} {
+			line := appendRecord(nil, r)
+			if bytes.Count(line, []byte{'\n'}) != 1 || line[len(line)-1] != '\n' || len(line) > maxRecord {
+				t.Fatalf("record for %q is not one bounded line: %q", u, line)
+			}
+			got, ok := parseRecord(line[:len(line)-1])
+			if !ok || got != r {
+				t.Fatalf("round trip of %+v = %+v, %v", r, got, ok)
+			}
+			// Any single flipped byte is detected.
+			for i := range line[:len(line)-1] {
+				bad := bytes.Clone(line[:len(line)-1])
+				bad[i] ^= 0x20
+				if got, ok := parseRecord(bad); ok && got != r {
+					t.Fatalf("corrupted record accepted as %+v", got)
+				}
+			}
+		}
+	}
+}
+
+func FuzzParseRecord(f *testing.F) {
+	f.Add([]byte(mustLine(addRecord(key(1, 1, "/a"), High))))
+	f.Add([]byte("00000000 done - 1 1 \"/x\""))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		r, ok := parseRecord(line)
+		if !ok {
+			return
+		}
+		again, ok := parseRecord(bytes.TrimSuffix(appendRecord(nil, r), []byte{'\n'}))
+		if !ok || again != r {
+			t.Fatalf("accepted %+v does not round-trip", r)
+		}
+	})
 }

@@ -110,8 +110,10 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		TTL:         cfg.Cache.TTL.Duration,
 		StaleTTL:    cfg.Cache.StaleTTL.Duration,
 		NotFoundTTL: cfg.Cache.NotFoundTTL.Duration,
+		// A stale hit queues an autorecache due now: no journal fsync on
+		// the request path, and the next stale hit asks again if it is lost.
 		Enqueue: func(k cachestore.Key) {
-			if _, err := sched.Enqueue([]cachestore.Key{k}, recache.Normal); err != nil {
+			if _, err := sched.Enqueue([]cachestore.Key{k}, recache.Auto); err != nil {
 				logger.Warn("stale recache not queued", "key", k.String(), "err", err)
 			}
 		},
@@ -232,6 +234,9 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 	serveErr := serving.Wait()
 	stopComponents()
 	compErr := components.Wait()
+	if err := sched.Close(); err != nil {
+		logger.Warn("recache journal close", "err", err)
+	}
 	logger.Info("prism stopped")
 	return errors.Join(serveErr, compErr)
 }

@@ -36,6 +36,7 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 		state = p.stateOf(e, p.opts.Now())
 	}
 	var renderErr error
+	rendered := false // this request waited for a render (or joined one)
 	switch state {
 	case cacheHit:
 	case cacheStale:
@@ -45,6 +46,7 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 	default:
 		out, cached, err := p.do(r.Context(), k, h, dim, prerender.Online, true)
 		p.m.renderWait.UpdateDuration(start)
+		rendered = true
 		switch {
 		case err == nil && out.Entry != nil:
 			e, state = out.Entry, cacheMiss
@@ -75,7 +77,14 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 		status = p.serveEntry(w, r, e, state, dim)
 	}
 	p.m.counter(state).Inc()
-	if !p.log.Enabled(r.Context(), slog.LevelInfo) {
+	// Hits are the bulk of the traffic and cheap; a log line each (a write
+	// to the log per request) cost about a quarter of a hit's CPU, so they
+	// are logged at Debug. Renders, stale serves and fallbacks stay at Info.
+	level := slog.LevelInfo
+	if state == cacheHit && renderErr == nil && !rendered {
+		level = slog.LevelDebug
+	}
+	if !p.log.Enabled(r.Context(), level) {
 		return
 	}
 	attrs := []any{"host", h.Name, "dimension", dim.Name, "path", k.URL, "cache", state, "status", status,
@@ -83,7 +92,7 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 	if renderErr != nil {
 		attrs = append(attrs, "err", renderErr)
 	}
-	p.log.Info("proxy: bot", attrs...)
+	p.log.Log(r.Context(), level, "proxy: bot", attrs...)
 }
 
 // bypass answers a crawler with the origin's own response.
@@ -123,6 +132,19 @@ func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 // serveEntry writes e (headers, conditional 304, gzip or identity body) and
 // returns the status sent.
 func (p *Proxy) serveEntry(w http.ResponseWriter, r *http.Request, e *cachestore.Entry, state string, dim *site.Dimension) int {
+	notMod := e.Status == http.StatusOK && notModified(r, e)
+	head := r.Method == http.MethodHead
+	gz := acceptsGzip(r.Header["Accept-Encoding"])
+	var plain []byte // the identity body, when kept in the identity cache
+	if !notMod && !head && !gz && len(e.Body) > 0 {
+		var err error
+		if plain, err = p.identityBody(e); err != nil {
+			// Nothing is written yet: the crawler gets the origin's page
+			// rather than a broken one.
+			p.log.Error("proxy: cached body does not decompress", "key", e.Key.String(), "err", err)
+			return p.bypass(w, r, dim)
+		}
+	}
 	h := w.Header()
 	for name, vv := range e.Header {
 		if skipStoredHeader(name) {
@@ -146,19 +168,18 @@ func (p *Proxy) serveEntry(w http.ResponseWriter, r *http.Request, e *cachestore
 	if e.Partial {
 		h.Set("X-Prism-Partial", "1")
 	}
-	if e.Status == http.StatusOK && notModified(r, e) {
+	if notMod {
 		h.Del("Content-Type")
 		h.Del("Content-Length")
 		w.WriteHeader(http.StatusNotModified)
 		return http.StatusNotModified
 	}
-	head := r.Method == http.MethodHead
 	if len(e.Body) == 0 {
 		h.Set("Content-Length", "0")
 		w.WriteHeader(e.Status)
 		return e.Status
 	}
-	if acceptsGzip(r.Header["Accept-Encoding"]) {
+	if gz {
 		h.Set("Content-Encoding", "gzip")
 		h.Set("Content-Length", strconv.Itoa(len(e.Body)))
 		w.WriteHeader(e.Status)
@@ -171,7 +192,11 @@ func (p *Proxy) serveEntry(w http.ResponseWriter, r *http.Request, e *cachestore
 		h.Set("Content-Length", strconv.FormatUint(uint64(n), 10))
 	}
 	w.WriteHeader(e.Status)
-	if !head {
+	switch {
+	case head:
+	case plain != nil:
+		_, _ = w.Write(plain)
+	default:
 		p.writeGunzip(w, r, e)
 	}
 	return e.Status

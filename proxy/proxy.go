@@ -40,6 +40,11 @@ type Options struct {
 	// TrustedProxies may set X-Forwarded-Host/-For/-Proto. Empty: nobody;
 	// those headers from clients are ignored and replaced.
 	TrustedProxies []netip.Prefix
+	// IdentityCacheBytes bounds the decompressed copies of recently served
+	// entries kept for crawlers that do not accept gzip (entries are stored
+	// gzip-compressed). 0: 16 MiB; negative: none (every such hit inflates
+	// the stored body).
+	IdentityCacheBytes int64
 	// Transport reaches the origins; nil: a tuned http.Transport.
 	Transport http.RoundTripper
 	Logger    *slog.Logger // nil: slog.Default()
@@ -83,6 +88,7 @@ type Proxy struct {
 
 	gzReaders sync.Pool // *gzipReader
 	gzWriters sync.Pool // *gzip.Writer
+	ident     *identityCache
 
 	m proxyMetrics
 }
@@ -121,6 +127,9 @@ func New(opts Options) (*Proxy, error) {
 	if opts.NotFoundTTL == 0 {
 		opts.NotFoundTTL = time.Hour
 	}
+	if opts.IdentityCacheBytes == 0 {
+		opts.IdentityCacheBytes = 16 << 20
+	}
 	if opts.Transport == nil {
 		opts.Transport = newTransport()
 	}
@@ -135,6 +144,7 @@ func New(opts Options) (*Proxy, error) {
 		opts:    opts,
 		log:     opts.Logger,
 		flights: make(map[cachestore.Key]*flight),
+		ident:   newIdentityCache(opts.IdentityCacheBytes),
 		m:       newProxyMetrics(opts.Metrics),
 	}
 	p.rp = p.newReverseProxy()

@@ -96,7 +96,6 @@ func (r *Renderer) Run(ctx context.Context) error {
 		}
 
 		why, err := r.supervise(ctx, inst)
-		dbg(fmt.Sprintf("supervise: %v %v", why, err))
 		switch why {
 		case downShutdown:
 			r.cur.Store(nil)
@@ -107,7 +106,9 @@ func (r *Renderer) Run(ctx context.Context) error {
 			next, lerr := r.launch(ctx)
 			if lerr != nil {
 				if ctx.Err() != nil {
-					continue // next supervise round sees ctx done
+					r.cur.Store(nil)
+					inst.teardown(ErrUnavailable, true)
+					return nil
 				}
 				r.log.Error("browser recycle: launch failed, keeping the old browser", "err", lerr)
 				inst.renders.Store(0) // try again after another RecycleAfter renders
@@ -164,6 +165,9 @@ func (r *Renderer) supervise(ctx context.Context, inst *instance) (downReason, e
 	probe := time.NewTicker(r.opts.ProbeInterval)
 	defer probe.Stop()
 	for {
+		if ctx.Err() != nil {
+			return downShutdown, nil
+		}
 		if inst.renders.Load() >= int64(r.opts.RecycleAfter) {
 			return downRecycle, fmt.Errorf("%d renders", inst.renders.Load())
 		}

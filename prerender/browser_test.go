@@ -675,3 +675,38 @@ func BenchmarkRender(b *testing.B) {
 		run(b, r)
 	})
 }
+
+func TestHungBrowser(t *testing.T) {
+	e := getEnv(t)
+	r, err := New(Options{ChromePath: chromeBin, Tabs: 1, ProbeInterval: 100 * time.Millisecond, Origin: e.r.opts.Origin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	if err := waitHealthy(r, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	hung := r.cur.Load()
+	if err := syscall.Kill(-hung.pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(probeTimeout + 5*time.Second)
+	for r.Healthy() == nil || r.cur.Load() == hung {
+		if time.Now().After(deadline) {
+			t.Fatal("hung browser not detected")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := waitHealthy(r, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if f := statFields(hung.pid); len(f) > 0 && f[0] != "Z" {
+		t.Errorf("hung browser %d still exists (state %s)", hung.pid, f[0])
+	}
+	if _, err := r.Render(ctx, Request{URL: "https://" + pubHost + "/js"}); err != nil {
+		t.Errorf("render after the restart: %v", err)
+	}
+}

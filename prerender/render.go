@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -100,7 +99,6 @@ func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request, loade
 	if err := t.emulate(rctx, req); err != nil {
 		return nil, "", fmt.Errorf("emulate: %w", err)
 	}
-	dbg("start")
 	p := t.page.Context(rctx)
 	nav, navErr := proto.PageNavigate{URL: st.pub.String()}.Call(p)
 	m := st.mainDoc()
@@ -140,7 +138,6 @@ func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request, loade
 	}
 
 	partial := false
-	dbg("navigated")
 	if err := t.wait(rctx, st); err != nil {
 		if rctx.Err() == nil || ctx.Err() != nil {
 			return nil, "", fmt.Errorf("wait: %w", err)
@@ -148,7 +145,6 @@ func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request, loade
 		partial = true
 	}
 
-	dbg("waited")
 	// The capture may overrun the render timeout by captureBudget.
 	dl, _ := rctx.Deadline()
 	cctx, ccancel := context.WithDeadline(ctx, dl.Add(captureBudget))
@@ -248,7 +244,6 @@ func (t *tab) wait(ctx context.Context, st *renderState) error {
 	if err != nil {
 		return err
 	}
-	dbg("loaded " + mode)
 	switch mode {
 	case "ready":
 		return nil
@@ -345,10 +340,4 @@ func (t *tab) capture(ctx context.Context, keep []string) (*captured, error) {
 		c.Blank = true
 	}
 	return &c, nil
-}
-
-func dbg(s string) {
-	if os.Getenv("PRERENDER_DEBUG") != "" {
-		fmt.Fprintln(os.Stderr, time.Now().Format("15:04:05.000"), s)
-	}
 }

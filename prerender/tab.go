@@ -225,9 +225,7 @@ func (t *tab) reset(ctx context.Context, st *renderState, loader proto.NetworkLo
 		t.oldLoaders[loader] = true
 	}
 	p := t.page.Context(ctx)
-	dbg("reset start")
 	_, _ = proto.RuntimeEvaluate{Expression: clearStorageJS}.Call(p)
-	dbg("reset js")
 	nav, err := proto.PageNavigate{URL: "about:blank"}.Call(p)
 	if err != nil {
 		return fmt.Errorf("reset navigate: %w", err)
@@ -235,11 +233,9 @@ func (t *tab) reset(ctx context.Context, st *renderState, loader proto.NetworkLo
 	if nav.LoaderID != "" {
 		t.oldLoaders[nav.LoaderID] = true
 	}
-	dbg("reset nav")
 	if err := (proto.StorageClearCookies{BrowserContextID: t.bctx.BrowserContextID}).Call(t.inst.b.Context(ctx)); err != nil {
 		return fmt.Errorf("reset cookies: %w", err)
 	}
-	dbg("reset cookies")
 	st.mu.Lock()
 	origins := make([]string, 0, len(st.origins))
 	for o := range st.origins {
@@ -252,7 +248,6 @@ func (t *tab) reset(ctx context.Context, st *renderState, loader proto.NetworkLo
 			return fmt.Errorf("reset storage %s: %w", o, err)
 		}
 	}
-	dbg("reset origins")
 	return nil
 }
 

@@ -248,11 +248,11 @@ func (s *Store) getDisk(k Key, h uint64) (*Entry, bool) {
 	seq := sh.seq
 	sh.mu.RUnlock()
 	switch {
-	case tomb:
-		return nil, false
 	case indexed && !ie.onDisk:
 		// Memory-only and no longer in memory: the entry is gone.
 		s.dropIfUnchanged(sh, k, seq)
+		return nil, false
+	case tomb:
 		return nil, false
 	case !indexed && s.ready.Load():
 		return nil, false // the complete index is authoritative

@@ -355,9 +355,16 @@ func TestMetrics(t *testing.T) {
 
 func TestConcurrent(t *testing.T) {
 	dir := t.TempDir()
+	const keys = 40
+	// Files from an earlier run, so the rebuild races with the workers.
+	prev := openStore(t, dir)
+	for i := range keys {
+		e := testEntry(i)
+		e.Body = []byte(testKey(i).String() + "|old")
+		mustPut(t, prev, e)
+	}
 	s := openStore(t, dir, func(o *Options) { o.MemoryBytes = 32 << 10 })
 	runStore(t, s)
-	const keys = 40
 	var wg sync.WaitGroup
 	for w := range 6 {
 		wg.Add(1)

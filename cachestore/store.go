@@ -422,6 +422,9 @@ func (s *Store) Delete(k Key) bool {
 	}
 	sh.mu.Unlock()
 	if existed {
+		// A promotion queued in the memory tier just before the Del could
+		// otherwise become visible for a moment; Wait applies both.
+		s.mem.Wait()
 		s.enqueueRemoval(k)
 	}
 	return existed
@@ -465,7 +468,7 @@ func (s *Store) DeleteFunc(match func(Key) bool) int {
 		n += len(removed)
 	}
 	if n > 0 {
-		s.mem.Wait() // let the memory tier's accounting catch up, for Stats
+		s.mem.Wait() // as in Delete; also settles the accounting for Stats
 	}
 	return n
 }

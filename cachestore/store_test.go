@@ -435,3 +435,46 @@ func TestNewNeedsDir(t *testing.T) {
 		t.Error("New without Dir succeeded")
 	}
 }
+
+// TestDeleteRacesPromotion deletes a key while other goroutines keep reading
+// it from disk (promoting it to memory): once Delete returns, Get must miss.
+func TestDeleteRacesPromotion(t *testing.T) {
+	s := openStore(t, "")
+	runStore(t, s)
+	waitReady(t, s)
+	k := testKey(1)
+	for round := range 30 {
+		mustPut(t, s, testEntry(1))
+		s.mem.Del(hashKey(s.seed, k)) // force the next Gets to the disk path
+		s.mem.Wait()
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+						s.Get(k)
+					}
+				}
+			}()
+		}
+		if !s.Delete(k) {
+			t.Fatalf("round %d: Delete = false", round)
+		}
+		for range 200 {
+			if _, ok := s.Get(k); ok {
+				t.Fatalf("round %d: Get hit after Delete returned", round)
+			}
+		}
+		close(stop)
+		wg.Wait()
+		if _, ok := s.Get(k); ok {
+			t.Fatalf("round %d: Get hit after Delete returned", round)
+		}
+	}
+}

@@ -87,6 +87,7 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		Timeout:                  cfg.Render.Timeout.Duration,
 		OnlineReservationPercent: cfg.Render.OnlineReservationPercent,
 		RecycleAfter:             cfg.Render.RecycleAfter,
+		RecycleMemoryMB:          cfg.Render.RecycleMemoryMB,
 		Origin:                   sites.Origin,
 		BlockResourceTypes:       cfg.Render.BlockResourceTypes,
 		BlockHosts:               cfg.Render.BlockHosts,
@@ -97,6 +98,11 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 	})
 	if err != nil {
 		return err
+	}
+
+	maxRenders := cfg.Render.MaxPendingRenders
+	if maxRenders == 0 {
+		maxRenders = 16 * cfg.Render.Tabs
 	}
 
 	// The proxy and the scheduler refer to each other through hooks: stale
@@ -119,8 +125,12 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		},
 		OnStore:        func(e *cachestore.Entry) { sched.Track(e) },
 		TrustedProxies: cfg.Server.TrustedPrefixes(),
-		Logger:         logger.With("component", "proxy"),
-		Metrics:        set,
+		MaxRenders:     maxRenders,
+		// A crawler waits for a tab and a full render, then gets the stale
+		// copy or the origin's page.
+		RenderWait: cfg.Render.Timeout.Duration + 5*time.Second,
+		Logger:     logger.With("component", "proxy"),
+		Metrics:    set,
 	})
 	if err != nil {
 		return err

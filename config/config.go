@@ -92,6 +92,12 @@ type Render struct {
 	// OnlineReservationPercent of the free tabs is kept from recache work.
 	OnlineReservationPercent int `toml:"online_reservation_percent"` // default 50
 	RecycleAfter             int `toml:"recycle_after"`              // default 1000 renders
+	// RecycleMemoryMB restarts the browser when its processes' resident
+	// memory passes this many MiB; 0: no limit. Default 2048.
+	RecycleMemoryMB int `toml:"recycle_memory_mb"`
+	// MaxPendingRenders bounds the crawler renders in flight; a miss beyond
+	// it gets the origin's own response. 0 (default): 16 x tabs.
+	MaxPendingRenders int `toml:"max_pending_renders"`
 	// BlockResourceTypes are CDP resource types never loaded, in CDP
 	// spelling ("Image"); default Image, Media, Font. Empty: none.
 	BlockResourceTypes []string `toml:"block_resource_types"`
@@ -195,6 +201,7 @@ func Default() *Config {
 			Timeout:                  Duration{15 * time.Second},
 			OnlineReservationPercent: 50,
 			RecycleAfter:             1000,
+			RecycleMemoryMB:          2048,
 			BlockResourceTypes:       []string{"Image", "Media", "Font"},
 			KeepScriptTypes:          []string{"application/ld+json"},
 		},

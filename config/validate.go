@@ -152,6 +152,8 @@ func (c *Config) validateRender(v *validator) {
 	v.durRange("render.timeout", r.Timeout, time.Second, 5*time.Minute)
 	v.intRange("render.online_reservation_percent", r.OnlineReservationPercent, 0, 100)
 	v.intRange("render.recycle_after", r.RecycleAfter, 1, 1_000_000)
+	v.intRange("render.recycle_memory_mb", r.RecycleMemoryMB, 0, 1<<20)
+	v.intRange("render.max_pending_renders", r.MaxPendingRenders, 0, 100_000)
 	for i, t := range r.BlockResourceTypes {
 		key := fmt.Sprintf("render.block_resource_types[%d]", i)
 		ct, ok := cdpResourceType(t)

@@ -3,7 +3,9 @@ package proxy
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -44,7 +46,14 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 			p.opts.Enqueue(k)
 		}
 	default:
-		out, cached, err := p.do(r.Context(), k, h, dim, prerender.Online, true)
+		if p.overloaded(k) {
+			p.m.overload.Inc()
+			renderErr, state = errOverloaded, cacheBypass
+			break
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), p.opts.RenderWait)
+		out, cached, err := p.do(ctx, k, h, dim, prerender.Online, true)
+		cancel()
 		p.m.renderWait.UpdateDuration(start)
 		rendered = true
 		switch {
@@ -93,6 +102,20 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 		attrs = append(attrs, "err", renderErr)
 	}
 	p.log.Log(r.Context(), level, "proxy: bot", attrs...)
+}
+
+// errOverloaded is why a miss beyond Options.MaxRenders was not rendered.
+var errOverloaded = errors.New("proxy: too many renders in flight")
+
+// overloaded reports whether a miss for k would start a render beyond
+// Options.MaxRenders; joining a render already in flight is always allowed.
+func (p *Proxy) overloaded(k cachestore.Key) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.flights[k]; ok {
+		return false
+	}
+	return len(p.flights) >= p.opts.MaxRenders
 }
 
 // bypass answers a crawler with the origin's own response.

@@ -45,6 +45,15 @@ type Options struct {
 	// gzip-compressed). 0: 16 MiB; negative: none (every such hit inflates
 	// the stored body).
 	IdentityCacheBytes int64
+	// MaxRenders bounds the renders in flight (waiting for a tab or
+	// rendering). A crawler's miss beyond it is not queued: it gets the
+	// origin's own response (BYPASS), so a flood of unique URLs cannot pile
+	// up behind the browser. 0: 64.
+	MaxRenders int
+	// RenderWait is the longest a crawler waits for a render before it gets
+	// the stale copy or the origin's response instead (the render goes on
+	// for the other waiters). 0: 30s.
+	RenderWait time.Duration
 	// Transport reaches the origins; nil: a tuned http.Transport.
 	Transport http.RoundTripper
 	Logger    *slog.Logger // nil: slog.Default()
@@ -126,6 +135,12 @@ func New(opts Options) (*Proxy, error) {
 	}
 	if opts.NotFoundTTL == 0 {
 		opts.NotFoundTTL = time.Hour
+	}
+	if opts.MaxRenders <= 0 {
+		opts.MaxRenders = 64
+	}
+	if opts.RenderWait <= 0 {
+		opts.RenderWait = 30 * time.Second
 	}
 	if opts.IdentityCacheBytes == 0 {
 		opts.IdentityCacheBytes = 16 << 20
@@ -249,7 +264,7 @@ func writeJSONError(w http.ResponseWriter, status int, msg string) {
 // unregistered (zero values work).
 type proxyMetrics struct {
 	hit, miss, stale, bypass, pass *metrics.Counter
-	badURL, panics                 *metrics.Counter
+	badURL, panics, overload       *metrics.Counter
 	originErrors                   *metrics.Counter
 	renderWait                     *metrics.Histogram
 }
@@ -260,6 +275,7 @@ func newProxyMetrics(s *metrics.Set) proxyMetrics {
 			hit: new(metrics.Counter), miss: new(metrics.Counter), stale: new(metrics.Counter),
 			bypass: new(metrics.Counter), pass: new(metrics.Counter),
 			badURL: new(metrics.Counter), panics: new(metrics.Counter), originErrors: new(metrics.Counter),
+			overload:   new(metrics.Counter),
 			renderWait: new(metrics.Histogram),
 		}
 	}
@@ -271,6 +287,7 @@ func newProxyMetrics(s *metrics.Set) proxyMetrics {
 		pass:         s.GetOrCreateCounter(`prism_requests_total{status="pass"}`),
 		badURL:       s.GetOrCreateCounter(`prism_proxy_bad_requests_total`),
 		panics:       s.GetOrCreateCounter(`prism_proxy_panics_total`),
+		overload:     s.GetOrCreateCounter(`prism_proxy_render_overload_total`),
 		originErrors: s.GetOrCreateCounter(`prism_proxy_origin_errors_total`),
 		renderWait:   s.GetOrCreateHistogram(`prism_proxy_render_seconds`),
 	}

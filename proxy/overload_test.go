@@ -1,0 +1,96 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/prerender"
+)
+
+// blockRender returns a render func that blocks until release is closed
+// (or its ctx ends) and a channel that receives each started URL.
+func blockRender(release <-chan struct{}) (func(context.Context, prerender.Request) (*prerender.Result, error), <-chan string) {
+	started := make(chan string, 16)
+	return func(ctx context.Context, req prerender.Request) (*prerender.Result, error) {
+		started <- req.URL
+		select {
+		case <-release:
+			return &prerender.Result{Status: 200, HTML: []byte("<html><body>rendered</body></html>")}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}, started
+}
+
+func TestMaxRendersBypassesBeyondBound(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.MaxRenders = 1 })
+	release := make(chan struct{})
+	fn, started := blockRender(release)
+	h.render.set(fn)
+
+	first := make(chan *httptest.ResponseRecorder, 1)
+	go func() { first <- h.do(http.MethodGet, "/a", uaGooglebot) }()
+	<-started
+
+	// A second URL would be a second render: beyond the bound it gets the
+	// origin's own page at once.
+	w := h.do(http.MethodGet, "/b", uaGooglebot)
+	if got := w.Header().Get("X-Prism-Cache"); got != "BYPASS" {
+		t.Errorf("beyond MaxRenders: X-Prism-Cache = %q, want BYPASS", got)
+	}
+	if !strings.Contains(w.Body.String(), "origin page GET /b") {
+		t.Errorf("beyond MaxRenders: body %q, want the origin's page", w.Body.String())
+	}
+	if n := h.render.calls.Load(); n != 1 {
+		t.Errorf("renders started = %d, want 1", n)
+	}
+	close(release)
+	if got := (<-first).Header().Get("X-Prism-Cache"); got != "MISS" {
+		t.Errorf("first request X-Prism-Cache = %q, want MISS", got)
+	}
+	// With the flight over there is room again.
+	if got := h.do(http.MethodGet, "/b", uaGooglebot).Header().Get("X-Prism-Cache"); got != "MISS" {
+		t.Errorf("after the bound cleared: X-Prism-Cache = %q, want MISS", got)
+	}
+}
+
+func TestMaxRendersLetsSameKeyJoin(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.MaxRenders = 1 })
+	release := make(chan struct{})
+	fn, started := blockRender(release)
+	h.render.set(fn)
+	results := make(chan string, 2)
+	for range 2 {
+		go func() { results <- h.do(http.MethodGet, "/same", uaGooglebot).Header().Get("X-Prism-Cache") }()
+	}
+	<-started
+	waitFor(t, "both requests to wait on one render", func() bool {
+		return h.p.waiters(cachestore.Key{HostID: 1, DimensionID: 2, URL: "/same"}) == 2
+	})
+	close(release)
+	for range 2 {
+		if got := <-results; got != "MISS" {
+			t.Errorf("joined request X-Prism-Cache = %q, want MISS", got)
+		}
+	}
+}
+
+func TestRenderWaitFallsBack(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.RenderWait = 50 * time.Millisecond })
+	release := make(chan struct{})
+	defer close(release)
+	fn, _ := blockRender(release)
+	h.render.set(fn)
+	w := h.do(http.MethodGet, "/slowrender", uaGooglebot)
+	if got := w.Header().Get("X-Prism-Cache"); got != "BYPASS" {
+		t.Errorf("render slower than RenderWait: X-Prism-Cache = %q, want BYPASS", got)
+	}
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), "origin page") {
+		t.Errorf("fallback: %d %q", w.Code, w.Body.String())
+	}
+}

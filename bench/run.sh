@@ -140,7 +140,7 @@ start_prism() {
 
 # metric ADMIN NAME: prints a metric's value from /metrics.
 metric() {
-  curl -fs "$1/metrics" | awk -v m="$2" '$1 == m {print $2; exit}'
+  curl -fs -H "Authorization: Bearer $TOKEN" "$1/metrics" | awk -v m="$2" '$1 == m {print $2; exit}'
 }
 
 rss_mb() { awk '/^VmRSS:/{printf "%d", $2/1024}' "/proc/$1/status"; }
@@ -149,14 +149,27 @@ rss_mb() { awk '/^VmRSS:/{printf "%d", $2/1024}' "/proc/$1/status"; }
 wrk_rps() {
   local url=$1
   shift
-  wrk -t2 -c32 -d"${DUR}s" "$@" "$url" | awk '/^Requests\/sec:/{print $2}'
+  wrk_args "$@"
+  wrk -t2 -c32 -d"${DUR}s" "${W_OPTS[@]}" "$url" "${W_SCRIPT[@]}" | awk '/^Requests\/sec:/{print $2}'
+}
+
+# wrk_args ARGS...: splits ARGS at "--" into W_OPTS (wrk options) and
+# W_SCRIPT ("--" and the Lua script's arguments, which go after the URL).
+wrk_args() {
+  W_OPTS=() W_SCRIPT=()
+  while (($#)); do
+    if [[ $1 == -- ]]; then W_SCRIPT=("$@"); return; fi
+    W_OPTS+=("$1")
+    shift
+  done
 }
 
 # wrk_lat URL [wrk args...]: prints "rps p50 p99" (latencies in ms) at 8 connections.
 wrk_lat() {
   local url=$1
   shift
-  wrk -t2 -c8 -d"${DUR}s" --latency "$@" "$url" | awk '
+  wrk_args "$@"
+  wrk -t2 -c8 -d"${DUR}s" --latency "${W_OPTS[@]}" "$url" "${W_SCRIPT[@]}" | awk '
     function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
     /^ +50%/{p50=ms($2)} /^ +99%/{p99=ms($2)} /^Requests\/sec:/{rps=$2}
     END{printf "%s %.3f %.3f\n", rps, p50, p99}'
@@ -264,6 +277,7 @@ bench_disk() {
   local lua=$HERE/lua/keys.lua
   # Warm the memory instance's 500 hot keys.
   wrk -t1 -c4 -d1s "${H[@]}" -s "$lua" "$mem_public" -- 500 >/dev/null
+  wrk -t1 -c4 -d1s "${H[@]}" -s "$lua" "$mem_public" -- 500 >/dev/null
   log "entry: $(curl -s "${H[@]}" "$mem_public/c00/item-0000000" | wc -c) bytes gzip"
   compare "disk-tier hit (20k keys, 1 MB mem)" 0.5 \
     "wrk_rps $mem_public ${H[*]@Q} -s $lua -- 500" "wrk_rps $cold_public ${H[*]@Q} -s $lua -- $n"
@@ -334,7 +348,7 @@ bench_growth() {
       local r
       for r in 1 2 3; do
         prism_conf "s$r" "$ORIGIN" "$DATA/n$n" 64 4
-        out=$("$BIN/startup" -prism "$BIN/prism" -config "$WORK/s$r.toml" -public "$P_PUBLIC" -admin "$P_ADMIN" -log "$WORK/s$r.log")
+        out=$("$BIN/startup" -prism "$BIN/prism" -config "$WORK/s$r.toml" -public "$P_PUBLIC" -admin "$P_ADMIN" -token "$TOKEN" -log "$WORK/s$r.log")
         printf 'start-up to serving, %d entries    %s  (target first_hit < 1000 ms: %s)\n' "$n" "$out" \
           "$(awk -v v="$(sed -E 's/.*first_hit_ms=([0-9]+).*/\1/' <<<"$out")" 'BEGIN{print (v < 1000) ? "MET" : "NOT MET"}')"
       done

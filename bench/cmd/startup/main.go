@@ -26,15 +26,16 @@ func main() {
 	path := flag.String("path", "/c00/item-0000000", "a cached URL")
 	host := flag.String("host", "site.test", "Host header")
 	logPath := flag.String("log", os.DevNull, "file for prism's output")
+	token := flag.String("token", "", "admin bearer token")
 	limit := flag.Duration("limit", 60*time.Second, "give up after")
 	flag.Parse()
-	if err := run(*bin, *cfg, *public, *admin, *path, *host, *logPath, *limit); err != nil {
+	if err := run(*bin, *cfg, *public, *admin, *path, *host, *logPath, *token, *limit); err != nil {
 		fmt.Fprintln(os.Stderr, "startup:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin, cfg, public, admin, path, host, logPath string, limit time.Duration) error {
+func run(bin, cfg, public, admin, path, host, logPath, token string, limit time.Duration) error {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
@@ -92,7 +93,11 @@ func run(bin, cfg, public, admin, path, host, logPath string, limit time.Duratio
 		return fmt.Errorf("first hit: %w", err)
 	}
 	ready, err := poll(func() bool {
-		resp, err := client.Get(admin + "/metrics")
+		req, _ := http.NewRequest(http.MethodGet, admin+"/metrics", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := client.Do(req)
 		if err != nil {
 			return false
 		}

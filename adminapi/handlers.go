@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/VictoriaMetrics/metrics"
+
 	"github.com/prismproxy/prism/cachestore"
 	"github.com/prismproxy/prism/prerender"
 	"github.com/prismproxy/prism/site"
@@ -72,6 +74,10 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) error {
 	if s.opts.Metrics != nil {
 		s.opts.Metrics.WritePrometheus(&buf)
 	}
+	// Go runtime and process figures (go_goroutines,
+	// process_resident_memory_bytes, ...): what an operator watches for
+	// leaks. They read the runtime, not a global registry.
+	metrics.WriteProcessMetrics(&buf)
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Write(buf.Bytes())

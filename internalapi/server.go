@@ -104,8 +104,18 @@ func New(opts Options) (http.Handler, error) {
 	return s, nil
 }
 
-// ServeHTTP checks X-Internal-Auth, then routes.
+// ServeHTTP checks X-Internal-Auth, then routes. A panic in a handler is
+// logged and answered with a 500 in the spec's error format.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.log.Error("internalapi: panic", "method", r.Method, "path", r.URL.Path, "panic", v)
+			writeError(w, errorf(http.StatusInternalServerError, "internal error"))
+		}
+	}()
 	// Hashing both sides makes the comparison constant-time in the key's
 	// length too.
 	got := sha256.Sum256([]byte(r.Header.Get("X-Internal-Auth")))

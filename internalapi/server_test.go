@@ -511,3 +511,16 @@ func FuzzRecacheBody(f *testing.F) {
 		}
 	})
 }
+
+func TestPanicAnswers500(t *testing.T) {
+	e := newEnv(t, false)
+	e.api.opts.Capacity = func() prerender.Capacity { panic("capacity exploded") }
+	r := e.do(t, http.MethodGet, "/status", "", nil)
+	if r.code != http.StatusInternalServerError || r.body["status"] != "error" || r.body["message"] != "internal error" {
+		t.Errorf("panicking handler: %d %v, want 500 {status: error, message: internal error}", r.code, r.body)
+	}
+	// The server goes on answering.
+	if r := e.do(t, http.MethodGet, "/status", "", map[string]string{"X-Internal-Auth": "wrong"}); r.code != http.StatusUnauthorized {
+		t.Errorf("after a panic: %d, want 401", r.code)
+	}
+}

@@ -75,6 +75,7 @@ type Conf struct {
 const confTemplate = `
 [server]
 listen = "{{.Listen}}"
+read_header_timeout = "2s"
 
 [admin]
 address = "{{.Admin}}"

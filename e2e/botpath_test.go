@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -159,6 +161,15 @@ func TestRestartAndShutdown(t *testing.T) {
 		}
 		return true
 	})
+
+	// Nothing anywhere still runs on this instance's browser profile, and
+	// the profile itself is gone.
+	if pids := processesMentioning(filepath.Join(conf.Dir, "chrome")); len(pids) > 0 {
+		t.Errorf("processes still using the browser profile after SIGTERM: %v", pids)
+	}
+	if left, _ := os.ReadDir(filepath.Join(conf.Dir, "chrome")); len(left) > 0 {
+		t.Errorf("browser profile left behind: %v", left)
+	}
 
 	hits := origin.Hits("/persist")
 	p2 := startPrism(t, conf)

@@ -89,6 +89,7 @@ daemon_id = "prism-e2e"
 
 [render]
 tabs = {{.Tabs}}
+user_data_dir = "{{.Dir}}/chrome"
 timeout = "{{.Timeout}}"
 online_reservation_percent = 50
 
@@ -377,6 +378,23 @@ func procStat(pid int) (ppid int, state string, ok bool) {
 	}
 	ppid, err = strconv.Atoi(f[1])
 	return ppid, f[0], err == nil
+}
+
+// processesMentioning returns the live processes whose command line holds s.
+func processesMentioning(s string) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || !alive(pid) {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err == nil && bytes.Contains(b, []byte(s)) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // alive reports whether pid exists and is not a zombie.

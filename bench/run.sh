@@ -324,7 +324,7 @@ bench_growth() {
     prism_conf "g$n" "$ORIGIN" "$DATA/n$n" 64 1
     start_prism "g$n"
     local i
-    for i in $(seq 1 1200); do
+    for i in $(seq 1 2400); do
       [[ $(metric "$P_ADMIN" prism_cache_index_ready) == 1 ]] && break
       sleep 0.05
     done
@@ -342,6 +342,7 @@ bench_growth() {
       out=$(curl -s -w ' %{time_total}' -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
         -d '{"pattern": "/nothing/*"}' "$P_ADMIN/purge/pattern")
       printf 'glob purge over %d keys              no match:       %s s  (%s)\n' "$(metric "$P_ADMIN" prism_cache_entries)" "${out##* }" "${out% *}"
+      rm -f "$DATA/n$n/.complete" # the purge changed the data set: rewrite it next time
     fi
     stop "$PRISM_PID"
     if [[ $n == 100000 ]]; then

@@ -177,19 +177,21 @@ func (p *Proxy) serveEntry(w http.ResponseWriter, r *http.Request, e *cachestore
 		// expression makes any later Add copy instead of writing into it.
 		h[name] = vv[:len(vv):len(vv)]
 	}
-	h.Set("X-Prism-Cache", state)
-	h.Set("X-Prism-Dimension", dim.Name)
+	// Keys are written canonical and values come prebuilt (headers.go):
+	// setting them is a good part of a hit's cost.
+	h["X-Prism-Cache"] = p.hdr.state(state)
+	h["X-Prism-Dimension"] = p.hdr.dimension(dim)
 	// Crawlers and people get different bodies for one URL, so shared
 	// caches downstream must key on the user agent too.
-	h.Set("Vary", "User-Agent, Accept-Encoding")
+	h["Vary"] = p.hdr.vary
 	if e.ETag != "" {
-		h.Set("Etag", e.ETag)
+		h["Etag"] = []string{e.ETag}
 	}
 	if !e.RenderedAt.IsZero() {
-		h.Set("Last-Modified", e.RenderedAt.UTC().Format(http.TimeFormat))
+		h["Last-Modified"] = p.hdr.lastModified(e.RenderedAt)
 	}
 	if e.Partial {
-		h.Set("X-Prism-Partial", "1")
+		h["X-Prism-Partial"] = p.hdr.one
 	}
 	if notMod {
 		h.Del("Content-Type")
@@ -203,8 +205,8 @@ func (p *Proxy) serveEntry(w http.ResponseWriter, r *http.Request, e *cachestore
 		return e.Status
 	}
 	if gz {
-		h.Set("Content-Encoding", "gzip")
-		h.Set("Content-Length", strconv.Itoa(len(e.Body)))
+		h["Content-Encoding"] = p.hdr.gzip
+		h["Content-Length"] = []string{strconv.Itoa(len(e.Body))}
 		w.WriteHeader(e.Status)
 		if !head {
 			_, _ = w.Write(e.Body)
@@ -212,7 +214,7 @@ func (p *Proxy) serveEntry(w http.ResponseWriter, r *http.Request, e *cachestore
 		return e.Status
 	}
 	if n, ok := gzipSize(e.Body); ok {
-		h.Set("Content-Length", strconv.FormatUint(uint64(n), 10))
+		h["Content-Length"] = []string{strconv.FormatUint(uint64(n), 10)}
 	}
 	w.WriteHeader(e.Status)
 	switch {

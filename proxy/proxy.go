@@ -98,6 +98,7 @@ type Proxy struct {
 	gzReaders sync.Pool // *gzipReader
 	gzWriters sync.Pool // *gzip.Writer
 	ident     *identityCache
+	hdr       *headerValues
 
 	m proxyMetrics
 }
@@ -160,6 +161,7 @@ func New(opts Options) (*Proxy, error) {
 		log:     opts.Logger,
 		flights: make(map[cachestore.Key]*flight),
 		ident:   newIdentityCache(opts.IdentityCacheBytes),
+		hdr:     newHeaderValues(opts.Sites),
 		m:       newProxyMetrics(opts.Metrics),
 	}
 	p.rp = p.newReverseProxy()

@@ -3,8 +3,10 @@ package site
 import (
 	"bytes"
 	"fmt"
+	"hash/maphash"
 	"regexp"
 	"strings"
+	"sync/atomic"
 )
 
 // matcherKind says how a compiled matcher tests a user agent.
@@ -150,6 +152,22 @@ func (t *Table) Detect(h *Host, ua string) (*Dimension, bool) {
 		h = th
 		dims = th.matchers
 	}
+	if d, ok := t.detected.get(h, ua); ok {
+		if d < 0 {
+			return nil, false
+		}
+		return &h.Dimensions[d], true
+	}
+	d := t.detect(h, dims, ua)
+	t.detected.put(h, ua, d)
+	if d < 0 {
+		return nil, false
+	}
+	return &h.Dimensions[d], true
+}
+
+// detect returns the index of the first of h's dimensions matching ua, or -1.
+func (t *Table) detect(h *Host, dims [][]matcher, ua string) int {
 	var buf [512]byte
 	low := appendLowerASCII(buf[:0], ua)
 	scanned := false
@@ -171,9 +189,53 @@ func (t *Table) Detect(h *Host, ua string) (*Dimension, bool) {
 				ok = groups&m.groups != 0
 			}
 			if ok {
-				return &h.Dimensions[di], true
+				return di
 			}
 		}
 	}
-	return nil, false
+	return -1
+}
+
+// detectCache remembers Detect's answer for recent (host, user agent)
+// pairs. Crawlers send a handful of distinct user agents, and matching one
+// against the built-in crawler list is the costliest step of a cache hit.
+// It is direct-mapped and lock-free: a collision only means recomputing.
+// User agents longer than maxCachedUA are not remembered, so hostile
+// clients cannot pin large strings.
+type detectCache struct {
+	seed  maphash.Seed
+	slots [1024]atomic.Pointer[detectSlot]
+}
+
+type detectSlot struct {
+	host *Host
+	ua   string
+	dim  int // index into host.Dimensions; -1: no dimension matches
+}
+
+const maxCachedUA = 512
+
+func newDetectCache() *detectCache { return &detectCache{seed: maphash.MakeSeed()} }
+
+func (c *detectCache) slot(h *Host, ua string) *atomic.Pointer[detectSlot] {
+	i := (maphash.String(c.seed, ua) ^ uint64(h.ID)*0x9e3779b97f4a7c15) % uint64(len(c.slots))
+	return &c.slots[i]
+}
+
+func (c *detectCache) get(h *Host, ua string) (int, bool) {
+	if len(ua) > maxCachedUA {
+		return 0, false
+	}
+	s := c.slot(h, ua).Load()
+	if s == nil || s.host != h || s.ua != ua {
+		return 0, false
+	}
+	return s.dim, true
+}
+
+func (c *detectCache) put(h *Host, ua string, dim int) {
+	if len(ua) > maxCachedUA {
+		return
+	}
+	c.slot(h, ua).Store(&detectSlot{host: h, ua: strings.Clone(ua), dim: dim})
 }

@@ -189,3 +189,47 @@ func BenchmarkDetect(b *testing.B) {
 		}
 	}
 }
+
+// TestDetectRemembered checks the detection cache gives the same answers as
+// a fresh match, per host, for repeated, long and unmatched user agents.
+func TestDetectRemembered(t *testing.T) {
+	tab, err := New(Options{Hosts: []Host{
+		{ID: 1, Name: "a.test", Origin: mustURL(t, "http://127.0.0.1:1"), Dimensions: []Dimension{
+			{ID: 1, Name: "bots", MatchUA: []string{"@crawlers"}},
+		}},
+		{ID: 2, Name: "b.test", Origin: mustURL(t, "http://127.0.0.1:2"), Dimensions: []Dimension{
+			{ID: 7, Name: "bing-only", MatchUA: []string{"bingbot"}},
+		}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := tab.Match("a.test")
+	b, _ := tab.Match("b.test")
+	long := "Mozilla/5.0 " + strings.Repeat("x", 2*maxCachedUA) + " Googlebot/2.1"
+	tests := []struct {
+		host   *Host
+		ua     string
+		wantID int // 0: no dimension
+	}{
+		{a, "Googlebot/2.1", 1},
+		{b, "Googlebot/2.1", 0},
+		{a, "bingbot/2.0", 1},
+		{b, "bingbot/2.0", 7},
+		{a, "Mozilla/5.0 Firefox/130.0", 0},
+		{a, long, 1},
+		{b, long, 0},
+	}
+	for round := range 3 {
+		for _, tc := range tests {
+			d, ok := tab.Detect(tc.host, tc.ua)
+			got := 0
+			if ok {
+				got = d.ID
+			}
+			if got != tc.wantID {
+				t.Errorf("round %d: Detect(%s, %.30q) = %d, want %d", round, tc.host.Name, tc.ua, got, tc.wantID)
+			}
+		}
+	}
+}

@@ -60,6 +60,7 @@ type Table struct {
 	byID     map[int]*Host
 	byName   map[string]*Host // lower case, no trailing dot
 	crawlers *tokenSet
+	detected *detectCache
 	strip    []stripRule
 	static   map[string]bool // lower-case extensions with the dot
 }
@@ -80,6 +81,7 @@ func New(opts Options) (*Table, error) {
 		byID:     make(map[int]*Host, len(opts.Hosts)),
 		byName:   make(map[string]*Host, len(opts.Hosts)),
 		crawlers: newTokenSet(),
+		detected: newDetectCache(),
 	}
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }

@@ -511,6 +511,41 @@ func TestRecycle(t *testing.T) {
 	}
 }
 
+// TestRecycleOnMemory sets a memory limit every browser exceeds: the probe
+// recycles the browser, and renders keep working across the swap.
+func TestRecycleOnMemory(t *testing.T) {
+	e := getEnv(t)
+	r, err := New(Options{ChromePath: chromeBin, Tabs: 1, RecycleMemoryMB: 1, ProbeInterval: 100 * time.Millisecond, Origin: e.r.opts.Origin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	if err := waitHealthy(r, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	first := r.cur.Load()
+	deadline := time.Now().Add(30 * time.Second)
+	for r.Stats().Restarts == 0 || r.cur.Load() == first {
+		if time.Now().After(deadline) {
+			t.Fatalf("browser over its memory limit not recycled: %+v", r.Stats())
+		}
+		time.Sleep(20 * time.Millisecond) // polling the supervisor's counters
+	}
+	if err := waitHealthy(r, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Render(ctx, Request{URL: "https://" + pubHost + "/js"})
+	if err != nil || !strings.Contains(string(res.HTML), "written by js") {
+		t.Errorf("render after a memory recycle: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
+
 func TestShutdownLeavesNothing(t *testing.T) {
 	getEnv(t)
 	dir := t.TempDir()

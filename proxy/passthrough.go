@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strings"
 	"time"
 
 	"github.com/prismproxy/prism/site"
@@ -44,11 +45,12 @@ func newTransport() *http.Transport {
 // kept (For is appended to).
 func (p *Proxy) newReverseProxy() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
-		Rewrite:      p.rewrite,
-		Transport:    p.opts.Transport,
-		BufferPool:   newBufferPool(128, 32<<10),
-		ErrorHandler: p.originError,
-		ErrorLog:     slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+		Rewrite:        p.rewrite,
+		Transport:      p.opts.Transport,
+		BufferPool:     newBufferPool(128, 32<<10),
+		ErrorHandler:   p.originError,
+		ModifyResponse: p.varyOnUserAgent,
+		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 	}
 }
 
@@ -87,6 +89,29 @@ func (p *Proxy) pass(w http.ResponseWriter, r *http.Request, h *site.Host) {
 		p.log.Debug("proxy: pass", "host", h.Name, "method", r.Method, "path", r.URL.Path)
 	}
 	p.rp.ServeHTTP(w, r)
+}
+
+// varyOnUserAgent marks the origin's answer to a page request with
+// "Vary: User-Agent": PRISM answers the same URL differently for crawlers
+// and people, so a shared cache in front must not hand one's page to the
+// other. Static assets and the browser's own requests are the same for
+// everyone and are left alone.
+func (p *Proxy) varyOnUserAgent(resp *http.Response) error {
+	req := resp.Request
+	if req == nil || req.Method != http.MethodGet && req.Method != http.MethodHead ||
+		isRenderRequest(req) || p.opts.Sites.IsStatic(req.URL.Path) {
+		return nil
+	}
+	for _, v := range resp.Header["Vary"] {
+		for tok := range strings.SplitSeq(v, ",") {
+			tok = strings.TrimSpace(tok)
+			if tok == "*" || strings.EqualFold(tok, "User-Agent") {
+				return nil
+			}
+		}
+	}
+	resp.Header.Add("Vary", "User-Agent")
+	return nil
 }
 
 // originError is the one place upstream failures become statuses: 504 when

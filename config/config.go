@@ -319,6 +319,12 @@ func (c *Config) Warnings() []string {
 		w = append(w, fmt.Sprintf("internal.auth_key is empty: the internal API (%s) is not started; set internal.auth_key or %s to enable it",
 			c.Internal.Address, EnvInternalAuthKey))
 	}
+	// The renderer rounds the online reservation up, so with few tabs a
+	// partial reservation can hold back every tab from recache work.
+	if pct := c.Render.OnlineReservationPercent; pct > 0 && pct < 100 && (c.Render.Tabs*pct+99)/100 >= c.Render.Tabs {
+		w = append(w, fmt.Sprintf("render.online_reservation_percent = %d reserves all %d tab(s) for crawlers: recache, warmup and autorecache renders will never run; raise render.tabs or lower the percentage",
+			pct, c.Render.Tabs))
+	}
 	return w
 }
 

@@ -484,3 +484,23 @@ func FuzzParse(f *testing.F) {
 		_ = c.Server.TrustedPrefixes()
 	})
 }
+
+func TestWarnsWhenReservationTakesEveryTab(t *testing.T) {
+	for _, tc := range []struct {
+		tabs, pct int
+		warn      bool
+	}{
+		{1, 50, true}, {2, 60, true}, {2, 50, false}, {4, 50, false}, {1, 0, false}, {4, 100, false},
+	} {
+		c := Default()
+		c.Internal.Address = ""
+		c.Render.Tabs, c.Render.OnlineReservationPercent = tc.tabs, tc.pct
+		got := false
+		for _, w := range c.Warnings() {
+			got = got || strings.Contains(w, "online_reservation_percent")
+		}
+		if got != tc.warn {
+			t.Errorf("tabs %d, percent %d: warning %v, want %v (%q)", tc.tabs, tc.pct, got, tc.warn, c.Warnings())
+		}
+	}
+}

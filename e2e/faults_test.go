@@ -208,9 +208,22 @@ func TestKilledUnderLoad(t *testing.T) {
 		}()
 	}
 	waitFor(t, 30*time.Second, "some renders to finish", func() bool { return done.Load() >= 3 })
+	browsers := browserPids(p.Pid())
 	p.Kill()
 	wg.Wait()
+	waitFor(t, 10*time.Second, "the killed prism's browser to exit", func() bool {
+		for _, pid := range browsers {
+			if alive(pid) {
+				return false
+			}
+		}
+		return true
+	})
 	p2 := startPrism(t, conf)
+	// The killed browser's profile is swept at start; only the new one is left.
+	if left, _ := os.ReadDir(filepath.Join(conf.Dir, "chrome")); len(left) != 1 {
+		t.Errorf("browser profiles after restart: %d, want 1 (the killed one swept)", len(left))
+	}
 	for i := range n {
 		path := fmt.Sprintf("/load-%d", i)
 		r := p2.Get(path, desktopBot)

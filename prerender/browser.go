@@ -62,6 +62,13 @@ func (r *Renderer) Run(ctx context.Context) error {
 		return errors.New("prerender: Run called twice")
 	}
 	defer r.drains.Wait()
+	parent := r.opts.UserDataDir
+	if parent == "" {
+		parent = os.TempDir()
+	}
+	if n := sweepStaleProfiles(parent, time.Now()); n > 0 {
+		r.log.Info("removed browser profiles left by killed browsers", "dir", parent, "count", n)
+	}
 	backoff := backoffMin
 	everUp := false
 	failures := 0
@@ -207,7 +214,7 @@ func (r *Renderer) launch(ctx context.Context) (*instance, error) {
 	if err := os.MkdirAll(parent, 0o700); err != nil {
 		return nil, fmt.Errorf("browser profile: %w", err)
 	}
-	dir, err := os.MkdirTemp(parent, "prism-chromium-")
+	dir, err := os.MkdirTemp(parent, profilePrefix)
 	if err != nil {
 		return nil, fmt.Errorf("browser profile: %w", err)
 	}

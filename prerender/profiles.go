@@ -1,0 +1,75 @@
+package prerender
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// profilePrefix names the per-launch browser profile directories.
+const profilePrefix = "prism-chromium-"
+
+// lockless profiles younger than this may belong to a browser being launched
+// right now by another PRISM, so the sweep leaves them alone.
+const sweepMinAge = 10 * time.Minute
+
+// sweepStaleProfiles removes profile directories under parent left by
+// browsers that are gone: PRISM removes its profiles on exit, but not when it
+// is killed. Chromium's SingletonLock symlink ("host-pid") tells whether the
+// owner still runs; a profile without one is removed once it is old. It
+// returns how many it removed.
+func sweepStaleProfiles(parent string, now time.Time) int {
+	entries, err := os.ReadDir(parent)
+	if err != nil {
+		return 0
+	}
+	host, _ := os.Hostname()
+	n := 0
+	for _, e := range entries {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), profilePrefix) {
+			continue
+		}
+		dir := filepath.Join(parent, e.Name())
+		if !staleProfile(dir, host, now) {
+			continue
+		}
+		if os.RemoveAll(dir) == nil {
+			n++
+		}
+	}
+	return n
+}
+
+func staleProfile(dir, host string, now time.Time) bool {
+	target, err := os.Readlink(filepath.Join(dir, "SingletonLock"))
+	if err != nil {
+		info, err := os.Stat(dir)
+		return err == nil && now.Sub(info.ModTime()) > sweepMinAge
+	}
+	i := strings.LastIndexByte(target, '-')
+	if i < 0 || target[:i] != host {
+		return false // another machine's profile on shared storage, or unknown format
+	}
+	pid, err := strconv.Atoi(target[i+1:])
+	if err != nil || pid <= 0 {
+		return false
+	}
+	return !running(pid)
+}
+
+// running reports whether pid exists and is not a zombie.
+func running(pid int) bool {
+	if errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
+		return false
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return !errors.Is(err, os.ErrNotExist)
+	}
+	i := strings.LastIndexByte(string(stat), ')')
+	return i < 0 || i+2 >= len(stat) || stat[i+2] != 'Z'
+}

@@ -362,18 +362,7 @@ func (s *Store) Put(e *Entry) error {
 			werr = fmt.Errorf("rename entry file: %w", err)
 		}
 	}
-	ie := indexEntry{meta: Meta{Key: k, Status: e.Status, RenderedAt: e.RenderedAt, Size: int64(len(e.Body))}}
-	if werr == nil {
-		ie.fileSize, ie.onDisk = int64(len(data)), true
-		delete(sh.tombs, k)
-	} else {
-		// An older file may hold an older render: keep Get from reading it
-		// and have it removed.
-		sh.tombs[k] = struct{}{}
-	}
-	s.setLocked(sh, k, ie)
-	sh.seq++
-	s.mem.Set(h, e, entryCost(e))
+	s.putLocked(sh, h, e, int64(len(data)), werr == nil)
 	sh.mu.Unlock()
 
 	if werr == nil {
@@ -384,6 +373,25 @@ func (s *Store) Put(e *Entry) error {
 	s.noteDiskWrite(werr)
 	s.mem.Wait() // the entry is in memory (unless the admission policy refused it) when Put returns
 	return nil
+}
+
+// putLocked records what Put leaves in memory for e: its index entry, its
+// tombstone state and its memory copy. fileSize counts only when onDisk.
+// sh.mu must be held.
+func (s *Store) putLocked(sh *shard, h uint64, e *Entry, fileSize int64, onDisk bool) {
+	k := e.Key
+	ie := indexEntry{meta: Meta{Key: k, Status: e.Status, RenderedAt: e.RenderedAt, Size: int64(len(e.Body))}}
+	if onDisk {
+		ie.fileSize, ie.onDisk = fileSize, true
+		delete(sh.tombs, k)
+	} else {
+		// An older file may hold an older render: keep Get from reading it
+		// and have it removed.
+		sh.tombs[k] = struct{}{}
+	}
+	s.setLocked(sh, k, ie)
+	sh.seq++
+	s.mem.Set(h, e, entryCost(e))
 }
 
 // noteDiskWrite tracks the disk-degraded state, logging each transition once.

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // fillMemory puts n entries straight into the memory tier and the index,
@@ -22,7 +23,7 @@ func fillMemory(s *Store, n int) []Key {
 		h := hashKey(s.seed, e.Key)
 		sh := s.shardFor(h)
 		sh.mu.Lock()
-		s.setLocked(sh, e.Key, indexEntry{meta: Meta{Key: e.Key, Status: e.Status}})
+		s.setLocked(sh, string(packKey(nil, e.Key)), newIndexEntry(e.Status, time.Time{}, int64(len(e.Body)), 0, false))
 		sh.mu.Unlock()
 		for !s.mem.Set(h, e, entryCost(e)) {
 			s.mem.Wait() // the set buffer was full

@@ -2,6 +2,7 @@ package cachestore
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"io/fs"
 	"os"
@@ -13,16 +14,109 @@ import (
 
 const numShards = 256
 
-// indexEntry is the index's record of one key.
-type indexEntry struct {
-	meta     Meta
-	fileSize int64 // bytes on disk; 0 when !onDisk
-	onDisk   bool  // false: memory-only (the disk write failed)
+// The index holds a million keys in a few tens of MB: each key is one map
+// slot of a packed key string (packKey) and a 24-byte indexEntry, and Meta
+// values are built only when Range asks.
+
+// packKey appends k's index form to dst: HostID and DimensionID as zigzag
+// varints, then the URL. Distinct keys pack to distinct strings.
+func packKey(dst []byte, k Key) []byte {
+	dst = binary.AppendVarint(dst, int64(k.HostID))
+	dst = binary.AppendVarint(dst, int64(k.DimensionID))
+	return append(dst, k.URL...)
 }
 
-// shard is one slice of the key index. Its lock also orders everything that
-// changes the key's file or memory copy, so a disk read can tell (by seq)
-// whether what it read is still current.
+// unpackKey decodes packKey's form. The URL shares ik's bytes.
+func unpackKey(ik string) Key {
+	host, rest := stringVarint(ik)
+	dim, url := stringVarint(rest)
+	return Key{HostID: int(host), DimensionID: int(dim), URL: url}
+}
+
+// stringVarint decodes a zigzag varint at the start of s and returns it and
+// the rest of s. s comes from packKey, so it is well formed.
+func stringVarint(s string) (int64, string) {
+	var ux uint64
+	for i := 0; i < len(s) && i < binary.MaxVarintLen64; i++ {
+		c := s[i]
+		ux |= uint64(c&0x7f) << (7 * i)
+		if c < 0x80 {
+			x := int64(ux >> 1)
+			if ux&1 != 0 {
+				x = ^x
+			}
+			return x, s[i+1:]
+		}
+	}
+	return 0, ""
+}
+
+// indexEntry is the index's record of one key, packed into 24 bytes:
+//
+//	sec   RenderedAt, Unix seconds
+//	size  stored body bytes (Meta.Size)
+//	bits  RenderedAt's nanoseconds (30 bits) | status (10 bits) |
+//	      on disk (1 bit) | file bytes beyond the body (23 bits)
+//
+// The file's bytes beyond its body (head and header section) are bounded by
+// the format (see maxFileLen) to well under 2^23. Status is 100-999.
+type indexEntry struct {
+	sec  int64
+	size int64
+	bits uint64
+}
+
+const (
+	ieNsecBits   = 30
+	ieStatusBits = 10
+	ieExtraBits  = 23
+	ieStatusAt   = ieNsecBits
+	ieOnDiskAt   = ieStatusAt + ieStatusBits
+	ieExtraAt    = ieOnDiskAt + 1
+	ieExtraMax   = 1<<ieExtraBits - 1
+)
+
+// newIndexEntry packs an entry's metadata. fileSize counts only when onDisk.
+func newIndexEntry(status int, renderedAt time.Time, size, fileSize int64, onDisk bool) indexEntry {
+	ie := indexEntry{
+		sec:  renderedAt.Unix(),
+		size: size,
+		bits: uint64(renderedAt.Nanosecond()) | uint64(status&(1<<ieStatusBits-1))<<ieStatusAt,
+	}
+	if onDisk {
+		// Clamped only for a size the format cannot produce; the disk-bytes
+		// counter stays consistent either way (it adds and subtracts fileSize()).
+		extra := min(max(fileSize-size, 0), ieExtraMax)
+		ie.bits |= 1<<ieOnDiskAt | uint64(extra)<<ieExtraAt
+	}
+	return ie
+}
+
+func (ie indexEntry) status() int { return int(ie.bits >> ieStatusAt & (1<<ieStatusBits - 1)) }
+
+// onDisk is false for a memory-only entry (its disk write failed).
+func (ie indexEntry) onDisk() bool { return ie.bits>>ieOnDiskAt&1 != 0 }
+
+// fileSize is the entry's bytes on disk; 0 when !onDisk.
+func (ie indexEntry) fileSize() int64 {
+	if !ie.onDisk() {
+		return 0
+	}
+	return ie.size + int64(ie.bits>>ieExtraAt)
+}
+
+func (ie indexEntry) renderedAt() time.Time {
+	return time.Unix(ie.sec, int64(ie.bits&(1<<ieNsecBits-1))).UTC()
+}
+
+// meta builds the Meta Range reports for the key packed as ik.
+func (ie indexEntry) meta(ik string) Meta {
+	return Meta{Key: unpackKey(ik), Status: ie.status(), RenderedAt: ie.renderedAt(), Size: ie.size}
+}
+
+// shard is one slice of the key index, keyed by packKey's form. Its lock
+// also orders everything that changes the key's file or memory copy, so a
+// disk read can tell (by seq) whether what it read is still current.
 //
 // A tombstone marks a key whose file must not be read: it was deleted (or
 // its latest Put could not reach the disk) and the file is waiting in the
@@ -30,35 +124,36 @@ type indexEntry struct {
 // tombstone together, under the lock.
 type shard struct {
 	mu      sync.RWMutex
-	entries map[Key]indexEntry
-	tombs   map[Key]struct{}
+	entries map[string]indexEntry
+	tombs   map[string]struct{}
 	seq     uint64 // bumped by every change to a key's file, index entry or tombstone
 	_       [64]byte
 }
 
 func (s *Store) shardFor(h uint64) *shard { return &s.shards[h>>56] }
 
-// setLocked records ie for k, keeping the counters right. sh.mu must be held.
-func (s *Store) setLocked(sh *shard, k Key, ie indexEntry) {
-	if old, ok := sh.entries[k]; ok {
-		s.diskBytes.Add(-old.fileSize)
+// setLocked records ie for the key packed as ik, keeping the counters right.
+// sh.mu must be held.
+func (s *Store) setLocked(sh *shard, ik string, ie indexEntry) {
+	if old, ok := sh.entries[ik]; ok {
+		s.diskBytes.Add(-old.fileSize())
 	} else {
 		s.entries.Add(1)
 	}
-	s.diskBytes.Add(ie.fileSize)
-	sh.entries[k] = ie
+	s.diskBytes.Add(ie.fileSize())
+	sh.entries[ik] = ie
 }
 
-// dropLocked forgets k's index entry and reports whether there was one.
-// sh.mu must be held.
-func (s *Store) dropLocked(sh *shard, k Key) bool {
-	old, ok := sh.entries[k]
+// dropLocked forgets the index entry of the key packed as ik and reports
+// whether there was one. sh.mu must be held.
+func (s *Store) dropLocked(sh *shard, ik string) bool {
+	old, ok := sh.entries[ik]
 	if !ok {
 		return false
 	}
-	delete(sh.entries, k)
+	delete(sh.entries, ik)
 	s.entries.Add(-1)
-	s.diskBytes.Add(-old.fileSize)
+	s.diskBytes.Add(-old.fileSize())
 	return true
 }
 
@@ -75,13 +170,14 @@ func (s *Store) purgedDuringRebuild(k Key) bool {
 	return false
 }
 
-// enqueueRemoval queues the files of tombstoned keys for the removal worker.
-func (s *Store) enqueueRemoval(keys ...Key) {
-	if len(keys) == 0 {
+// enqueueRemoval queues the files of tombstoned keys (in packKey's form)
+// for the removal worker.
+func (s *Store) enqueueRemoval(iks ...string) {
+	if len(iks) == 0 {
 		return
 	}
 	s.rmMu.Lock()
-	s.rmQueue = append(s.rmQueue, keys...)
+	s.rmQueue = append(s.rmQueue, iks...)
 	s.rmMu.Unlock()
 	select {
 	case s.rmSignal <- struct{}{}:
@@ -104,19 +200,21 @@ func (s *Store) drainRemovals(ctx context.Context) {
 		if len(batch) == 0 {
 			return
 		}
-		for _, k := range batch {
-			s.removeTombstoned(k)
+		for _, ik := range batch {
+			s.removeTombstoned(ik)
 		}
 	}
 }
 
-// removeTombstoned removes k's file if k is still tombstoned. A Put since the
-// tombstone owns the file now and cleared the tombstone.
-func (s *Store) removeTombstoned(k Key) {
+// removeTombstoned removes the file of the key packed as ik if the key is
+// still tombstoned. A Put since the tombstone owns the file now and cleared
+// the tombstone.
+func (s *Store) removeTombstoned(ik string) {
+	k := unpackKey(ik)
 	sh := s.shardFor(hashKey(s.seed, k))
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if _, ok := sh.tombs[k]; !ok {
+	if _, ok := sh.tombs[ik]; !ok {
 		return
 	}
 	if err := os.Remove(entryPath(s.dir, k)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -125,7 +223,7 @@ func (s *Store) removeTombstoned(k Key) {
 		s.log.Warn("cachestore: remove entry file", "key", k.String(), "err", err)
 		return
 	}
-	delete(sh.tombs, k)
+	delete(sh.tombs, ik)
 	sh.seq++
 }
 
@@ -205,13 +303,15 @@ func (s *Store) indexFile(dir, name, prefix string, st *rebuildStats) {
 		return
 	}
 	k := h.key
+	var kb [128]byte
+	pk := packKey(kb[:0], k)
 	sh := s.shardFor(hashKey(s.seed, k))
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if _, ok := sh.entries[k]; ok {
+	if _, ok := sh.entries[string(pk)]; ok {
 		return // a Put or Get since start indexed a newer view
 	}
-	if _, ok := sh.tombs[k]; ok {
+	if _, ok := sh.tombs[string(pk)]; ok {
 		return // deleted since start
 	}
 	// The file may have been replaced or removed since we read its head.
@@ -223,10 +323,6 @@ func (s *Store) indexFile(dir, name, prefix string, st *rebuildStats) {
 		sh.seq++
 		return
 	}
-	s.setLocked(sh, k, indexEntry{
-		meta:     Meta{Key: k, Status: h.status, RenderedAt: h.renderedAt, Size: h.bodyLen},
-		fileSize: info.Size(),
-		onDisk:   true,
-	})
+	s.setLocked(sh, string(pk), newIndexEntry(h.status, h.renderedAt, h.bodyLen, info.Size(), true))
 	st.indexed++
 }

@@ -55,11 +55,7 @@ func fillLikeRebuild(s *Store, n int) {
 		h := hashKey(s.seed, e.Key)
 		sh := s.shardFor(h)
 		sh.mu.Lock()
-		s.setLocked(sh, e.Key, indexEntry{
-			meta:     Meta{Key: e.Key, Status: e.Status, RenderedAt: e.RenderedAt, Size: int64(len(e.Body))},
-			fileSize: int64(len(e.Body)) + 200,
-			onDisk:   true,
-		})
+		s.setLocked(sh, string(packKey(nil, e.Key)), newIndexEntry(e.Status, e.RenderedAt, int64(len(e.Body)), int64(len(e.Body))+200, true))
 		sh.mu.Unlock()
 	}
 }

@@ -116,7 +116,7 @@ type Store struct {
 	purges  []func(Key) bool // DeleteFunc matchers issued before the index was ready
 
 	rmMu     sync.Mutex
-	rmQueue  []Key
+	rmQueue  []string // packKey forms of tombstoned keys
 	rmSignal chan struct{}
 
 	running   atomic.Bool
@@ -161,8 +161,8 @@ func New(opts Options) (*Store, error) {
 		rmSignal: make(chan struct{}, 1),
 	}
 	for i := range s.shards {
-		s.shards[i].entries = make(map[Key]indexEntry)
-		s.shards[i].tombs = make(map[Key]struct{})
+		s.shards[i].entries = make(map[string]indexEntry)
+		s.shards[i].tombs = make(map[string]struct{})
 	}
 	s.registerMetrics(opts.Metrics)
 	return s, nil
@@ -241,16 +241,18 @@ func (s *Store) Get(k Key) (*Entry, bool) {
 // getDisk reads k's file, validating it fully, and promotes it to memory if
 // nothing changed the key meanwhile.
 func (s *Store) getDisk(k Key, h uint64) (*Entry, bool) {
+	var kb [128]byte
+	pk := packKey(kb[:0], k)
 	sh := s.shardFor(h)
 	sh.mu.RLock()
-	_, tomb := sh.tombs[k]
-	ie, indexed := sh.entries[k]
+	_, tomb := sh.tombs[string(pk)]
+	ie, indexed := sh.entries[string(pk)]
 	seq := sh.seq
 	sh.mu.RUnlock()
 	switch {
-	case indexed && !ie.onDisk:
+	case indexed && !ie.onDisk():
 		// Memory-only and no longer in memory: the entry is gone.
-		s.dropIfUnchanged(sh, k, seq)
+		s.dropIfUnchanged(sh, pk, seq)
 		return nil, false
 	case tomb:
 		return nil, false
@@ -270,13 +272,13 @@ func (s *Store) getDisk(k Key, h uint64) (*Entry, bool) {
 			sh.mu.Lock()
 			if sh.seq == seq {
 				removeIfSame(path, info)
-				s.dropLocked(sh, k)
+				s.dropLocked(sh, string(pk))
 				sh.seq++
 			}
 			sh.mu.Unlock()
 		case errors.Is(err, fs.ErrNotExist):
 			if indexed {
-				s.dropIfUnchanged(sh, k, seq)
+				s.dropIfUnchanged(sh, pk, seq)
 			}
 		default:
 			s.log.Warn("cachestore: read entry file", "path", path, "err", err)
@@ -289,15 +291,15 @@ func (s *Store) getDisk(k Key, h uint64) (*Entry, bool) {
 	if sh.seq != seq {
 		// Put or Delete raced with the read: serve what we read unless the
 		// key is deleted now, but do not promote a possibly stale copy.
-		if _, tomb := sh.tombs[k]; tomb {
+		if _, tomb := sh.tombs[string(pk)]; tomb {
 			return nil, false
 		}
-		if _, ok := sh.entries[k]; !ok && s.ready.Load() {
+		if _, ok := sh.entries[string(pk)]; !ok && s.ready.Load() {
 			return nil, false
 		}
 		return e, true
 	}
-	if _, ok := sh.entries[k]; !ok {
+	if _, ok := sh.entries[string(pk)]; !ok {
 		// Read before the rebuild reached this file: index it now so a purge
 		// finds it, unless a purge issued during the rebuild already matches.
 		if s.purgedDuringRebuild(k) {
@@ -305,20 +307,17 @@ func (s *Store) getDisk(k Key, h uint64) (*Entry, bool) {
 			sh.seq++
 			return nil, false
 		}
-		s.setLocked(sh, k, indexEntry{
-			meta:     Meta{Key: k, Status: e.Status, RenderedAt: e.RenderedAt, Size: int64(len(e.Body))},
-			fileSize: info.Size(),
-			onDisk:   true,
-		})
+		s.setLocked(sh, string(pk), newIndexEntry(e.Status, e.RenderedAt, int64(len(e.Body)), info.Size(), true))
 	}
 	s.mem.Set(h, e, entryCost(e))
 	return e, true
 }
 
-// dropIfUnchanged forgets k's index entry if nothing touched k since seq.
-func (s *Store) dropIfUnchanged(sh *shard, k Key, seq uint64) {
+// dropIfUnchanged forgets the index entry of the key packed as pk if
+// nothing touched it since seq.
+func (s *Store) dropIfUnchanged(sh *shard, pk []byte, seq uint64) {
 	sh.mu.Lock()
-	if sh.seq == seq && s.dropLocked(sh, k) {
+	if sh.seq == seq && s.dropLocked(sh, string(pk)) {
 		sh.seq++
 	}
 	sh.mu.Unlock()
@@ -362,13 +361,13 @@ func (s *Store) Put(e *Entry) error {
 			werr = fmt.Errorf("rename entry file: %w", err)
 		}
 	}
-	s.putLocked(sh, h, e, int64(len(data)), werr == nil)
+	ik := s.putLocked(sh, h, e, int64(len(data)), werr == nil)
 	sh.mu.Unlock()
 
 	if werr == nil {
 		werr = syncDir(filepath.Dir(path))
 	} else {
-		s.enqueueRemoval(k)
+		s.enqueueRemoval(ik)
 	}
 	s.noteDiskWrite(werr)
 	s.mem.Wait() // the entry is in memory (unless the admission policy refused it) when Put returns
@@ -376,22 +375,23 @@ func (s *Store) Put(e *Entry) error {
 }
 
 // putLocked records what Put leaves in memory for e: its index entry, its
-// tombstone state and its memory copy. fileSize counts only when onDisk.
-// sh.mu must be held.
-func (s *Store) putLocked(sh *shard, h uint64, e *Entry, fileSize int64, onDisk bool) {
-	k := e.Key
-	ie := indexEntry{meta: Meta{Key: k, Status: e.Status, RenderedAt: e.RenderedAt, Size: int64(len(e.Body))}}
+// tombstone state and its memory copy. fileSize counts only when onDisk. It
+// returns the key's packed form. sh.mu must be held.
+func (s *Store) putLocked(sh *shard, h uint64, e *Entry, fileSize int64, onDisk bool) string {
+	var kb [128]byte
+	pk := packKey(kb[:0], e.Key)
+	ik := string(pk)
+	s.setLocked(sh, ik, newIndexEntry(e.Status, e.RenderedAt, int64(len(e.Body)), fileSize, onDisk))
 	if onDisk {
-		ie.fileSize, ie.onDisk = fileSize, true
-		delete(sh.tombs, k)
+		delete(sh.tombs, ik)
 	} else {
 		// An older file may hold an older render: keep Get from reading it
 		// and have it removed.
-		sh.tombs[k] = struct{}{}
+		sh.tombs[ik] = struct{}{}
 	}
-	s.setLocked(sh, k, ie)
 	sh.seq++
 	s.mem.Set(h, e, entryCost(e))
+	return ik
 }
 
 // noteDiskWrite tracks the disk-degraded state, logging each transition once.
@@ -414,9 +414,10 @@ func (s *Store) noteDiskWrite(err error) {
 // returns.
 func (s *Store) Delete(k Key) bool {
 	h := hashKey(s.seed, k)
+	ik := string(packKey(nil, k))
 	sh := s.shardFor(h)
 	sh.mu.Lock()
-	existed := s.dropLocked(sh, k)
+	existed := s.dropLocked(sh, ik)
 	if !existed && !s.ready.Load() {
 		// The rebuild may not have reached k's file yet.
 		if _, err := os.Lstat(entryPath(s.dir, k)); err == nil {
@@ -424,7 +425,7 @@ func (s *Store) Delete(k Key) bool {
 		}
 	}
 	if existed {
-		sh.tombs[k] = struct{}{}
+		sh.tombs[ik] = struct{}{}
 		sh.seq++
 		s.mem.Del(h)
 	}
@@ -433,7 +434,7 @@ func (s *Store) Delete(k Key) bool {
 		// A promotion queued in the memory tier just before the Del could
 		// otherwise become visible for a moment; Wait applies both.
 		s.mem.Wait()
-		s.enqueueRemoval(k)
+		s.enqueueRemoval(ik)
 	}
 	return existed
 }
@@ -453,19 +454,21 @@ func (s *Store) DeleteFunc(match func(Key) bool) int {
 		s.purgeMu.Unlock()
 	}
 	n := 0
-	var removed []Key
+	var removed []string
 	for i := range s.shards {
 		sh := &s.shards[i]
 		removed = removed[:0]
 		sh.mu.Lock()
-		for k := range sh.entries {
-			if match(k) {
-				removed = append(removed, k)
+		for ik, ie := range sh.entries {
+			k := unpackKey(ik)
+			if !match(k) {
+				continue
 			}
-		}
-		for _, k := range removed {
-			s.dropLocked(sh, k)
-			sh.tombs[k] = struct{}{}
+			removed = append(removed, ik)
+			delete(sh.entries, ik)
+			s.entries.Add(-1)
+			s.diskBytes.Add(-ie.fileSize())
+			sh.tombs[ik] = struct{}{}
 			s.mem.Del(hashKey(s.seed, k))
 		}
 		if len(removed) > 0 {
@@ -492,8 +495,8 @@ func (s *Store) Range(fn func(Meta) bool) {
 		sh := &s.shards[i]
 		metas = metas[:0]
 		sh.mu.RLock()
-		for _, ie := range sh.entries {
-			metas = append(metas, ie.meta)
+		for ik, ie := range sh.entries {
+			metas = append(metas, ie.meta(ik))
 		}
 		sh.mu.RUnlock()
 		for _, m := range metas {

@@ -25,7 +25,7 @@ func fillMemory(s *Store, n int) []Key {
 		sh.mu.Lock()
 		s.setLocked(sh, string(packKey(nil, e.Key)), newIndexEntry(e.Status, time.Time{}, int64(len(e.Body)), 0, false))
 		sh.mu.Unlock()
-		for !s.mem.Set(h, e, entryCost(e)) {
+		for !s.mem.Set(h, e, entryCost(e, 0)) {
 			s.mem.Wait() // the set buffer was full
 		}
 	}

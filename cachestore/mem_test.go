@@ -47,6 +47,29 @@ func fillLikePut(s *Store, n int) {
 	s.mem.Wait()
 }
 
+// fillLikeRead leaves in s what the rebuild and then a disk read of each of
+// n keys leave: index entries and memory-tier copies decoded from file bytes
+// (getDisk's promotion, without the file I/O).
+func fillLikeRead(s *Store, n int) {
+	for i := range n {
+		b := encodeEntry(memEntry(i))
+		e, err := decodeEntry(b, s.maxBody)
+		if err != nil {
+			panic(err)
+		}
+		h := hashKey(s.seed, e.Key)
+		sh := s.shardFor(h)
+		sh.mu.Lock()
+		s.setLocked(sh, string(packKey(nil, e.Key)), newIndexEntry(e.Status, e.RenderedAt, int64(len(e.Body)), int64(len(b)), true))
+		s.mem.Set(h, e, entryCost(e, int64(len(b))))
+		sh.mu.Unlock()
+		if i%64 == 63 {
+			s.mem.Wait()
+		}
+	}
+	s.mem.Wait()
+}
+
 // fillLikeRebuild leaves in s what the index rebuild leaves for n files:
 // index entries only (the memory tier fills later, from reads).
 func fillLikeRebuild(s *Store, n int) {
@@ -96,6 +119,7 @@ func TestIndexMemory(t *testing.T) {
 		fill func(*Store, int)
 	}{
 		{"put", fillLikePut},
+		{"read", fillLikeRead},
 		{"rebuild", fillLikeRebuild},
 	}
 	for _, f := range fills {

@@ -14,9 +14,19 @@ import (
 // with the requested one, so a collision is a miss, never a wrong page.
 type memTier = ristretto.Cache[uint64, *Entry]
 
-// entryOverhead approximates the Go memory one Entry costs beyond its bytes
-// (struct, header map, slice headers).
-const entryOverhead = 256
+// What an entry costs in Go memory beyond its bytes, measured with
+// TestIndexMemory (go1.26, amd64): the Entry struct (a 128-byte size class),
+// ristretto's bookkeeping per item (store slot, policy cost and counters:
+// about 160 bytes), and the Header map (header plus one 8-slot group per 8
+// names). An entry decoded from disk also keeps its whole file buffer (see
+// entryCost's buf) and, measured, about diskReadOverhead more (separately
+// allocated strings, size-class rounding).
+const (
+	entryOverhead     = 128 + 160
+	headerMapOverhead = 48
+	headerGroupCost   = 352
+	diskReadOverhead  = 320
+)
 
 func newMemTier(maxBytes int64) (*memTier, error) {
 	// About 10 counters per entry the tier can hold, assuming entries of
@@ -35,16 +45,24 @@ func newMemTier(maxBytes int64) (*memTier, error) {
 	return c, nil
 }
 
-// entryCost is what an entry costs the memory tier, in bytes.
-func entryCost(e *Entry) int64 {
-	n := len(e.Body) + len(e.Key.URL) + len(e.ETag) + entryOverhead
+// entryCost is what an entry costs the memory tier, in bytes. buf is the
+// size of the buffer e.Body lives in when that is larger than the body (an
+// entry read from disk keeps its whole file buffer), else 0.
+func entryCost(e *Entry, buf int64) int64 {
+	n := int64(len(e.Body)+len(e.Key.URL)+len(e.ETag)) + entryOverhead
+	if buf > 0 {
+		n += max(buf-int64(len(e.Body)), 0) + diskReadOverhead
+	}
+	if len(e.Header) > 0 {
+		n += headerMapOverhead + int64((len(e.Header)+7)/8)*headerGroupCost
+	}
 	for name, vals := range e.Header {
-		n += len(name) + 16
+		n += int64(len(name)) + 16
 		for _, v := range vals {
-			n += len(v) + 16
+			n += int64(len(v)) + 24
 		}
 	}
-	return int64(n)
+	return n
 }
 
 // hashKey hashes k without allocating. The seed is per Store, so hashes are

@@ -309,7 +309,7 @@ func (s *Store) getDisk(k Key, h uint64) (*Entry, bool) {
 		}
 		s.setLocked(sh, string(pk), newIndexEntry(e.Status, e.RenderedAt, int64(len(e.Body)), info.Size(), true))
 	}
-	s.mem.Set(h, e, entryCost(e))
+	s.mem.Set(h, e, entryCost(e, info.Size()))
 	return e, true
 }
 
@@ -390,7 +390,7 @@ func (s *Store) putLocked(sh *shard, h uint64, e *Entry, fileSize int64, onDisk 
 		sh.tombs[ik] = struct{}{}
 	}
 	sh.seq++
-	s.mem.Set(h, e, entryCost(e))
+	s.mem.Set(h, e, entryCost(e, 0))
 	return ik
 }
 

@@ -114,7 +114,7 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		Store:       store,
 		Render:      renderer.Render,
 		TTL:         cfg.Cache.TTL.Duration,
-		StaleTTL:    cfg.Cache.StaleTTL.Duration,
+		StaleTTL:    staleTTL(cfg.Cache.StaleTTL.Duration),
 		NotFoundTTL: cfg.Cache.NotFoundTTL.Duration,
 		// A stale hit queues an autorecache due now: no journal fsync on
 		// the request path, and the next stale hit asks again if it is lost.
@@ -333,4 +333,13 @@ func siteOptions(cfg *config.Config) site.Options {
 		opts.Hosts = append(opts.Hosts, host)
 	}
 	return opts
+}
+
+// staleTTL maps cache.stale_ttl onto proxy.Options.StaleTTL, where 0 means
+// the default: in the config, "0s" means never serve stale.
+func staleTTL(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

@@ -51,7 +51,7 @@ type Server struct {
 	WriteTimeout   Duration `toml:"write_timeout"`    // default 60s
 	IdleTimeout    Duration `toml:"idle_timeout"`     // default 120s
 	MaxHeaderBytes int      `toml:"max_header_bytes"` // default 65536
-	// ShutdownTimeout bounds draining on SIGTERM; the default 8s keeps the
+	// ShutdownTimeout bounds draining on SIGTERM; the default 6s (plus up to 2s to close the browser) keeps the
 	// whole exit within 10s.
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
 }
@@ -188,7 +188,7 @@ func Default() *Config {
 			WriteTimeout:      Duration{60 * time.Second},
 			IdleTimeout:       Duration{120 * time.Second},
 			MaxHeaderBytes:    64 << 10,
-			ShutdownTimeout:   Duration{8 * time.Second},
+			ShutdownTimeout:   Duration{6 * time.Second},
 		},
 		Log:   Log{Level: "info", Format: "text"},
 		Admin: Admin{Address: "127.0.0.1:4001"},

@@ -326,7 +326,7 @@ func TestValidateMisc(t *testing.T) {
 		{"origin with path", strings.Replace(minimal, `:3000"`, `:3000/app"`, 1), false, "hosts[0].origin:"},
 		{"crawler list", strings.Replace(minimal, `"Googlebot"`, `"@crawlers", "@AI", "re:(?i)bot"`, 1), true, ""},
 		{"unknown crawler list", strings.Replace(minimal, `"Googlebot"`, `"@robots"`, 1), false, "unknown crawler list"},
-		{"write timeout below render timeout", minimal + "[server]\nwrite_timeout = \"10s\"\n", false, "server.write_timeout: must exceed render.timeout"},
+		{"write timeout below render timeout", minimal + "[server]\nwrite_timeout = \"10s\"\n", false, "server.write_timeout: must be at least render.timeout + 10s"},
 		{"ipv6 trusted proxy", minimal + "[server]\ntrusted_proxies = [\"::1\", \"fd00::/8\", \"192.168.1.7\"]\n", true, ""},
 		{"bad resource type", minimal + "[render]\nblock_resource_types = [\"pictures\", \"document\"]\n", false, "render.block_resource_types[0]: unknown resource type"},
 		{"internal disabled", minimal + "[internal]\naddress = \"\"\n", true, ""},

@@ -71,8 +71,10 @@ func (c *Config) Validate() error {
 	v.durRange("server.read_header_timeout", c.Server.ReadHeaderTimeout, time.Second, 10*time.Minute)
 	v.durRange("server.read_timeout", c.Server.ReadTimeout, time.Second, time.Hour)
 	v.durRange("server.write_timeout", c.Server.WriteTimeout, time.Second, time.Hour)
-	if c.Server.WriteTimeout.Duration > 0 && c.Server.WriteTimeout.Duration <= c.Render.Timeout.Duration {
-		v.add("server.write_timeout", "must exceed render.timeout (%s), or crawlers waiting for a render are cut off", c.Render.Timeout.Duration)
+	// A crawler may wait render.timeout + 5s for a render, then for the
+	// origin's page: leave it at least 10s more than render.timeout.
+	if c.Server.WriteTimeout.Duration > 0 && c.Server.WriteTimeout.Duration < c.Render.Timeout.Duration+10*time.Second {
+		v.add("server.write_timeout", "must be at least render.timeout + 10s (%s), or crawlers waiting for a render are cut off", c.Render.Timeout.Duration+10*time.Second)
 	}
 	v.durRange("server.idle_timeout", c.Server.IdleTimeout, time.Second, time.Hour)
 	v.intRange("server.max_header_bytes", c.Server.MaxHeaderBytes, 1<<10, 16<<20)

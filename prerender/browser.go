@@ -23,8 +23,8 @@ import (
 const (
 	launchTimeout   = 30 * time.Second
 	probeTimeout    = 5 * time.Second
-	closeGrace      = 2 * time.Second // BrowserClose, then SIGKILL
-	killGrace       = time.Second     // SIGTERM, then SIGKILL
+	closeGrace      = time.Second // BrowserClose, then SIGKILL
+	killGrace       = time.Second // SIGTERM, then SIGKILL
 	backoffMin      = 100 * time.Millisecond
 	backoffMax      = 5 * time.Second
 	healthyPeriod   = 30 * time.Second // up this long: the backoff resets
@@ -245,6 +245,10 @@ func (r *Renderer) launch(ctx context.Context) (*instance, error) {
 		// workers, Chromium's own background traffic) meets a dead proxy.
 		Set(flags.ProxyServer, "http://127.0.0.1:9").
 		Set("proxy-bypass-list", "<-loopback>").
+		// WebRTC sends UDP outside any proxy unless told not to: with
+		// non-proxied UDP off it can only use the dead proxy above.
+		Set("force-webrtc-ip-handling-policy", "disable_non_proxied_udp").
+		Set("webrtc-ip-handling-policy", "disable_non_proxied_udp").
 		// One renderer process serves many sites: no process swap per navigation.
 		Set("disable-site-isolation-trials").
 		Set("disable-features", "site-per-process", "IsolateOrigins", "Translate", "TranslateUI", "OptimizationHints",
@@ -323,8 +327,12 @@ func (inst *instance) teardown(cause error, graceful bool) {
 		if graceful && inst.b != nil {
 			grace = closeGrace
 			ctx, cancel := context.WithTimeout(context.Background(), closeGrace)
-			_ = proto.BrowserClose{}.Call(inst.b.Context(ctx))
+			err := proto.BrowserClose{}.Call(inst.b.Context(ctx))
 			cancel()
+			if err != nil && inst.pid > 1 {
+				// It did not answer in time: no more politeness.
+				_ = syscall.Kill(-inst.pid, syscall.SIGTERM)
+			}
 		} else if inst.pid > 1 {
 			_ = syscall.Kill(-inst.pid, syscall.SIGTERM)
 		}

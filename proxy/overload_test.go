@@ -94,3 +94,17 @@ func TestRenderWaitFallsBack(t *testing.T) {
 		t.Errorf("fallback: %d %q", w.Code, w.Body.String())
 	}
 }
+
+func TestNegativeStaleTTLNeverServesStale(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.StaleTTL = -1 })
+	if got := h.do(http.MethodGet, "/s", uaGooglebot).Header().Get("X-Prism-Cache"); got != "MISS" {
+		t.Fatalf("first request: %q, want MISS", got)
+	}
+	h.clock.advance(time.Hour + time.Minute) // past the 1h TTL
+	if got := h.do(http.MethodGet, "/s", uaGooglebot).Header().Get("X-Prism-Cache"); got != "MISS" {
+		t.Errorf("past TTL with stale serving off: %q, want MISS (rendered anew)", got)
+	}
+	if n := h.render.calls.Load(); n != 2 {
+		t.Errorf("renders = %d, want 2", n)
+	}
+}

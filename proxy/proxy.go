@@ -29,8 +29,8 @@ type Options struct {
 	Store  *cachestore.Store                                                   // required
 	Render func(context.Context, prerender.Request) (*prerender.Result, error) // required
 	// TTL is how long an entry is fresh (0: 24h); StaleTTL how long after
-	// that it may still be served stale while a recache runs (0: 72h);
-	// NotFoundTTL the freshness of 404/410 entries (0: 1h).
+	// that it may still be served stale while a recache runs (0: 72h;
+	// negative: never); NotFoundTTL the freshness of 404/410 entries (0: 1h).
 	TTL, StaleTTL, NotFoundTTL time.Duration
 	// Enqueue asks for a recache of k (stale hits); nil: none. It must not
 	// block: it runs on the request's goroutine.
@@ -117,7 +117,7 @@ func New(opts Options) (*Proxy, error) {
 	if opts.Render == nil {
 		errs = append(errs, errors.New("Options.Render is required"))
 	}
-	if opts.TTL < 0 || opts.StaleTTL < 0 || opts.NotFoundTTL < 0 {
+	if opts.TTL < 0 || opts.NotFoundTTL < 0 {
 		errs = append(errs, errors.New("negative TTL"))
 	}
 	for _, pfx := range opts.TrustedProxies {
@@ -131,8 +131,11 @@ func New(opts Options) (*Proxy, error) {
 	if opts.TTL == 0 {
 		opts.TTL = 24 * time.Hour
 	}
-	if opts.StaleTTL == 0 {
+	switch {
+	case opts.StaleTTL == 0:
 		opts.StaleTTL = 72 * time.Hour
+	case opts.StaleTTL < 0:
+		opts.StaleTTL = 0
 	}
 	if opts.NotFoundTTL == 0 {
 		opts.NotFoundTTL = time.Hour

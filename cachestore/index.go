@@ -127,7 +127,11 @@ type shard struct {
 	entries map[string]indexEntry
 	tombs   map[string]struct{}
 	seq     uint64 // bumped by every change to a key's file, index entry or tombstone
-	_       [64]byte
+	// purges is bumped by every Delete of a key in the shard and by every
+	// DeleteFunc, whether or not anything matched: PutIf uses it to drop a
+	// render that was started before a purge (see Generation).
+	purges uint64
+	_      [64]byte
 }
 
 func (s *Store) shardFor(h uint64) *shard { return &s.shards[h>>56] }

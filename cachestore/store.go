@@ -338,8 +338,40 @@ func (s *Store) noteCorrupt(path string, err error) {
 // per transition) and returns nil: the caller could do nothing more useful.
 // The first successful write clears DiskDegraded.
 func (s *Store) Put(e *Entry) error {
+	_, err := s.put(e, 0, false)
+	return err
+}
+
+// ErrPurged is returned by PutIf when a purge touched the entry's key after
+// the generation was taken.
+var ErrPurged = errors.New("cachestore: key purged since the render started")
+
+// Generation returns a token for k that changes whenever a Delete or
+// DeleteFunc could have removed k. Take it before rendering and pass it to
+// PutIf, so a render that started before a purge cannot put the purged page
+// back. (Unrelated deletes may change it too: PutIf then refuses a render
+// that was fine, which only costs a render.)
+func (s *Store) Generation(k Key) uint64 {
+	sh := s.shardFor(hashKey(s.seed, k))
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	return sh.purges
+}
+
+// PutIf is Put, unless the key's generation has changed since gen was taken
+// with Generation: then it stores nothing and returns ErrPurged.
+func (s *Store) PutIf(e *Entry, gen uint64) error {
+	stored, err := s.put(e, gen, true)
+	if err == nil && !stored {
+		return ErrPurged
+	}
+	return err
+}
+
+// put stores e; with check, only if the key's shard generation is still gen.
+func (s *Store) put(e *Entry, gen uint64, check bool) (bool, error) {
 	if err := validateEntry(e, s.maxBody); err != nil {
-		return err
+		return false, err
 	}
 	if e.ETag == "" {
 		e.ETag = etagOf(e.Body)
@@ -355,6 +387,13 @@ func (s *Store) Put(e *Entry) error {
 
 	sh := s.shardFor(h)
 	sh.mu.Lock()
+	if check && sh.purges != gen {
+		sh.mu.Unlock()
+		if werr == nil {
+			os.Remove(tmp)
+		}
+		return false, nil
+	}
 	if werr == nil {
 		if err := os.Rename(tmp, path); err != nil {
 			os.Remove(tmp)
@@ -371,7 +410,7 @@ func (s *Store) Put(e *Entry) error {
 	}
 	s.noteDiskWrite(werr)
 	s.mem.Wait() // the entry is in memory (unless the admission policy refused it) when Put returns
-	return nil
+	return true, nil
 }
 
 // putLocked records what Put leaves in memory for e: its index entry, its
@@ -417,6 +456,7 @@ func (s *Store) Delete(k Key) bool {
 	ik := string(packKey(nil, k))
 	sh := s.shardFor(h)
 	sh.mu.Lock()
+	sh.purges++
 	existed := s.dropLocked(sh, ik)
 	if !existed && !s.ready.Load() {
 		// The rebuild may not have reached k's file yet.
@@ -459,6 +499,7 @@ func (s *Store) DeleteFunc(match func(Key) bool) int {
 		sh := &s.shards[i]
 		removed = removed[:0]
 		sh.mu.Lock()
+		sh.purges++
 		for ik, ie := range sh.entries {
 			k := unpackKey(ik)
 			if !match(k) {

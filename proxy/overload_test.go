@@ -108,3 +108,31 @@ func TestNegativeStaleTTLNeverServesStale(t *testing.T) {
 		t.Errorf("renders = %d, want 2", n)
 	}
 }
+
+// TestPurgeDuringRenderNotStored purges a key while its render runs: the
+// render's page must not come back into the cache.
+func TestPurgeDuringRenderNotStored(t *testing.T) {
+	h := newHarness(t)
+	release := make(chan struct{})
+	fn, started := blockRender(release)
+	h.render.set(fn)
+	k := cachestore.Key{HostID: 1, DimensionID: 2, URL: "/purged"}
+	done := make(chan Outcome, 1)
+	go func() {
+		out, _ := h.p.Refresh(context.Background(), k, prerender.Recache)
+		done <- out
+	}()
+	<-started
+	h.store.Delete(k) // the operator purges while the old page renders
+	close(release)
+	if out := <-done; out.Stored {
+		t.Error("render started before the purge was stored")
+	}
+	if _, ok := h.store.Get(k); ok {
+		t.Error("purged key back in the cache")
+	}
+	h.render.set(htmlResult(200, "<html><body>new</body></html>"))
+	if got := h.do(http.MethodGet, "/purged", uaGooglebot).Header().Get("X-Prism-Cache"); got != "MISS" {
+		t.Errorf("next crawler request: %q, want MISS", got)
+	}
+}

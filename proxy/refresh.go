@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -103,6 +104,8 @@ func (p *Proxy) fly(ctx context.Context, f *flight, k cachestore.Key, h *site.Ho
 
 // render renders k and stores the result when it may.
 func (p *Proxy) render(ctx context.Context, k cachestore.Key, h *site.Host, d *site.Dimension, class prerender.Class, recheck bool) (Outcome, bool, error) {
+	// Taken first: a purge from here on keeps this render out of the cache.
+	gen := p.opts.Store.Generation(k)
 	prev, ok := p.opts.Store.Get(k)
 	out := Outcome{Previous: cacheMiss}
 	if ok {
@@ -148,8 +151,12 @@ func (p *Proxy) render(ctx context.Context, k cachestore.Key, h *site.Host, d *s
 		p.log.Info("proxy: partial render kept out of the cache: a complete entry exists", "key", k.String())
 		return out, false, nil
 	}
-	if err := p.opts.Store.Put(e); err != nil {
-		p.log.Warn("proxy: storing render failed", "key", k.String(), "err", err)
+	if err := p.opts.Store.PutIf(e, gen); err != nil {
+		if errors.Is(err, cachestore.ErrPurged) {
+			p.log.Info("proxy: purged while rendering: served, not stored", "key", k.String())
+		} else {
+			p.log.Warn("proxy: storing render failed", "key", k.String(), "err", err)
+		}
 		return out, false, nil
 	}
 	out.Stored = true

@@ -136,3 +136,36 @@ func TestPurgeDuringRenderNotStored(t *testing.T) {
 		t.Errorf("next crawler request: %q, want MISS", got)
 	}
 }
+
+// TestRefreshDoesNotJoinOlderRender: a recache asked for while a crawler's
+// render is running must render again (the content may have changed since
+// that render started), not take the older result.
+func TestRefreshDoesNotJoinOlderRender(t *testing.T) {
+	h := newHarness(t)
+	release := make(chan struct{})
+	fn, started := blockRender(release)
+	h.render.set(fn)
+	crawler := make(chan string, 1)
+	go func() { crawler <- h.do(http.MethodGet, "/fresh", uaGooglebot).Header().Get("X-Prism-Cache") }()
+	<-started
+	k := cachestore.Key{HostID: 1, DimensionID: 2, URL: "/fresh"}
+	refreshed := make(chan Outcome, 1)
+	go func() {
+		out, err := h.p.Refresh(context.Background(), k, prerender.Recache)
+		if err != nil {
+			t.Errorf("Refresh: %v", err)
+		}
+		refreshed <- out
+	}()
+	close(release)
+	if got := <-crawler; got != "MISS" {
+		t.Errorf("crawler: %q, want MISS", got)
+	}
+	out := <-refreshed
+	if !out.Stored {
+		t.Error("Refresh did not store its own render")
+	}
+	if n := h.render.calls.Load(); n != 2 {
+		t.Errorf("renders = %d, want 2 (the crawler's and the refresh's own)", n)
+	}
+}

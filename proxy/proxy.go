@@ -92,8 +92,9 @@ type Proxy struct {
 	log  *slog.Logger
 	rp   *httputil.ReverseProxy
 
-	mu      sync.Mutex
-	flights map[cachestore.Key]*flight
+	mu        sync.Mutex
+	flights   map[cachestore.Key]*flight
+	flightSeq uint64 // ids of flights, in start order
 
 	gzReaders sync.Pool // *gzipReader
 	gzWriters sync.Pool // *gzip.Writer

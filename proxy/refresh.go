@@ -41,6 +41,8 @@ type flight struct {
 	done    chan struct{}
 	waiters int // guarded by Proxy.mu
 	cancel  context.CancelFunc
+	id      uint64 // from Proxy.flightSeq: flights started later have larger ids
+	recheck bool   // may answer from the cache without rendering
 
 	// Set before done is closed.
 	out    Outcome
@@ -51,12 +53,28 @@ type flight struct {
 // do joins the flight for k, starting it when there is none, and waits for
 // its result or for ctx. With recheck, a flight that finds a fresh entry
 // returns it instead of rendering (a crawler's miss raced with a store).
+//
+// A crawler (recheck) joins any flight. A Refresh (no recheck) must see what
+// the origin serves after it was called, so it joins only a rendering flight
+// started after the call; it waits out an older one and then renders anew.
 func (p *Proxy) do(ctx context.Context, k cachestore.Key, h *site.Host, d *site.Dimension, class prerender.Class, recheck bool) (Outcome, bool, error) {
 	p.mu.Lock()
+	called := p.flightSeq
 	f, ok := p.flights[k]
+	for ok && !recheck && (f.id <= called || f.recheck) {
+		p.mu.Unlock()
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return Outcome{}, false, ctx.Err()
+		}
+		p.mu.Lock()
+		f, ok = p.flights[k]
+	}
 	if !ok {
 		fctx, cancel := context.WithCancel(detach(ctx))
-		f = &flight{done: make(chan struct{}), cancel: cancel}
+		p.flightSeq++
+		f = &flight{done: make(chan struct{}), cancel: cancel, id: p.flightSeq, recheck: recheck}
 		p.flights[k] = f
 		go p.fly(fctx, f, k, h, d, class, recheck)
 	}

@@ -116,13 +116,10 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		TTL:         cfg.Cache.TTL.Duration,
 		StaleTTL:    staleTTL(cfg.Cache.StaleTTL.Duration),
 		NotFoundTTL: cfg.Cache.NotFoundTTL.Duration,
-		// A stale hit queues an autorecache due now: no journal fsync on
-		// the request path, and the next stale hit asks again if it is lost.
-		Enqueue: func(k cachestore.Key) {
-			if _, err := sched.Enqueue([]cachestore.Key{k}, recache.Auto); err != nil {
-				logger.Warn("stale recache not queued", "key", k.String(), "err", err)
-			}
-		},
+		// A stale hit offers an autorecache due now: it never waits for the
+		// scheduler's lock or disk, and the next stale hit asks again if an
+		// offer is dropped.
+		Enqueue:        func(k cachestore.Key) { sched.Offer(k) },
 		OnStore:        func(e *cachestore.Entry) { sched.Track(e) },
 		TrustedProxies: cfg.Server.TrustedPrefixes(),
 		MaxRenders:     maxRenders,

@@ -43,7 +43,26 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			s.Tick(s.opts.Now())
+		case k := <-s.offers:
+			// Stale hits: due now, not journaled (the next stale hit asks again).
+			if _, err := s.Enqueue([]cachestore.Key{k}, Auto); err != nil {
+				s.log.Debug("recache: stale hit not queued", "key", k.String(), "err", err)
+			}
 		}
+	}
+}
+
+// Offer asks for an autorecache of k, due now, without waiting: it never
+// blocks the caller (a crawler's request on a stale hit). When the hand-off
+// buffer is full the offer is dropped and Offer returns false; the next
+// stale hit offers again.
+func (s *Scheduler) Offer(k cachestore.Key) bool {
+	select {
+	case s.offers <- k:
+		return true
+	default:
+		s.m.offersDropped.Inc()
+		return false
 	}
 }
 

@@ -154,6 +154,7 @@ type Scheduler struct {
 	log    *slog.Logger
 	hosts  []int // configured host ids, in configuration order
 	jobs   chan job
+	offers chan cachestore.Key // from Offer, drained by Run
 	paused atomic.Bool
 
 	mu         sync.Mutex
@@ -179,6 +180,8 @@ type schedMetrics struct {
 	dropped  *metrics.Counter
 	gone     *metrics.Counter
 	requeued *metrics.Counter
+	// offersDropped counts stale-hit offers dropped because Run was behind.
+	offersDropped *metrics.Counter
 }
 
 type job struct {
@@ -223,6 +226,7 @@ func New(opts Options) (*Scheduler, error) {
 		opts:       opts,
 		log:        opts.Logger,
 		jobs:       make(chan job, opts.QueueSize),
+		offers:     make(chan cachestore.Key, 1024),
 		items:      map[cachestore.Key]*item{},
 		queues:     map[int]*hostQueues{},
 		compactMin: 10000,
@@ -284,6 +288,7 @@ func (s *Scheduler) registerMetrics() {
 	s.m.dropped = set.NewCounter(`prism_recache_renders_total{result="dropped"}`)
 	s.m.gone = set.NewCounter(`prism_recache_renders_total{result="gone"}`)
 	s.m.requeued = set.NewCounter(`prism_recache_requeued_total`)
+	s.m.offersDropped = set.NewCounter(`prism_recache_offers_dropped_total`)
 	if s.opts.Metrics == nil {
 		return
 	}

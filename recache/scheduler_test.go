@@ -444,3 +444,36 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+func TestOfferQueuesAutorecacheWithoutBlocking(t *testing.T) {
+	t.Run("queued by Run, due now", func(t *testing.T) {
+		f := newFixture(t, 1, 0, nil, nil)
+		f.run(t)
+		if !f.s.Offer(key(1, 1, "/stale")) {
+			t.Fatal("Offer refused with an empty buffer")
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			st := f.s.Status().Hosts[1].Auto
+			if st.Total == 1 && st.DueNow == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("offered key not queued as a due autorecache: %+v", st)
+			}
+			time.Sleep(time.Millisecond) // polling Run's progress
+		}
+	})
+	t.Run("full buffer drops instead of blocking", func(t *testing.T) {
+		f := newFixture(t, 1, 0, nil, nil) // Run not started: nothing drains
+		accepted := 0
+		for i := range 2000 {
+			if f.s.Offer(key(1, 1, fmt.Sprintf("/s%d", i))) {
+				accepted++
+			}
+		}
+		if accepted == 0 || accepted == 2000 {
+			t.Errorf("accepted %d of 2000 offers with nothing draining, want a bounded number", accepted)
+		}
+	})
+}

@@ -204,3 +204,25 @@ func TestKilledLeavesNoBrowser(t *testing.T) {
 		return true
 	})
 }
+
+// TestStaleRecachedInBackground: a stale hit is served at once and queues a
+// recache, after which the page is fresh again without a crawler waiting.
+func TestStaleRecachedInBackground(t *testing.T) {
+	origin := newOrigin(t)
+	conf := newConf(t, origin.URL)
+	conf.TTL = "2s"
+	p := startPrism(t, conf)
+	first := p.Get("/aging", desktopBot)
+	if first.Header.Get("X-Prism-Cache") != "MISS" {
+		t.Fatalf("first: %s", first.Header.Get("X-Prism-Cache"))
+	}
+	waitFor(t, 10*time.Second, "a STALE answer", func() bool {
+		return p.Get("/aging", desktopBot).Header.Get("X-Prism-Cache") == "STALE"
+	})
+	waitFor(t, 20*time.Second, "the background recache to make it a HIT", func() bool {
+		return p.Get("/aging", desktopBot).Header.Get("X-Prism-Cache") == "HIT"
+	})
+	if n := origin.Hits("/aging"); n < 2 {
+		t.Errorf("origin fetched /aging %d times, want >= 2 (the recache)", n)
+	}
+}

@@ -5,8 +5,6 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -14,9 +12,9 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
+
+	"github.com/prismproxy/prism/bench/internal/serve"
 )
 
 func main() {
@@ -54,17 +52,5 @@ func run(addr, origin string) error {
 		return err
 	}
 	fmt.Printf("listening http://%s\n", ln.Addr())
-	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 5 * time.Second}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	}()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return serve.Until(ln, rp)
 }

@@ -6,18 +6,15 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
+
+	"github.com/prismproxy/prism/bench/internal/serve"
 )
 
 func main() {
@@ -60,17 +57,5 @@ func run(addr, plainPath, gzPath string) error {
 		return err
 	}
 	fmt.Printf("listening http://%s plain=%d gzip=%d\n", ln.Addr(), len(plain), len(gz))
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	}()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return serve.Until(ln, h)
 }

@@ -8,18 +8,15 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
+
+	"github.com/prismproxy/prism/bench/internal/serve"
 )
 
 // Items is how many list items the script writes; a complete render
@@ -55,19 +52,7 @@ func run(addr string) error {
 	}
 	// The bench scripts read the chosen address from the first line.
 	fmt.Printf("listening http://%s page_bytes=%d\n", ln.Addr(), len(page))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	}()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return serve.Until(ln, mux)
 }
 
 // words gives the page text that compresses roughly like prose.

@@ -86,6 +86,11 @@ type Options struct {
 	Logger        *slog.Logger     // nil: slog.Default()
 	Metrics       *metrics.Set     // nil: no metrics
 	Now           func() time.Time // stamps Entry.RenderedAt when Put gets it zero; nil: time.Now
+	// MaxAge removes entries rendered longer ago than this (Run sweeps for
+	// them every MaxAge/4, at most every 10 minutes): an entry past every
+	// freshness and stale window is never served, only kept on disk. 0:
+	// entries are kept until deleted.
+	MaxAge time.Duration
 }
 
 // Store is the two-tier cache. It is safe for concurrent use.
@@ -95,6 +100,7 @@ type Options struct {
 type Store struct {
 	dir      string
 	maxBody  int64
+	maxAge   time.Duration
 	log      *slog.Logger
 	now      func() time.Time
 	seed     maphash.Seed
@@ -153,6 +159,7 @@ func New(opts Options) (*Store, error) {
 	s := &Store{
 		dir:      opts.Dir,
 		maxBody:  opts.MaxEntryBytes,
+		maxAge:   opts.MaxAge,
 		log:      opts.Logger,
 		now:      opts.Now,
 		seed:     maphash.MakeSeed(),
@@ -209,6 +216,12 @@ func (s *Store) Run(ctx context.Context) error {
 		defer close(done)
 		s.rebuild(ctx)
 	}()
+	var sweep <-chan time.Time
+	if s.maxAge > 0 {
+		t := time.NewTicker(min(s.maxAge/4, 10*time.Minute))
+		defer t.Stop()
+		sweep = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -216,6 +229,13 @@ func (s *Store) Run(ctx context.Context) error {
 			return nil
 		case <-s.rmSignal:
 			s.drainRemovals(ctx)
+		case <-sweep:
+			if !s.ready.Load() {
+				continue // the next sweep sees the whole index
+			}
+			if n := s.DeleteRenderedBefore(s.now().Add(-s.maxAge)); n > 0 {
+				s.log.Info("cachestore: removed entries past every freshness window", "count", n, "max_age", s.maxAge)
+			}
 		}
 	}
 }
@@ -493,18 +513,37 @@ func (s *Store) DeleteFunc(match func(Key) bool) int {
 		}
 		s.purgeMu.Unlock()
 	}
+	return s.deleteWhere(true, func(ik string, _ indexEntry) bool { return match(unpackKey(ik)) })
+}
+
+// DeleteRenderedBefore removes every indexed entry rendered before t and
+// returns how many it removed. Unlike a purge, it does not stop renders in
+// flight from being stored (their pages are new).
+func (s *Store) DeleteRenderedBefore(t time.Time) int {
+	sec, nsec := t.Unix(), int64(t.Nanosecond())
+	return s.deleteWhere(false, func(_ string, ie indexEntry) bool {
+		rt := ie.renderedAt()
+		return rt.Unix() < sec || rt.Unix() == sec && int64(rt.Nanosecond()) < nsec
+	})
+}
+
+// deleteWhere removes the indexed entries match selects; purge marks it as a
+// purge for Generation.
+func (s *Store) deleteWhere(purge bool, match func(string, indexEntry) bool) int {
 	n := 0
 	var removed []string
 	for i := range s.shards {
 		sh := &s.shards[i]
 		removed = removed[:0]
 		sh.mu.Lock()
-		sh.purges++
+		if purge {
+			sh.purges++
+		}
 		for ik, ie := range sh.entries {
-			k := unpackKey(ik)
-			if !match(k) {
+			if !match(ik, ie) {
 				continue
 			}
+			k := unpackKey(ik)
 			removed = append(removed, ik)
 			delete(sh.entries, ik)
 			s.entries.Add(-1)

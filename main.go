@@ -123,6 +123,7 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		// offer is dropped.
 		Enqueue:        func(k cachestore.Key) { sched.Offer(k) },
 		OnStore:        func(e *cachestore.Entry) { sched.Track(e) },
+		OnServe:        func(k cachestore.Key) { sched.Served(k) },
 		TrustedProxies: cfg.Server.TrustedPrefixes(),
 		MaxRenders:     maxRenders,
 		// A crawler waits for a tab and a full render, then gets the stale
@@ -144,8 +145,10 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 			_, err := px.Refresh(ctx, k, prerender.Recache)
 			return err
 		},
-		Capacity:    func() int { return renderer.Capacity().AvailableForRecache },
-		Store:       store,
+		Capacity: func() int { return renderer.Capacity().AvailableForRecache },
+		Store:    store,
+		// Autorecache what crawlers ask for, not every URL ever rendered.
+		ServedOnly:  true,
 		Interval:    cfg.Recache.Interval.Duration,
 		Tick:        cfg.Recache.Tick.Duration,
 		QueueSize:   cfg.Recache.QueueSize,

@@ -79,6 +79,9 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 	}
 
 	*wrote = true
+	if (state == cacheHit || state == cacheStale) && p.opts.OnServe != nil {
+		p.opts.OnServe(k)
+	}
 	var status int
 	if state == cacheBypass {
 		status = p.bypass(w, r, dim)

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -167,5 +168,23 @@ func TestRefreshDoesNotJoinOlderRender(t *testing.T) {
 	}
 	if n := h.render.calls.Load(); n != 2 {
 		t.Errorf("renders = %d, want 2 (the crawler's and the refresh's own)", n)
+	}
+}
+
+func TestOnServeForCacheAnswersOnly(t *testing.T) {
+	var mu sync.Mutex
+	var served []string
+	h := newHarness(t, func(o *Options) {
+		o.OnServe = func(k cachestore.Key) { mu.Lock(); served = append(served, k.URL); mu.Unlock() }
+	})
+	h.do(http.MethodGet, "/o", uaGooglebot) // MISS
+	h.do(http.MethodGet, "/o", uaGooglebot) // HIT
+	h.clock.advance(time.Hour + time.Minute)
+	h.do(http.MethodGet, "/o", uaGooglebot) // STALE
+	h.do(http.MethodGet, "/o", uaPerson)    // a person: not from the cache
+	mu.Lock()
+	defer mu.Unlock()
+	if len(served) != 2 {
+		t.Errorf("OnServe calls %v, want 2 (the HIT and the STALE)", served)
 	}
 }

@@ -35,6 +35,10 @@ type Options struct {
 	// Enqueue asks for a recache of k (stale hits); nil: none. It must not
 	// block: it runs on the request's goroutine.
 	Enqueue func(k cachestore.Key)
+	// OnServe is told of every crawler request answered from the cache
+	// (HIT or STALE), e.g. to keep autorecaching pages crawlers ask for; nil:
+	// none. It must not block.
+	OnServe func(k cachestore.Key)
 	// OnStore is told of every entry stored (to schedule its autorecache); nil: none.
 	OnStore func(e *cachestore.Entry)
 	// TrustedProxies may set X-Forwarded-Host/-For/-Proto. Empty: nobody;

@@ -125,10 +125,15 @@ const (
 	outcomeFail            // render failed: retry with backoff or drop
 	outcomeRequeue         // no tab or shutting down: back in the queue, no attempt counted
 	outcomeGone            // autorecache entry whose key is no longer stored
+	outcomeIdle            // autorecache entry no crawler asked for since (ServedOnly)
 )
 
 func (s *Scheduler) work(ctx context.Context, j job) {
 	k := j.it.key
+	if j.prio == Auto && s.served != nil && !s.served.take(k) {
+		s.finish(j.it, outcomeIdle, nil)
+		return
+	}
 	if j.prio == Auto && s.opts.Store != nil {
 		if _, ok := s.opts.Store.Get(k); !ok {
 			s.finish(j.it, outcomeGone, nil)
@@ -172,6 +177,8 @@ func (s *Scheduler) finish(it *item, o outcome, err error) {
 		s.m.ok.Inc()
 	case outcomeGone:
 		s.m.gone.Inc()
+	case outcomeIdle:
+		s.m.idle.Inc()
 	case outcomeRequeue:
 		s.m.requeued.Inc()
 		retry, due = !it.forgotten, now

@@ -98,6 +98,13 @@ type Options struct {
 	// once it is ready (in Run), and autorecache entries whose key is no
 	// longer stored are dropped instead of rendered.
 	Store *cachestore.Store
+	// ServedOnly limits autorecache to pages crawlers ask for: when the
+	// entry falls due it is rendered only if Served was called for its key
+	// since its last autorecache, else it is dropped (a crawler's next
+	// request renders it again). URLs nobody asks for twice (typos, unique
+	// query strings) are then not re-rendered forever. false: every stored
+	// entry is re-rendered each interval.
+	ServedOnly bool
 	// Interval is the autorecache period after an entry's render; 0 means
 	// 12h. site.Host.RecacheInterval overrides it per host.
 	Interval time.Duration
@@ -155,6 +162,7 @@ type Scheduler struct {
 	hosts  []int // configured host ids, in configuration order
 	jobs   chan job
 	offers chan cachestore.Key // from Offer, drained by Run
+	served *servedSet          // nil unless Options.ServedOnly
 	paused atomic.Bool
 
 	mu         sync.Mutex
@@ -182,6 +190,7 @@ type schedMetrics struct {
 	requeued *metrics.Counter
 	// offersDropped counts stale-hit offers dropped because Run was behind.
 	offersDropped *metrics.Counter
+	idle          *metrics.Counter // autorecache skipped: not served since (ServedOnly)
 }
 
 type job struct {
@@ -227,6 +236,7 @@ func New(opts Options) (*Scheduler, error) {
 		log:        opts.Logger,
 		jobs:       make(chan job, opts.QueueSize),
 		offers:     make(chan cachestore.Key, 1024),
+		served:     servedSetIf(opts.ServedOnly),
 		items:      map[cachestore.Key]*item{},
 		queues:     map[int]*hostQueues{},
 		compactMin: 10000,
@@ -289,6 +299,7 @@ func (s *Scheduler) registerMetrics() {
 	s.m.gone = set.NewCounter(`prism_recache_renders_total{result="gone"}`)
 	s.m.requeued = set.NewCounter(`prism_recache_requeued_total`)
 	s.m.offersDropped = set.NewCounter(`prism_recache_offers_dropped_total`)
+	s.m.idle = set.NewCounter(`prism_recache_renders_total{result="idle"}`)
 	if s.opts.Metrics == nil {
 		return
 	}

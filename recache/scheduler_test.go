@@ -477,3 +477,33 @@ func TestOfferQueuesAutorecacheWithoutBlocking(t *testing.T) {
 		}
 	})
 }
+
+func TestServedOnlyAutorecache(t *testing.T) {
+	ref := &refresher{}
+	f := newFixture(t, 1, 10, ref, func(o *Options) { o.ServedOnly = true })
+	f.run(t)
+	asked, unasked := key(1, 1, "/asked"), key(1, 1, "/typo-nobody-asks-again")
+	for _, k := range []cachestore.Key{asked, unasked} {
+		f.s.Track(&cachestore.Entry{Key: k, RenderedAt: f.clk.Now().Add(-13 * time.Hour)})
+	}
+	f.s.Served(asked)
+	f.step(t)
+	if got := urls(ref.Calls()); !slices.Equal(got, []string{"/asked"}) {
+		t.Fatalf("autorecache rendered %v, want only /asked", got)
+	}
+	if st := f.s.Status().Hosts[1].Auto; st.Total != 0 {
+		t.Errorf("autorecache queue %+v: the unasked key should be dropped", st)
+	}
+	// The mark is used up: without another crawler request, no further render.
+	f.s.Track(&cachestore.Entry{Key: asked, RenderedAt: f.clk.Now().Add(-13 * time.Hour)})
+	f.step(t)
+	if n := len(ref.Calls()); n != 1 {
+		t.Errorf("renders %d after the mark was used, want 1", n)
+	}
+	// High and normal requests are never subject to it.
+	mustEnqueue(t, f.s, High, unasked)
+	f.step(t)
+	if n := len(ref.Calls()); n != 2 {
+		t.Errorf("renders %d after a high request, want 2", n)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -139,14 +140,22 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 	if workers == 0 {
 		workers = cfg.Render.Tabs
 	}
+	// The scheduler subtracts the renders it has dispatched from Capacity,
+	// while the renderer's figure already leaves out the tabs recache
+	// renders hold: add those back so they are not counted twice.
+	var recaching atomic.Int64
 	sched, err = recache.New(recache.Options{
 		Sites: sites,
 		Refresh: func(ctx context.Context, k cachestore.Key) error {
+			recaching.Add(1)
+			defer recaching.Add(-1)
 			_, err := px.Refresh(ctx, k, prerender.Recache)
 			return err
 		},
-		Capacity: func() int { return renderer.Capacity().AvailableForRecache },
-		Store:    store,
+		Capacity: func() int {
+			return renderer.Capacity().AvailableForRecache + int(recaching.Load())
+		},
+		Store: store,
 		// Autorecache what crawlers ask for, not every URL ever rendered.
 		ServedOnly:  true,
 		Interval:    cfg.Recache.Interval.Duration,

@@ -482,16 +482,7 @@ func TestCrashRecovery(t *testing.T) {
 
 func TestRecycle(t *testing.T) {
 	e := getEnv(t)
-	r, err := New(Options{ChromePath: chromeBin, Tabs: 2, RecycleAfter: 2, Origin: e.r.opts.Origin})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	if err := waitHealthy(r, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	r, ctx, stop := runRenderer(t, Options{ChromePath: chromeBin, Tabs: 2, RecycleAfter: 2, Origin: e.r.opts.Origin})
 	first := r.cur.Load()
 	for i := range 5 {
 		res, err := r.Render(ctx, Request{URL: "https://" + pubHost + "/js"})
@@ -502,8 +493,7 @@ func TestRecycle(t *testing.T) {
 	if r.Stats().Restarts == 0 || r.cur.Load() == first {
 		t.Errorf("browser not recycled: %+v", r.Stats())
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Errorf("Run: %v", err)
 	}
 	if first.pid > 0 && syscall.Kill(first.pid, 0) == nil {
@@ -515,16 +505,7 @@ func TestRecycle(t *testing.T) {
 // recycles the browser, and renders keep working across the swap.
 func TestRecycleOnMemory(t *testing.T) {
 	e := getEnv(t)
-	r, err := New(Options{ChromePath: chromeBin, Tabs: 1, RecycleMemoryMB: 1, ProbeInterval: 100 * time.Millisecond, Origin: e.r.opts.Origin})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	if err := waitHealthy(r, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	r, ctx, stop := runRenderer(t, Options{ChromePath: chromeBin, Tabs: 1, RecycleMemoryMB: 1, ProbeInterval: 100 * time.Millisecond, Origin: e.r.opts.Origin})
 	first := r.cur.Load()
 	deadline := time.Now().Add(30 * time.Second)
 	for r.Stats().Restarts == 0 || r.cur.Load() == first {
@@ -540,8 +521,7 @@ func TestRecycleOnMemory(t *testing.T) {
 	if err != nil || !strings.Contains(string(res.HTML), "written by js") {
 		t.Errorf("render after a memory recycle: %v", err)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Errorf("Run: %v", err)
 	}
 }
@@ -549,19 +529,9 @@ func TestRecycleOnMemory(t *testing.T) {
 func TestShutdownLeavesNothing(t *testing.T) {
 	getEnv(t)
 	dir := t.TempDir()
-	r, err := New(Options{ChromePath: chromeBin, Tabs: 1, UserDataDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	if err := waitHealthy(r, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	r, _, stop := runRenderer(t, Options{ChromePath: chromeBin, Tabs: 1, UserDataDir: dir})
 	pid := r.cur.Load().pid
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Errorf("Run: %v", err)
 	}
 	if r.Healthy() == nil {
@@ -713,17 +683,7 @@ func BenchmarkRender(b *testing.B) {
 
 func TestHungBrowser(t *testing.T) {
 	e := getEnv(t)
-	r, err := New(Options{ChromePath: chromeBin, Tabs: 1, ProbeInterval: 100 * time.Millisecond, Origin: e.r.opts.Origin})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	if err := waitHealthy(r, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	r, ctx, _ := runRenderer(t, Options{ChromePath: chromeBin, Tabs: 1, ProbeInterval: 100 * time.Millisecond, Origin: e.r.opts.Origin})
 	hung := r.cur.Load()
 	if err := syscall.Kill(-hung.pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -744,4 +704,29 @@ func TestHungBrowser(t *testing.T) {
 	if _, err := r.Render(ctx, Request{URL: "https://" + pubHost + "/js"}); err != nil {
 		t.Errorf("render after the restart: %v", err)
 	}
+}
+
+// runRenderer starts a Renderer with opts and waits until its browser is up.
+// stop cancels Run and returns Run's error; it is also called at the end of
+// the test if the test did not.
+func runRenderer(t *testing.T, opts Options) (r *Renderer, ctx context.Context, stop func() error) {
+	t.Helper()
+	r, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	stop = func() error {
+		once.Do(func() { cancel(); runErr = <-done })
+		return runErr
+	}
+	t.Cleanup(func() { _ = stop() })
+	if err := waitHealthy(r, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return r, ctx, stop
 }

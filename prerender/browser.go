@@ -402,19 +402,12 @@ func groupRSS(pgid int) int64 {
 	page := int64(os.Getpagesize())
 	var total int64
 	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		// Fields after the ")" that ends comm: state ppid pgrp ... rss is field 24.
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(stat[i+1:]))
+		// state ppid pgrp ... rss is field 24 of stat, f[21] here.
+		f := statFields(pid)
 		if len(f) < 22 || f[2] != strconv.Itoa(pgid) {
 			continue
 		}

@@ -583,18 +583,6 @@ func chromiumDescendants() []int {
 	return out
 }
 
-func statFields(pid int) []string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return nil
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return nil
-	}
-	return strings.Fields(string(b[i+1:]))
-}
-
 func ppidOf(pid int) int {
 	f := statFields(pid)
 	if len(f) < 2 {

@@ -66,10 +66,21 @@ func running(pid int) bool {
 	if errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
 		return false
 	}
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	f := statFields(pid)
+	return len(f) == 0 || f[0] != "Z" // unreadable: assume it runs
+}
+
+// statFields returns the fields of /proc/PID/stat after the command name
+// (which is in parentheses and may hold spaces): state, ppid, pgrp, ...
+// It returns nil when the process is gone or the file is unreadable.
+func statFields(pid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return !errors.Is(err, os.ErrNotExist)
+		return nil
 	}
-	i := strings.LastIndexByte(string(stat), ')')
-	return i < 0 || i+2 >= len(stat) || stat[i+2] != 'Z'
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(b[i+1:]))
 }

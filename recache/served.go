@@ -2,7 +2,6 @@ package recache
 
 import (
 	"hash/maphash"
-	"strconv"
 	"sync/atomic"
 
 	"github.com/prismproxy/prism/cachestore"
@@ -34,15 +33,7 @@ func newServedSet() *servedSet {
 }
 
 func (s *servedSet) hash(k cachestore.Key) (slot *atomic.Uint32, fp uint32) {
-	var h maphash.Hash
-	h.SetSeed(s.seed)
-	var buf [40]byte
-	b := strconv.AppendInt(buf[:0], int64(k.HostID), 10)
-	b = append(b, '/')
-	b = strconv.AppendInt(b, int64(k.DimensionID), 10)
-	h.Write(b)
-	h.WriteString(k.URL)
-	sum := h.Sum64()
+	sum := maphash.Comparable(s.seed, k)
 	return &s.slots[sum%servedSlots], uint32(sum>>32) | 1 // never 0: 0 is "empty"
 }
 

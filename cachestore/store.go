@@ -520,11 +520,7 @@ func (s *Store) DeleteFunc(match func(Key) bool) int {
 // returns how many it removed. Unlike a purge, it does not stop renders in
 // flight from being stored (their pages are new).
 func (s *Store) DeleteRenderedBefore(t time.Time) int {
-	sec, nsec := t.Unix(), int64(t.Nanosecond())
-	return s.deleteWhere(false, func(_ string, ie indexEntry) bool {
-		rt := ie.renderedAt()
-		return rt.Unix() < sec || rt.Unix() == sec && int64(rt.Nanosecond()) < nsec
-	})
+	return s.deleteWhere(false, func(_ string, ie indexEntry) bool { return ie.renderedAt().Before(t) })
 }
 
 // deleteWhere removes the indexed entries match selects; purge marks it as a

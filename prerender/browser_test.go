@@ -71,6 +71,29 @@ const seen = 'cookie=[' + document.cookie + '] ls=[' + (localStorage.getItem('k'
 document.body.insertAdjacentHTML('beforeend', '<p id="seen">' + seen + '</p>');
 document.cookie = 'jsc=1; path=/; max-age=3600'; localStorage.setItem('k', 'v'); sessionStorage.setItem('k', 'v');
 </script></body></html>`,
+	"/vis-plain": `<!DOCTYPE html><html><body><script>
+document.body.insertAdjacentHTML('beforeend', '<p id="out">plain native=' + Function.prototype.toString.call(requestAnimationFrame).includes('[native code]') + ' name=' + requestAnimationFrame.name + '</p>');
+</script></body></html>`,
+	"/vis-raf": `<!DOCTYPE html><html><body><script>
+requestAnimationFrame(() => requestAnimationFrame(() => document.body.insertAdjacentHTML('beforeend', '<p id="out">from a frame</p>')));
+</script></body></html>`,
+	"/vis-io": `<!DOCTYPE html><html><body><div id="t">target</div><script>
+new IntersectionObserver((es) => { if (es.some(e => e.isIntersecting)) document.body.insertAdjacentHTML('beforeend', '<p id="out">intersecting</p>'); }).observe(document.getElementById('t'));
+</script></body></html>`,
+	"/vis-state": `<!DOCTYPE html><html><body><script>
+const w = () => { if (document.visibilityState === 'visible' && !document.getElementById('out')) document.body.insertAdjacentHTML('beforeend', '<p id="out">seen visible</p>'); };
+w(); document.addEventListener('visibilitychange', w);
+</script></body></html>`,
+	"/vis-animate": `<!DOCTYPE html><html><body><div id="t">x</div><script>
+document.getElementById('t').animate([{opacity: 0}, {opacity: 1}], 50).finished.then(() => document.body.insertAdjacentHTML('beforeend', '<p id="out">animation finished</p>'));
+</script></body></html>`,
+	"/vis-transition": `<!DOCTYPE html><html><head><style>#t{transition:opacity 50ms}</style></head><body><div id="t">x</div><script>
+const t = document.getElementById('t');
+t.addEventListener('transitionend', () => document.body.insertAdjacentHTML('beforeend', '<p id="out">transition ended</p>'));
+getComputedStyle(t).opacity; t.style.opacity = '0.5';
+</script></body></html>`,
+	"/vis-lazy":       `<!DOCTYPE html><html><body><p>lazy</p><iframe loading="lazy" src="/vis-lazy-frame"></iframe></body></html>`,
+	"/vis-lazy-frame": `<html><body>frame</body></html>`,
 	"/longpoll":        `<!DOCTYPE html><html><body><p>polling</p><script>fetch('/hang').then(r => r.text())</script></body></html>`,
 	"/redirect-target": `<html><body>target</body></html>`,
 	"/bench": `<!DOCTYPE html><html><head><script>window.prerenderReady = false</script></head><body><div id="c"></div>

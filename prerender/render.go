@@ -96,6 +96,9 @@ func (inst *instance) finish(s *slot, st *renderState, loader proto.NetworkLoade
 // liveness), rctx the same bounded by the render timeout.
 func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request, loader *proto.NetworkLoaderID) (*Result, string, error) {
 	r := t.inst.r
+	if t.isShown() {
+		st.shown.Store(true)
+	}
 	if err := t.emulate(rctx, req); err != nil {
 		return nil, "", fmt.Errorf("emulate: %w", err)
 	}
@@ -138,7 +141,7 @@ func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request, loade
 	}
 
 	partial := false
-	if err := t.wait(rctx, st); err != nil {
+	if err := t.waitShown(rctx, st); err != nil {
 		if rctx.Err() == nil || ctx.Err() != nil {
 			return nil, "", fmt.Errorf("wait: %w", err)
 		}
@@ -158,7 +161,7 @@ func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request, loade
 	}
 	header.Set("Content-Type", "text/html; charset=utf-8")
 	status, header = applyMeta(st.pub, status, header, c.Metas)
-	res := &Result{Status: status, Header: header, HTML: []byte(c.HTML), Partial: partial}
+	res := &Result{Status: status, Header: header, HTML: []byte(c.HTML), Partial: partial, Shown: st.shown.Load()}
 	outcome := "ok"
 	switch {
 	case isRedirect(status) && header.Get("Location") != "":
@@ -251,6 +254,32 @@ func (t *tab) wait(ctx context.Context, st *renderState) error {
 		_, err := t.evalString(ctx, readyJS)
 		return err
 	}
+	return t.waitQuiet(ctx, st)
+}
+
+// waitShown is wait, then, for a page that stayed hidden but holds lazy
+// images or iframes (which load only when shown), shows it and waits for
+// the network to be quiet again.
+func (t *tab) waitShown(ctx context.Context, st *renderState) error {
+	if err := t.wait(ctx, st); err != nil {
+		return err
+	}
+	if t.isShown() {
+		return nil
+	}
+	lazy, err := t.evalString(ctx, lazyJS)
+	if err != nil || lazy != "true" {
+		return err
+	}
+	shown, err := t.show(ctx, st)
+	if err != nil || !shown {
+		return err
+	}
+	return t.waitQuiet(ctx, st)
+}
+
+// waitQuiet returns when no request has been in flight for quietPeriod.
+func (t *tab) waitQuiet(ctx context.Context, st *renderState) error {
 	r := t.inst.r
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()

@@ -46,6 +46,7 @@ type Result struct {
 	Header   http.Header // Content-Type, Location for redirects, headers from meta tags
 	HTML     []byte      // post-processed document with doctype; empty for redirects
 	Partial  bool        // captured at the timeout before the page was quiet or ready
+	Shown    bool        // the page was shown (laid out and painted), not only hidden
 	Duration time.Duration
 }
 
@@ -125,6 +126,10 @@ type Options struct {
 	// MaxBodyBytes caps every response the renderer fetches for the
 	// browser; 0 means 20 MiB. A larger response fails that request.
 	MaxBodyBytes int64
+	// AlwaysVisible shows every page for its whole render. By default a
+	// page renders hidden (not painted) and is shown only once it uses an
+	// API that needs frames (see visibility.go).
+	AlwaysVisible bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }

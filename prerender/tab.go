@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-rod/rod"
@@ -25,6 +26,10 @@ type tab struct {
 
 	emu        emulation // last applied viewport and UA
 	oldLoaders map[proto.NetworkLoaderID]bool
+
+	window proto.BrowserWindowID // the tab's own window
+	visMu  sync.Mutex            // serializes hide and show
+	shown  bool                  // the window is not minimized
 }
 
 type emulation struct {
@@ -54,6 +59,9 @@ type renderState struct {
 	lastActivity time.Time
 	origins      map[string]bool // document origins to clear afterwards
 	stale        map[proto.NetworkLoaderID]bool
+
+	shown     atomic.Bool // the tab was shown during this render
+	showAsked atomic.Bool // the page asked to be shown
 }
 
 func (st *renderState) claimMain() bool {
@@ -106,6 +114,13 @@ func (st *renderState) finished(id proto.NetworkRequestID, now time.Time) {
 	}
 }
 
+// touch counts now as network activity: the quiet period starts again.
+func (st *renderState) touch(now time.Time) {
+	st.mu.Lock()
+	st.lastActivity = now
+	st.mu.Unlock()
+}
+
 // quiet reports whether no request has been in flight for d.
 func (st *renderState) quiet(now time.Time, d time.Duration) bool {
 	st.mu.Lock()
@@ -146,6 +161,10 @@ func (inst *instance) newTab(ctx context.Context) (*tab, error) {
 			return nil, fmt.Errorf("page setup %s: %w", req.ProtoReq(), err)
 		}
 	}
+	if err := t.setupVisibility(ctx); err != nil {
+		t.close()
+		return nil, err
+	}
 	return t, nil
 }
 
@@ -171,6 +190,19 @@ func (t *tab) loop(events <-chan *rod.Message) {
 			go func() {
 				defer t.inst.wg.Done()
 				t.handlePaused(st, &e)
+			}()
+		case "Runtime.bindingCalled":
+			var e proto.RuntimeBindingCalled
+			st := t.current()
+			if st == nil || !msg.Load(&e) || e.Name != showBinding || st.showAsked.Swap(true) {
+				continue
+			}
+			t.inst.wg.Add(1)
+			go func() {
+				defer t.inst.wg.Done()
+				if _, err := t.show(st.ctx, st); err != nil && st.ctx.Err() == nil {
+					r.log.Warn("showing a tab failed: the page renders hidden", "err", err)
+				}
 			}()
 		case "Network.requestWillBeSent":
 			var e proto.NetworkRequestWillBeSent
@@ -223,6 +255,9 @@ func (t *tab) reset(ctx context.Context, st *renderState, loader proto.NetworkLo
 			clear(t.oldLoaders)
 		}
 		t.oldLoaders[loader] = true
+	}
+	if err := t.hide(ctx); err != nil {
+		return err
 	}
 	p := t.page.Context(ctx)
 	_, _ = proto.RuntimeEvaluate{Expression: clearStorageJS}.Call(p)

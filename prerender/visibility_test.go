@@ -1,0 +1,79 @@
+package prerender
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Pages render hidden unless they use an API that needs frames; those are
+// shown, and what their frames produce is in the capture.
+func TestVisibilityOnDemand(t *testing.T) {
+	e := getEnv(t)
+	cases := []struct {
+		path, want string
+		shown      bool
+	}{
+		{"/vis-plain", "plain native=true name=requestAnimationFrame", false},
+		{"/vis-raf", "from a frame", true},
+		{"/vis-io", "intersecting", true},
+		{"/vis-state", "seen visible", true},
+		{"/vis-animate", "animation finished", true},
+		{"/vis-transition", "transition ended", true},
+		{"/vis-plain", "plain native=true", false}, // hidden again after a shown render on the same tab
+	}
+	for _, c := range cases {
+		res := mustRender(t, e, Request{URL: c.path})
+		if !strings.Contains(string(res.HTML), c.want) {
+			t.Errorf("%s: capture lacks %q:\n%s", c.path, c.want, res.HTML)
+		}
+		if res.Shown != c.shown {
+			t.Errorf("%s: Shown = %v, want %v", c.path, res.Shown, c.shown)
+		}
+	}
+}
+
+// A page with a lazy iframe is shown before the capture so the frame loads.
+func TestVisibilityLazyFrame(t *testing.T) {
+	e := getEnv(t)
+	before := e.count("/vis-lazy-frame")
+	res := mustRender(t, e, Request{URL: "/vis-lazy"})
+	if !res.Shown {
+		t.Error("page with a lazy iframe was not shown")
+	}
+	if e.count("/vis-lazy-frame") == before {
+		t.Error("lazy iframe never loaded")
+	}
+}
+
+// AlwaysVisible shows every page.
+func TestVisibilityAlways(t *testing.T) {
+	e := getEnv(t)
+	r, err := New(Options{ChromePath: chromeBin, Tabs: 1, Timeout: 3 * time.Second, AlwaysVisible: true,
+		UserDataDir: t.TempDir(), Origin: e.r.opts.Origin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	if err := waitHealthy(r, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/vis-plain", "/vis-state"} {
+		res, err := r.Render(ctx, Request{URL: "https://" + pubHost + p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Shown {
+			t.Errorf("%s: not shown with AlwaysVisible", p)
+		}
+	}
+}

@@ -253,7 +253,10 @@ func (r *Renderer) launch(ctx context.Context) (*instance, error) {
 		Set("disable-site-isolation-trials").
 		Set("disable-features", "site-per-process", "IsolateOrigins", "Translate", "TranslateUI", "OptimizationHints",
 			"MediaRouter", "DialMediaRouteProvider", "InterestFeedContentSuggestions").
-		Append("disable-features", "NetworkTimeServiceQuerying")
+		Append("disable-features", "NetworkTimeServiceQuerying").
+		// A tab's frozen document must be discarded by the next navigation,
+		// not kept for "back" (see tab.reset).
+		Append("disable-features", "BackForwardCache")
 	if os.Geteuid() == 0 {
 		l.NoSandbox(true)
 	}

@@ -92,8 +92,13 @@ const t = document.getElementById('t');
 t.addEventListener('transitionend', () => document.body.insertAdjacentHTML('beforeend', '<p id="out">transition ended</p>'));
 getComputedStyle(t).opacity; t.style.opacity = '0.5';
 </script></body></html>`,
-	"/vis-lazy":       `<!DOCTYPE html><html><body><p>lazy</p><iframe loading="lazy" src="/vis-lazy-frame"></iframe></body></html>`,
-	"/vis-lazy-frame": `<html><body>frame</body></html>`,
+	"/vis-lazy":        `<!DOCTYPE html><html><body><p>lazy</p><iframe loading="lazy" src="/vis-lazy-frame"></iframe></body></html>`,
+	"/vis-lazy-frame":  `<html><body>frame</body></html>`,
+	"/isolation-writer": `<!DOCTYPE html><html><body><p>writer</p><script>
+const put = () => { document.cookie = 'late=1; path=/; max-age=3600'; localStorage.setItem('k', 'late'); sessionStorage.setItem('k', 'late'); };
+setInterval(put, 1);
+(function again() { put(); setTimeout(again, 0); })();
+</script></body></html>`,
 	"/longpoll":        `<!DOCTYPE html><html><body><p>polling</p><script>fetch('/hang').then(r => r.text())</script></body></html>`,
 	"/redirect-target": `<html><body>target</body></html>`,
 	"/bench": `<!DOCTYPE html><html><head><script>window.prerenderReady = false</script></head><body><div id="c"></div>
@@ -137,6 +142,9 @@ func setupEnv() (*testEnv, error) {
 				return
 			case "/301":
 				http.Redirect(w, r, "/redirect-target", http.StatusMovedPermanently)
+				return
+			case "/204":
+				w.WriteHeader(http.StatusNoContent)
 				return
 			case "/hang":
 				<-r.Context().Done()
@@ -396,6 +404,40 @@ func TestIsolation(t *testing.T) {
 	}
 }
 
+// A page still writing state when its render ends leaves nothing behind:
+// it is frozen before its storage is cleared, and never runs again.
+func TestIsolationAfterCapture(t *testing.T) {
+	e := getEnv(t)
+	for range 3 {
+		if res := mustRender(t, e, Request{URL: "/isolation-writer"}); !strings.Contains(string(res.HTML), "writer") {
+			t.Fatalf("writer render: %s", res.HTML)
+		}
+		res := mustRender(t, e, Request{URL: "/isolation"})
+		if !strings.Contains(string(res.HTML), "cookie=[] ls=[] ss=[]") {
+			t.Fatalf("state written after the capture carried over: %s", res.HTML)
+		}
+	}
+}
+
+// A navigation that commits no document (204) fails the render instead of
+// capturing the tab's previous page again; a URL with a fragment renders.
+func TestNoNewDocument(t *testing.T) {
+	e := getEnv(t)
+	mustRender(t, e, Request{URL: "/js"})
+	res, err := render(t, e, Request{URL: "/204"})
+	if err == nil && strings.Contains(string(res.HTML), "written by js") {
+		t.Fatalf("204 captured the previous page: %s", res.HTML)
+	}
+	mustRender(t, e, Request{URL: "/js"})
+	res = mustRender(t, e, Request{URL: "/js#frag"})
+	if !strings.Contains(string(res.HTML), "written by js") {
+		t.Errorf("fragment render: %s", res.HTML)
+	}
+	if res := mustRender(t, e, Request{URL: "/isolation"}); !strings.Contains(string(res.HTML), "cookie=[] ls=[] ss=[]") {
+		t.Errorf("after the fragment render: %s", res.HTML)
+	}
+}
+
 func TestBlank(t *testing.T) {
 	e := getEnv(t)
 	if _, err := render(t, e, Request{URL: "/blank"}); !errors.Is(err, ErrBlank) {
@@ -489,7 +531,7 @@ func TestCrashRecovery(t *testing.T) {
 	deadline = time.Now().Add(10 * time.Second)
 	for {
 		res, err := render(t, e, Request{URL: "/js"})
-		if err == nil && strings.Contains(string(res.HTML), "written by js") {
+	if err == nil && strings.Contains(string(res.HTML), "written by js") {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -20,7 +20,10 @@ const (
 	resetTimeout  = 5 * time.Second
 )
 
-var errTimeout = errors.New("prerender: render timed out before the document loaded")
+var (
+	errTimeout = errors.New("prerender: render timed out before the document loaded")
+	errNoDoc   = errors.New("prerender: the navigation committed no document")
+)
 
 // renderOn renders req on slot s of inst's pool and gives s back to the
 // pool once the tab is clean again (in the background: the caller does not
@@ -96,13 +99,22 @@ func (inst *instance) finish(s *slot, st *renderState, loader proto.NetworkLoade
 // liveness), rctx the same bounded by the render timeout.
 func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request, loader *proto.NetworkLoaderID) (*Result, string, error) {
 	r := t.inst.r
-	if t.isShown() {
-		st.shown.Store(true)
+	if r.opts.AlwaysVisible {
+		if _, err := t.show(rctx, st); err != nil {
+			return nil, "", err
+		}
 	}
 	if err := t.emulate(rctx, req); err != nil {
 		return nil, "", fmt.Errorf("emulate: %w", err)
 	}
 	p := t.page.Context(rctx)
+	if st.pub.Fragment != "" || st.pub.RawFragment != "" {
+		// A navigation that changes only the fragment stays in the (frozen)
+		// document: start from a blank one.
+		if _, err := (proto.PageNavigate{URL: "about:blank"}).Call(p); err != nil {
+			return nil, "", fmt.Errorf("navigate to blank: %w", err)
+		}
+	}
 	nav, navErr := proto.PageNavigate{URL: st.pub.String()}.Call(p)
 	m := st.mainDoc()
 	if m != nil && m.location != "" {
@@ -228,6 +240,7 @@ func (t *tab) emulate(ctx context.Context, req Request) error {
 // declared window.prerenderReady = false (it will say when it is ready),
 // "ready" when it already set it to true, else "idle".
 const loadedJS = `new Promise(r => { (function c() {
+	if (globalThis.` + retiredMark + `) return r('retired');
 	if (document.readyState === 'complete') {
 		const f = window.prerenderReady;
 		return r(f === false ? 'flag' : (f === true ? 'ready' : 'idle'));
@@ -248,6 +261,8 @@ func (t *tab) wait(ctx context.Context, st *renderState) error {
 		return err
 	}
 	switch mode {
+	case "retired":
+		return errNoDoc
 	case "ready":
 		return nil
 	case "flag":

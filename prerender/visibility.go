@@ -87,7 +87,7 @@ func (t *tab) setupVisibility(ctx context.Context) error {
 	t.window = win.WindowID
 	t.shown = true // a new window is shown
 	if t.inst.r.opts.AlwaysVisible {
-		return nil
+		return nil // run shows the tab before each navigation
 	}
 	p := t.page.Context(ctx)
 	// Runtime.bindingCalled is sent only with the Runtime domain enabled.
@@ -108,11 +108,10 @@ func (t *tab) setWindow(ctx context.Context, state proto.BrowserWindowState) err
 	return proto.BrowserSetWindowBounds{WindowID: t.window, Bounds: &proto.BrowserBounds{WindowState: state}}.Call(t.inst.b.Context(ctx))
 }
 
-// hide minimizes the tab's window if it is shown (between renders).
+// hide minimizes the tab's window if it is shown (between renders). With
+// AlwaysVisible too: a document that replaces a frozen one starts hidden
+// however the window is, and restoring the window is what shows it.
 func (t *tab) hide(ctx context.Context) error {
-	if t.inst.r.opts.AlwaysVisible {
-		return nil
-	}
 	t.visMu.Lock()
 	defer t.visMu.Unlock()
 	if !t.shown {
@@ -130,18 +129,17 @@ func (t *tab) hide(ctx context.Context) error {
 func (t *tab) show(ctx context.Context, st *renderState) (bool, error) {
 	t.visMu.Lock()
 	defer t.visMu.Unlock()
-	if t.shown {
-		return true, nil
+	if st == nil || t.current() != st {
+		return t.shown, nil
 	}
-	if t.current() != st || st == nil {
-		return false, nil
+	if !t.shown {
+		if err := t.setWindow(ctx, proto.BrowserWindowStateNormal); err != nil {
+			return false, fmt.Errorf("show tab: %w", err)
+		}
+		t.shown = true
+		st.touch(t.inst.r.opts.Now())
 	}
-	if err := t.setWindow(ctx, proto.BrowserWindowStateNormal); err != nil {
-		return false, fmt.Errorf("show tab: %w", err)
-	}
-	t.shown = true
 	st.shown.Store(true)
-	st.touch(t.inst.r.opts.Now())
 	return true, nil
 }
 

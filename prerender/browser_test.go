@@ -92,8 +92,8 @@ const t = document.getElementById('t');
 t.addEventListener('transitionend', () => document.body.insertAdjacentHTML('beforeend', '<p id="out">transition ended</p>'));
 getComputedStyle(t).opacity; t.style.opacity = '0.5';
 </script></body></html>`,
-	"/vis-lazy":        `<!DOCTYPE html><html><body><p>lazy</p><iframe loading="lazy" src="/vis-lazy-frame"></iframe></body></html>`,
-	"/vis-lazy-frame":  `<html><body>frame</body></html>`,
+	"/vis-lazy":       `<!DOCTYPE html><html><body><p>lazy</p><iframe loading="lazy" src="/vis-lazy-frame"></iframe></body></html>`,
+	"/vis-lazy-frame": `<html><body>frame</body></html>`,
 	"/isolation-writer": `<!DOCTYPE html><html><body><p>writer</p><script>
 const put = () => { document.cookie = 'late=1; path=/; max-age=3600'; localStorage.setItem('k', 'late'); sessionStorage.setItem('k', 'late'); };
 setInterval(put, 1);
@@ -531,7 +531,7 @@ func TestCrashRecovery(t *testing.T) {
 	deadline = time.Now().Add(10 * time.Second)
 	for {
 		res, err := render(t, e, Request{URL: "/js"})
-	if err == nil && strings.Contains(string(res.HTML), "written by js") {
+		if err == nil && strings.Contains(string(res.HTML), "written by js") {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -91,6 +91,7 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		OnlineReservationPercent: cfg.Render.OnlineReservationPercent,
 		RecycleAfter:             cfg.Render.RecycleAfter,
 		RecycleMemoryMB:          cfg.Render.RecycleMemoryMB,
+		AlwaysVisible:            cfg.Render.AlwaysVisible,
 		Origin:                   sites.Origin,
 		BlockResourceTypes:       cfg.Render.BlockResourceTypes,
 		BlockHosts:               cfg.Render.BlockHosts,

@@ -107,6 +107,11 @@ type Render struct {
 	// KeepScriptTypes are script types kept in the output; default
 	// application/ld+json. Empty: strip every script.
 	KeepScriptTypes []string `toml:"keep_script_types"`
+	// AlwaysVisible shows (lays out and paints) every page for its whole
+	// render. Default false: a page renders hidden, at about half the
+	// browser CPU, and is shown only once it uses an API that needs frames
+	// (requestAnimationFrame, IntersectionObserver, visibility, ...).
+	AlwaysVisible bool `toml:"always_visible"`
 }
 
 // Cache configures the two-tier cache.

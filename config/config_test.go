@@ -152,6 +152,7 @@ tabs = 7
 block_resource_types = ["image", "STYLESHEET"]
 block_hosts = []
 keep_script_types = []
+always_visible = true
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -170,6 +171,9 @@ keep_script_types = []
 	}
 	if len(c.Render.KeepScriptTypes) != 0 {
 		t.Errorf("keep_script_types = %q", c.Render.KeepScriptTypes)
+	}
+	if !c.Render.AlwaysVisible {
+		t.Error("always_visible = true not read")
 	}
 }
 

@@ -17,6 +17,7 @@ type rendererMetrics struct {
 	duration *metrics.Histogram
 	crashes  *metrics.Counter
 	restarts *metrics.Counter
+	shown    *metrics.Counter
 }
 
 func newRendererMetrics(s *metrics.Set, r *Renderer) *rendererMetrics {
@@ -30,6 +31,7 @@ func newRendererMetrics(s *metrics.Set, r *Renderer) *rendererMetrics {
 	m.duration = s.GetOrCreateHistogram(`prism_render_duration_seconds`)
 	m.crashes = s.GetOrCreateCounter(`prism_browser_crashes_total`)
 	m.restarts = s.GetOrCreateCounter(`prism_browser_restarts_total`)
+	m.shown = s.GetOrCreateCounter(`prism_render_shown_total`)
 	s.GetOrCreateGauge(`prism_render_active`, func() float64 { return float64(r.active.Load()) })
 	s.GetOrCreateGauge(`prism_render_waiting`, func() float64 { return float64(r.waiting.Load()) })
 	s.GetOrCreateGauge(`prism_render_pool_tabs`, func() float64 { return float64(r.opts.Tabs) })
@@ -43,9 +45,14 @@ func newRendererMetrics(s *metrics.Set, r *Renderer) *rendererMetrics {
 	return m
 }
 
-func (m *rendererMetrics) observe(outcome string, d time.Duration) {
+// observe records a finished render; shown: its page had to be shown
+// (painted) rather than rendered hidden.
+func (m *rendererMetrics) observe(outcome string, d time.Duration, shown bool) {
 	if m == nil {
 		return
+	}
+	if shown {
+		m.shown.Inc()
 	}
 	if c := m.total[outcome]; c != nil {
 		c.Inc()

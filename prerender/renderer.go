@@ -283,7 +283,7 @@ func (r *Renderer) Render(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		r.failures.Add(1)
 	}
-	r.metrics.observe(outcome, d)
+	r.metrics.observe(outcome, d, res != nil && res.Shown)
 	return res, err
 }
 

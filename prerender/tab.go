@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,8 +61,9 @@ type renderState struct {
 	origins      map[string]bool // document origins to clear afterwards
 	stale        map[proto.NetworkLoaderID]bool
 
-	shown     atomic.Bool // the tab was shown during this render
-	showAsked atomic.Bool // the page asked to be shown
+	frames    []proto.RuntimeExecutionContextID // main worlds of subframe documents
+	shown     atomic.Bool                       // the tab was shown during this render
+	showAsked atomic.Bool                       // the page asked to be shown
 }
 
 func (st *renderState) claimMain() bool {
@@ -112,6 +114,19 @@ func (st *renderState) finished(id proto.NetworkRequestID, now time.Time) {
 		delete(st.inflight, id)
 		st.lastActivity = now
 	}
+}
+
+// addContext records the main world of a subframe document, which
+// tab.reset retires along with the main frame's.
+func (st *renderState) addContext(c *proto.RuntimeExecutionContextDescription) {
+	if c == nil || !c.AuxData["isDefault"].Bool() || c.AuxData["frameId"].Str() == string(st.mainFrame) {
+		return
+	}
+	st.mu.Lock()
+	if len(st.frames) < 256 {
+		st.frames = append(st.frames, c.ID)
+	}
+	st.mu.Unlock()
 }
 
 // touch counts now as network activity: the quiet period starts again.
@@ -204,6 +219,11 @@ func (t *tab) loop(events <-chan *rod.Message) {
 					r.log.Warn("showing a tab failed: the page renders hidden", "err", err)
 				}
 			}()
+		case "Runtime.executionContextCreated":
+			var e proto.RuntimeExecutionContextCreated
+			if st := t.current(); st != nil && msg.Load(&e) {
+				st.addContext(e.Context)
+			}
 		case "Network.requestWillBeSent":
 			var e proto.NetworkRequestWillBeSent
 			if st := t.current(); st != nil && msg.Load(&e) {
@@ -269,6 +289,12 @@ func (t *tab) reset(ctx context.Context, st *renderState, loader proto.NetworkLo
 	if err := (proto.PageSetWebLifecycleState{State: proto.PageSetWebLifecycleStateStateFrozen}).Call(p); err != nil {
 		return fmt.Errorf("reset freeze: %w", err)
 	}
+	st.mu.Lock()
+	frames := slices.Clone(st.frames)
+	st.mu.Unlock()
+	for _, id := range frames { // gone with their frame already: no matter
+		_, _ = proto.RuntimeEvaluate{Expression: retireJS, ContextID: id}.Call(p)
+	}
 	if _, err := (proto.RuntimeEvaluate{Expression: retireJS}).Call(p); err != nil {
 		return fmt.Errorf("reset page: %w", err)
 	}
@@ -294,12 +320,15 @@ func (t *tab) reset(ctx context.Context, st *renderState, loader proto.NetworkLo
 // Cookies go with Storage.clearCookies for the whole context.
 const clearStorageTypes = "local_storage,indexeddb,cache_storage,service_workers,file_systems,websql,shared_storage,storage_buckets"
 
-// retireJS runs in the frozen document after its render: it clears the
-// storage only the page can reach (sessionStorage belongs to the tab, not
-// the context) and marks the document as retired, so a navigation that
-// commits no new document (a 204, a download) is caught by loadedJS rather
-// than capturing the old page again.
+// retireJS runs in the frozen document (and in each of its frames) after
+// its render. It drops the listeners that would run when the document is
+// unloaded (recorded by showHookJS), clears the storage only the page can
+// reach (sessionStorage belongs to the tab, not the context), and marks the
+// document as retired, so a navigation that commits no new document (a 204,
+// a download) is caught by loadedJS rather than capturing the old page
+// again.
 const retireJS = `(() => {
+	try { globalThis[Symbol.for('prism.retire')](); } catch (e) {}
 	try { localStorage.clear() } catch (e) {}
 	try { sessionStorage.clear() } catch (e) {}
 	globalThis[` + "`" + retiredMark + "`" + `] = true;

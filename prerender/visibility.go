@@ -28,7 +28,7 @@ const showBinding = "__prismShow"
 
 // showHookJS wraps the frame-dependent APIs in transparent proxies (their
 // toString, name and length stay native) that call showBinding once per
-// document.
+// document. It also records the page's unload-time listeners for retireJS.
 const showHookJS = `(() => {
 	const w = globalThis;
 	let sent = false;
@@ -59,14 +59,37 @@ const showHookJS = `(() => {
 		'transitionrun', 'transitionstart', 'transitionend', 'transitioncancel',
 		'webkitanimationstart', 'webkitanimationend', 'webkitanimationiteration', 'webkittransitionend'];
 	const typeSet = new Set(types);
+	// Listeners that would run when the document is unloaded (by the next
+	// render's navigation, after tab.reset cleared the storage) are
+	// recorded, and dropped when the document is retired.
+	const exitTypes = ['pagehide', 'unload', 'beforeunload', 'pageswap'];
+	const exitSet = new Set(exitTypes);
+	const exits = [];
 	const et = proto('EventTarget');
 	const add = et && Object.getOwnPropertyDescriptor(et, 'addEventListener');
+	const remove = et && et.removeEventListener;
 	if (add && typeof add.value === 'function') {
 		Object.defineProperty(et, 'addEventListener', { ...add, value: new Proxy(add.value, { apply(f, self, args) {
-			if (typeSet.has(String(args[0]).toLowerCase())) show();
+			const type = String(args[0]).toLowerCase();
+			if (typeSet.has(type)) show();
+			if (exitSet.has(type)) exits.push([self, args[0], args[1], args[2]]);
 			return Reflect.apply(f, self, args);
 		} }) });
 	}
+	Object.defineProperty(w, Symbol.for('prism.retire'), { value: () => {
+		for (const [target, type, fn, opts] of exits.splice(0)) {
+			try { remove.call(target, type, fn, opts); } catch (e) {}
+		}
+		for (const t of exitTypes) {
+			try { w['on' + t] = null; } catch (e) {}
+			for (const el of [w.document && document.body, w.document && document.documentElement]) {
+				try { if (el) el.removeAttribute('on' + t); } catch (e) {}
+			}
+		}
+		for (let i = 0; i < w.frames.length; i++) {
+			try { w.frames[i][Symbol.for('prism.retire')](); } catch (e) {}
+		}
+	} });
 	for (const o of [w, proto('Document'), proto('HTMLElement'), proto('SVGElement')]) {
 		for (const t of types) accessor(o, 'on' + t, 'set');
 	}
@@ -86,9 +109,6 @@ func (t *tab) setupVisibility(ctx context.Context) error {
 	}
 	t.window = win.WindowID
 	t.shown = true // a new window is shown
-	if t.inst.r.opts.AlwaysVisible {
-		return nil // run shows the tab before each navigation
-	}
 	p := t.page.Context(ctx)
 	// Runtime.bindingCalled is sent only with the Runtime domain enabled.
 	if err := (proto.RuntimeEnable{}).Call(p); err != nil {
@@ -99,6 +119,9 @@ func (t *tab) setupVisibility(ctx context.Context) error {
 	}
 	if _, err := (proto.PageAddScriptToEvaluateOnNewDocument{Source: showHookJS}).Call(p); err != nil {
 		return fmt.Errorf("add hook: %w", err)
+	}
+	if t.inst.r.opts.AlwaysVisible {
+		return nil // run shows the tab before each navigation
 	}
 	return t.hide(ctx)
 }

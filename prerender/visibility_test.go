@@ -77,3 +77,14 @@ func TestVisibilityAlways(t *testing.T) {
 		}
 	}
 }
+
+// A hidden page's chained timers run at full speed: 40 chained 5 ms
+// timeouts finish well within the render timeout (background throttling
+// would stretch them to 1 s each).
+func TestHiddenTimersNotThrottled(t *testing.T) {
+	e := getEnv(t)
+	res := mustRender(t, e, Request{URL: "/chain"})
+	if res.Partial || res.Shown || !strings.Contains(string(res.HTML), "chained=40") {
+		t.Errorf("partial %v shown %v: %s", res.Partial, res.Shown, res.HTML)
+	}
+}

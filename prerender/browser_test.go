@@ -156,6 +156,13 @@ func setupEnv() (*testEnv, error) {
 			case "/301":
 				http.Redirect(w, r, "/redirect-target", http.StatusMovedPermanently)
 				return
+			case "/slow-headers":
+				select {
+				case <-time.After(700 * time.Millisecond):
+				case <-r.Context().Done():
+				}
+				io.WriteString(w, `<!DOCTYPE html><html><body><p>slow headers</p></body></html>`)
+				return
 			case "/204":
 				w.WriteHeader(http.StatusNoContent)
 				return
@@ -453,7 +460,11 @@ func TestNoNewDocument(t *testing.T) {
 	if err == nil && strings.Contains(string(res.HTML), "written by js") {
 		t.Fatalf("204 captured the previous page: %s", res.HTML)
 	}
-	mustRender(t, e, Request{URL: "/js"})
+	// The navigation of a frozen page returns once the new document is in,
+	// however long the origin takes to answer.
+	if res := mustRender(t, e, Request{URL: "/slow-headers"}); !strings.Contains(string(res.HTML), "slow headers") {
+		t.Errorf("slow origin: %s", res.HTML)
+	}
 	res = mustRender(t, e, Request{URL: "/js#frag"})
 	if !strings.Contains(string(res.HTML), "written by js") {
 		t.Errorf("fragment render: %s", res.HTML)

@@ -188,7 +188,7 @@ func (p *Proxy) serveEntry(w http.ResponseWriter, r *http.Request, e *cachestore
 	// caches downstream must key on the user agent too.
 	h["Vary"] = p.hdr.vary
 	if e.ETag != "" {
-		h["Etag"] = []string{e.ETag}
+		h["Etag"] = p.hdr.etag(e.ETag)
 	}
 	if !e.RenderedAt.IsZero() {
 		h["Last-Modified"] = p.hdr.lastModified(e.RenderedAt)
@@ -209,7 +209,7 @@ func (p *Proxy) serveEntry(w http.ResponseWriter, r *http.Request, e *cachestore
 	}
 	if gz {
 		h["Content-Encoding"] = p.hdr.gzip
-		h["Content-Length"] = []string{strconv.Itoa(len(e.Body))}
+		h["Content-Length"] = p.hdr.contentLength(uint64(len(e.Body)))
 		w.WriteHeader(e.Status)
 		if !head {
 			_, _ = w.Write(e.Body)
@@ -217,7 +217,7 @@ func (p *Proxy) serveEntry(w http.ResponseWriter, r *http.Request, e *cachestore
 		return e.Status
 	}
 	if n, ok := gzipSize(e.Body); ok {
-		h["Content-Length"] = []string{strconv.FormatUint(uint64(n), 10)}
+		h["Content-Length"] = p.hdr.contentLength(uint64(n))
 	}
 	w.WriteHeader(e.Status)
 	switch {

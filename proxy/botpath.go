@@ -282,13 +282,13 @@ func gzipSize(b []byte) (uint32, bool) {
 // notModified evaluates If-None-Match (weak comparison, as RFC 9110 asks for
 // GET) and, without it, If-Modified-Since against e.
 func notModified(r *http.Request, e *cachestore.Entry) bool {
-	if inm := r.Header.Get("If-None-Match"); inm != "" {
+	if inm := headerValue(r.Header, "If-None-Match"); inm != "" {
 		if e.ETag == "" {
 			return false
 		}
 		return etagMatches(inm, e.ETag)
 	}
-	ims := r.Header.Get("If-Modified-Since")
+	ims := headerValue(r.Header, "If-Modified-Since")
 	if ims == "" || e.RenderedAt.IsZero() {
 		return false
 	}

@@ -192,13 +192,23 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.pass(w, r, h)
 		return
 	}
-	dim, ok := p.opts.Sites.Detect(h, r.Header.Get("User-Agent"))
+	dim, ok := p.opts.Sites.Detect(h, headerValue(r.Header, "User-Agent"))
 	if !ok {
 		wrote = true
 		p.pass(w, r, h)
 		return
 	}
 	p.serveBot(w, r, h, dim, &wrote)
+}
+
+// headerValue is Header.Get for a key already in canonical form: the server
+// stores request header keys canonical, and canonicalizing the key again
+// on every lookup was a measurable part of a cache hit.
+func headerValue(h http.Header, canonicalKey string) string {
+	if v := h[canonicalKey]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // isRenderRequest reports requests made by PRISM's own browser.

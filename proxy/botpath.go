@@ -35,7 +35,11 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 	e, ok := p.opts.Store.Get(k)
 	state := cacheMiss
 	if ok {
-		state = p.stateOf(e, p.opts.Now())
+		now := start
+		if !p.systemClock {
+			now = p.opts.Now()
+		}
+		state = p.stateOf(e, now)
 	}
 	var renderErr error
 	rendered := false // this request waited for a render (or joined one)

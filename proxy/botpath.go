@@ -320,6 +320,18 @@ func etagMatches(list, etag string) bool {
 // acceptsGzip reports whether the Accept-Encoding values allow gzip: listed
 // as gzip or x-gzip with a q-value above zero, or covered by "*" with one.
 func acceptsGzip(values []string) bool {
+	if len(values) == 1 {
+		// What crawlers and browsers send, answered without parsing.
+		switch values[0] {
+		case "gzip", "gzip, deflate", "gzip, deflate, br", "gzip, deflate, br, zstd", "gzip,deflate", "gzip,deflate,br":
+			return true
+		}
+	}
+	return parseAcceptsGzip(values)
+}
+
+// parseAcceptsGzip is acceptsGzip without the shortcut.
+func parseAcceptsGzip(values []string) bool {
 	gzipQ, starQ := -1.0, -1.0
 	for _, v := range values {
 		for v != "" {

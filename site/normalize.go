@@ -108,6 +108,9 @@ func (t *Table) Normalize(u *url.URL) (string, error) {
 	if u.Opaque != "" {
 		rawPath = u.Opaque
 	}
+	if u.RawQuery == "" && isCanonicalPath(rawPath) {
+		return rawPath, nil // what writePath would build, without the copy
+	}
 	b.Grow(len(rawPath) + len(u.RawQuery) + 1)
 	if err := writePath(&b, rawPath); err != nil {
 		return "", err
@@ -158,6 +161,35 @@ func writePath(b *strings.Builder, p string) error {
 		b.WriteByte('/')
 	}
 	return nil
+}
+
+// isCanonicalPath reports whether writePath would write p unchanged. It
+// answers for the common simple paths only ("/", "/a/b", "/a/b/"): a
+// leading slash, no empty, "." or ".." segments, and only characters that
+// may appear raw in a segment (no escapes); anything else reports false.
+func isCanonicalPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	segStart := 1
+	for i := 1; i <= len(p); i++ {
+		if i < len(p) && p[i] != '/' {
+			if !isPathChar(p[i]) {
+				return false
+			}
+			continue
+		}
+		switch p[segStart:i] {
+		case "":
+			if i < len(p) { // an empty segment before the end: "//"
+				return false
+			}
+		case ".", "..":
+			return false
+		}
+		segStart = i + 1
+	}
+	return true
 }
 
 // canonicalSegment returns the canonical escaped form of one path segment.

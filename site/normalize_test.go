@@ -3,6 +3,7 @@ package site
 import (
 	"errors"
 	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -172,13 +173,49 @@ func FuzzNormalize(f *testing.F) {
 		}
 		checkIdempotent(t, tab, got)
 		_, _, _ = tab.Resolve(raw, nil)
+		checkCanonicalPath(t, u.EscapedPath())
 	})
+}
+
+// checkCanonicalPath checks Normalize's shortcut: isCanonicalPath(p) only
+// when writePath leaves p unchanged.
+func checkCanonicalPath(t *testing.T, p string) {
+	t.Helper()
+	if !isCanonicalPath(p) {
+		return
+	}
+	var b strings.Builder
+	if err := writePath(&b, p); err != nil {
+		t.Fatalf("isCanonicalPath(%q) = true, but writePath fails: %v", p, err)
+	}
+	if b.String() != p {
+		t.Fatalf("isCanonicalPath(%q) = true, but writePath gives %q", p, b.String())
+	}
+}
+
+func TestIsCanonicalPath(t *testing.T) {
+	for _, tt := range []struct {
+		p    string
+		want bool
+	}{
+		{"/", true}, {"/a", true}, {"/a/b", true}, {"/a/b/", true}, {"/p/hit", true},
+		{"/a-b_c~d.e/f!$&'()*+,;=:@", true}, {"/.a/..b/a.", true},
+		{"", false}, {"a/b", false}, {"//", false}, {"//a", false}, {"/a//b", false}, {"/a//", false},
+		{"/.", false}, {"/./a", false}, {"/a/.", false}, {"/..", false}, {"/a/../b", false}, {"/a/..", false},
+		{"/%41", false}, {"/a%2Fb", false}, {"/a b", false}, {"/caf\xc3\xa9", false}, {"/a?b", false}, {"/a\x00", false},
+	} {
+		if got := isCanonicalPath(tt.p); got != tt.want {
+			t.Errorf("isCanonicalPath(%q) = %v, want %v", tt.p, got, tt.want)
+		}
+		checkCanonicalPath(t, tt.p)
+	}
 }
 
 func BenchmarkNormalize(b *testing.B) {
 	tab := testTable(b)
 	for _, bc := range []struct{ name, in string }{
 		{"canonical", "/products/widget-pro?color=red&size=m"},
+		{"canonical-path", "/products/widget-pro"},
 		{"messy", "/a/./b/../Products/%7ewidget?utm_source=x&size=m&color=red&gclid=1"},
 	} {
 		u := mustURL(b, bc.in)

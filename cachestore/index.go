@@ -161,6 +161,18 @@ func (s *Store) dropLocked(sh *shard, ik string) bool {
 	return true
 }
 
+// tombstoneLocked removes the key packed as ik, indexed as ie, from the
+// index and the memory tier and tombstones it, so Get never reads its file
+// again. The caller bumps sh.seq, queues the file with enqueueRemoval and
+// calls s.mem.Wait once done (see Delete). sh.mu must be held.
+func (s *Store) tombstoneLocked(sh *shard, ik string, ie indexEntry) {
+	delete(sh.entries, ik)
+	s.entries.Add(-1)
+	s.diskBytes.Add(-ie.fileSize())
+	sh.tombs[ik] = struct{}{}
+	s.mem.Del(hashKey(s.seed, unpackKey(ik)))
+}
+
 // purgedDuringRebuild reports whether a DeleteFunc issued while the index was
 // incomplete matches k, so files not indexed yet are purged too.
 func (s *Store) purgedDuringRebuild(k Key) bool {

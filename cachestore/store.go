@@ -75,7 +75,8 @@ type Stats struct {
 	DiskBytes    int64 // bytes of the indexed entry files
 	IndexReady   bool  // false while the index is being rebuilt at start
 	DiskErrors   uint64
-	DiskDegraded bool // disk writes failing: memory-only
+	DiskDegraded bool   // disk writes failing: memory-only
+	Evictions    uint64 // entries removed to keep the disk tier under Options.MaxDiskBytes
 }
 
 // Options configures a Store.
@@ -91,6 +92,12 @@ type Options struct {
 	// freshness and stale window is never served, only kept on disk. 0:
 	// entries are kept until deleted.
 	MaxAge time.Duration
+	// MaxDiskBytes bounds the bytes of the entry files on disk: when a Put
+	// takes them past it, Run removes the entries rendered longest ago, from
+	// disk and memory, until they are at most 90% of it (see evict.go). The
+	// bound is enforced in the background, so the disk tier may pass it
+	// briefly. 0: no bound.
+	MaxDiskBytes int64
 }
 
 // Store is the two-tier cache. It is safe for concurrent use.
@@ -101,6 +108,7 @@ type Store struct {
 	dir      string
 	maxBody  int64
 	maxAge   time.Duration
+	maxDisk  int64 // Options.MaxDiskBytes; 0: no bound
 	log      *slog.Logger
 	now      func() time.Time
 	seed     maphash.Seed
@@ -117,6 +125,10 @@ type Store struct {
 	diskErrs  atomic.Uint64
 
 	memHits, diskHits, misses, diskErrCount, corruptCount *metrics.Counter
+	evictCount, evictBytes                                *metrics.Counter
+
+	evictions   atomic.Uint64
+	evictSignal chan struct{} // a Put took the disk tier past maxDisk
 
 	purgeMu sync.Mutex
 	purges  []func(Key) bool // DeleteFunc matchers issued before the index was ready
@@ -150,6 +162,9 @@ func New(opts Options) (*Store, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.MaxDiskBytes < 0 {
+		return nil, errors.New("cachestore: Options.MaxDiskBytes is negative")
+	}
 	mem, err := newMemTier(opts.MemoryBytes)
 	if err != nil {
 		return nil, err
@@ -160,12 +175,15 @@ func New(opts Options) (*Store, error) {
 		dir:      opts.Dir,
 		maxBody:  opts.MaxEntryBytes,
 		maxAge:   opts.MaxAge,
+		maxDisk:  opts.MaxDiskBytes,
 		log:      opts.Logger,
 		now:      opts.Now,
 		seed:     maphash.MakeSeed(),
 		instance: hex.EncodeToString(tag[:]),
 		mem:      mem,
 		rmSignal: make(chan struct{}, 1),
+
+		evictSignal: make(chan struct{}, 1),
 	}
 	for i := range s.shards {
 		s.shards[i].entries = make(map[string]indexEntry)
@@ -188,6 +206,8 @@ func (s *Store) registerMetrics(set *metrics.Set) {
 	s.misses = set.GetOrCreateCounter(`prism_cache_misses_total`)
 	s.diskErrCount = set.GetOrCreateCounter(`prism_cache_disk_errors_total`)
 	s.corruptCount = set.GetOrCreateCounter(`prism_cache_corrupt_files_total`)
+	s.evictCount = set.GetOrCreateCounter(`prism_cache_disk_evictions_total`)
+	s.evictBytes = set.GetOrCreateCounter(`prism_cache_disk_evicted_bytes_total`)
 	set.GetOrCreateGauge(`prism_cache_entries`, func() float64 { return float64(s.entries.Load()) })
 	set.GetOrCreateGauge(`prism_cache_memory_bytes`, func() float64 { return float64(s.memoryBytes()) })
 	set.GetOrCreateGauge(`prism_cache_disk_bytes`, func() float64 { return float64(s.diskBytes.Load()) })
@@ -205,8 +225,9 @@ func (s *Store) registerMetrics(set *metrics.Set) {
 	})
 }
 
-// Run rebuilds the key index and performs background file removal until ctx
-// is done. It returns nil when ctx is done, and ErrRunning if called twice.
+// Run rebuilds the key index and performs background file removal, the
+// MaxAge sweep and the MaxDiskBytes eviction until ctx is done. It returns
+// nil when ctx is done, and ErrRunning if called twice.
 func (s *Store) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return ErrRunning
@@ -215,6 +236,8 @@ func (s *Store) Run(ctx context.Context) error {
 	go func() {
 		defer close(done)
 		s.rebuild(ctx)
+		// Files from before the start count only now: check the bound.
+		s.wakeEvict()
 	}()
 	var sweep <-chan time.Time
 	if s.maxAge > 0 {
@@ -229,6 +252,11 @@ func (s *Store) Run(ctx context.Context) error {
 			return nil
 		case <-s.rmSignal:
 			s.drainRemovals(ctx)
+		case <-s.evictSignal:
+			if !s.ready.Load() {
+				continue // the rebuild wakes eviction when it ends
+			}
+			s.evict(ctx)
 		case <-sweep:
 			if !s.ready.Load() {
 				continue // the next sweep sees the whole index
@@ -422,6 +450,9 @@ func (s *Store) put(e *Entry, gen uint64, check bool) (bool, error) {
 	}
 	ik := s.putLocked(sh, h, e, int64(len(data)), werr == nil)
 	sh.mu.Unlock()
+	if s.maxDisk > 0 && s.diskBytes.Load() > s.maxDisk {
+		s.wakeEvict()
+	}
 
 	if werr == nil {
 		werr = syncDir(filepath.Dir(path))
@@ -539,13 +570,8 @@ func (s *Store) deleteWhere(purge bool, match func(string, indexEntry) bool) int
 			if !match(ik, ie) {
 				continue
 			}
-			k := unpackKey(ik)
 			removed = append(removed, ik)
-			delete(sh.entries, ik)
-			s.entries.Add(-1)
-			s.diskBytes.Add(-ie.fileSize())
-			sh.tombs[ik] = struct{}{}
-			s.mem.Del(hashKey(s.seed, k))
+			s.tombstoneLocked(sh, ik, ie)
 		}
 		if len(removed) > 0 {
 			sh.seq++
@@ -592,6 +618,7 @@ func (s *Store) Stats() Stats {
 		IndexReady:   s.ready.Load(),
 		DiskErrors:   s.diskErrs.Load(),
 		DiskDegraded: s.degraded.Load(),
+		Evictions:    s.evictions.Load(),
 	}
 }
 

@@ -121,6 +121,11 @@ type Cache struct {
 	TTL         Duration `toml:"ttl"`           // default 24h
 	StaleTTL    Duration `toml:"stale_ttl"`     // default 72h; 0: never serve stale
 	NotFoundTTL Duration `toml:"not_found_ttl"` // default 1h, for 404 and 410
+	// DiskMaxMB bounds the disk tier's entry files, in MiB: past it the
+	// entries rendered longest ago are evicted (from disk and memory) down
+	// to 90% of it, in the background. 0 (default): no bound; entries
+	// still age out after ttl + stale_ttl.
+	DiskMaxMB int `toml:"disk_max_mb"`
 	// StripParams are query parameters dropped from cache keys ("utm_*"
 	// is a prefix). Nil (key absent): the built-in list; empty: none.
 	StripParams []string `toml:"strip_params"`

@@ -193,6 +193,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"integer duration", "[render]\ntimeout = 30\n", []string{"render.timeout: must be a duration string", "not a TOML integer (line 2, column 11)"}},
 		{"bool duration in host", minimal + "[[hosts]]\nrecache_interval = true\n", []string{"hosts[1].recache_interval: must be a duration string", "not a TOML bool (line 12"}},
 		{"durations all at once", "[cache]\nttl = 1\nstale_ttl = \"x\"\n", []string{"cache.ttl:", "(line 2,", "cache.stale_ttl:", "(line 3,"}},
+		{"size with a unit", "[cache]\ndisk_max_mb = \"10G\"\n", []string{"cache.disk_max_mb: must be an integer, not a TOML string (line 2, column 15)"}},
 		{"wrong type", "[render]\ntabs = \"four\"\n", []string{"render.tabs: must be an integer, not a TOML string (line 2, column 8)"}},
 		{"wrong type in dimension", minimal + "  width = \"wide\"\n", []string{"hosts[0].dimensions[0].width: must be an integer, not a TOML string (line 11"}},
 		{"string for array", "[server]\ntrusted_proxies = \"10.0.0.1\"\n", []string{"server.trusted_proxies: must be an array of strings", "(line 2"}},
@@ -339,6 +340,9 @@ func TestValidateMisc(t *testing.T) {
 		{"static extension", minimal + "[cache]\nstatic_extensions = [\"css\"]\n", false, "cache.static_extensions[0]:"},
 		{"negative stale", minimal + "[cache]\nstale_ttl = \"-1s\"\n", false, "cache.stale_ttl:"},
 		{"zero stale ok", minimal + "[cache]\nstale_ttl = \"0s\"\n", true, ""},
+		{"disk bound", minimal + "[cache]\ndisk_max_mb = 10240\n", true, ""},
+		{"no disk bound", minimal + "[cache]\ndisk_max_mb = 0\n", true, ""},
+		{"negative disk bound", minimal + "[cache]\ndisk_max_mb = -1\n", false, "cache.disk_max_mb: must be between 0 and 1073741824, got -1 (line 12)"},
 		{"inline tables", `hosts = [{id = 1, name = "a.example", origin = "http://127.0.0.1:1", dimensions = [{id = 0, name = "d"}]}]`, false, "hosts[0].dimensions[0].id: must be a positive integer, got 0 (line 1)"},
 	}
 	for _, tc := range tests {

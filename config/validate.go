@@ -116,6 +116,7 @@ func (c *Config) Validate() error {
 	if c.Cache.MemoryMB < 1 || c.Cache.MemoryMB > 1<<20 {
 		v.add("cache.memory_mb", "must be between 1 and %d, got %d", 1<<20, c.Cache.MemoryMB)
 	}
+	v.intRange("cache.disk_max_mb", c.Cache.DiskMaxMB, 0, 1<<30) // 0: no bound; 1 PiB at most
 	if c.Cache.TTL.Duration <= 0 {
 		v.add("cache.ttl", "must be positive, got %s", c.Cache.TTL.Duration)
 	}

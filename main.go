@@ -76,9 +76,10 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		Dir:         cfg.Cache.Dir,
 		MemoryBytes: int64(cfg.Cache.MemoryMB) << 20,
 		// Past its freshness and stale windows an entry is never served.
-		MaxAge:  max(cfg.Cache.TTL.Duration, cfg.Cache.NotFoundTTL.Duration) + cfg.Cache.StaleTTL.Duration,
-		Logger:  logger.With("component", "cache"),
-		Metrics: set,
+		MaxAge:       max(cfg.Cache.TTL.Duration, cfg.Cache.NotFoundTTL.Duration) + cfg.Cache.StaleTTL.Duration,
+		MaxDiskBytes: int64(cfg.Cache.DiskMaxMB) << 20,
+		Logger:       logger.With("component", "cache"),
+		Metrics:      set,
 	})
 	if err != nil {
 		return err

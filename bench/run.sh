@@ -140,7 +140,7 @@ start_prism() {
 
 # metric ADMIN NAME: prints a metric's value from /metrics.
 metric() {
-  curl -fs -H "Authorization: Bearer $TOKEN" "$1/metrics" | awk -v m="$2" '$1 == m {print $2; exit}'
+  curl -fs -H "Authorization: Bearer $TOKEN" "$1/metrics" | awk -v m="$2" '$1 == m && !found {print $2; found = 1}'
 }
 
 rss_mb() { awk '/^VmRSS:/{printf "%d", $2/1024}' "/proc/$1/status"; }

@@ -92,8 +92,9 @@ type Render struct {
 	// OnlineReservationPercent of the free tabs is kept from recache work.
 	OnlineReservationPercent int `toml:"online_reservation_percent"` // default 50
 	RecycleAfter             int `toml:"recycle_after"`              // default 1000 renders
-	// RecycleMemoryMB restarts the browser when its processes' resident
-	// memory passes this many MiB; 0: no limit. Default 2048.
+	// RecycleMemoryMB restarts the browser when its processes' memory
+	// (PSS: shared pages counted once) passes this many MiB; 0: no limit.
+	// Default 2048.
 	RecycleMemoryMB int `toml:"recycle_memory_mb"`
 	// MaxPendingRenders bounds the crawler renders in flight; a miss beyond
 	// it gets the origin's own response. 0 (default): 16 x tabs.

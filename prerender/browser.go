@@ -197,8 +197,8 @@ func (r *Renderer) supervise(ctx context.Context, inst *instance) (downReason, e
 				return downCrash, fmt.Errorf("liveness probe: %w", err)
 			}
 			if lim := r.opts.RecycleMemoryMB; lim > 0 {
-				if rss := groupRSS(inst.pid); rss > int64(lim)<<20 {
-					return downRecycle, fmt.Errorf("memory %d MiB over %d MiB", rss>>20, lim)
+				if mem := groupMemory(inst.pid); mem > int64(lim)<<20 {
+					return downRecycle, fmt.Errorf("memory (PSS) %d MiB over %d MiB", mem>>20, lim)
 				}
 			}
 		}
@@ -396,8 +396,13 @@ func killByProfile(dir string) {
 	}
 }
 
-// groupRSS sums the resident memory of the processes in group pgid.
-func groupRSS(pgid int) int64 {
+// groupMemory sums the proportional set size (PSS) of the processes in
+// group pgid: each page they share (the browser binary, shared memory
+// between Chromium's processes) counts once across them, where summing RSS
+// would count it once per process and grow with the number of tabs rather
+// than with what the browser holds. A process whose smaps_rollup cannot be
+// read counts its RSS.
+func groupMemory(pgid int) int64 {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0
@@ -414,10 +419,38 @@ func groupRSS(pgid int) int64 {
 		if len(f) < 22 || f[2] != strconv.Itoa(pgid) {
 			continue
 		}
+		if pss, ok := processPSS(pid); ok {
+			total += pss
+			continue
+		}
 		rss, _ := strconv.ParseInt(f[21], 10, 64)
 		total += rss * page
 	}
 	return total
+}
+
+// processPSS reads the Pss line of /proc/PID/smaps_rollup, in bytes.
+func processPSS(pid int) (int64, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.Lines(string(b)) {
+		v, ok := strings.CutPrefix(line, "Pss:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v) // "123456 kB"
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, false
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil || kb < 0 {
+			return 0, false
+		}
+		return kb << 10, true
+	}
+	return 0, false
 }
 
 // defaultUAs derives desktop and mobile Chrome user agents from the

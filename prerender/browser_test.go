@@ -819,3 +819,35 @@ func runRenderer(t *testing.T, opts Options) (r *Renderer, ctx context.Context, 
 	}
 	return r, ctx, stop
 }
+
+// The memory recycle_memory_mb is compared with counts pages Chromium's
+// processes share once: well under the sum of their RSS.
+func TestGroupMemoryIsPSS(t *testing.T) {
+	e := getEnv(t)
+	mustRender(t, e, Request{URL: "/js"})
+	pgid := e.r.cur.Load().pid
+	var rss int64
+	for _, pid := range groupPIDs(pgid) {
+		f := statFields(pid)
+		n, _ := strconv.ParseInt(f[21], 10, 64)
+		rss += n * int64(os.Getpagesize())
+	}
+	mem := groupMemory(pgid)
+	t.Logf("browser group: PSS %d MiB, RSS summed %d MiB", mem>>20, rss>>20)
+	if mem <= 0 || mem >= rss {
+		t.Errorf("groupMemory %d, RSS summed %d", mem, rss)
+	}
+}
+
+// groupPIDs lists the processes in group pgid.
+func groupPIDs(pgid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err == nil && pgidOf(pid) == pgid {
+			out = append(out, pid)
+		}
+	}
+	return out
+}

@@ -46,3 +46,20 @@ func TestSweepStaleProfiles(t *testing.T) {
 		}
 	}
 }
+
+// groupMemory counts shared pages once: the PSS of this process is at most
+// its RSS, and reading it works here (Linux 4.14+).
+func TestProcessPSS(t *testing.T) {
+	pss, ok := processPSS(os.Getpid())
+	if !ok || pss <= 0 {
+		t.Fatalf("processPSS = %d, %v", pss, ok)
+	}
+	f := statFields(os.Getpid())
+	rss, _ := strconv.ParseInt(f[21], 10, 64)
+	if rss *= int64(os.Getpagesize()); pss > rss {
+		t.Errorf("PSS %d > RSS %d", pss, rss)
+	}
+	if _, ok := processPSS(-1); ok {
+		t.Error("processPSS of no process succeeded")
+	}
+}

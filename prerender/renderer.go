@@ -93,8 +93,9 @@ type Options struct {
 	// renders (rounded up); 0 holds none back, values above 100 mean 100.
 	OnlineReservationPercent int
 	RecycleAfter             int // renders before the browser is restarted; 0 means 1000
-	// RecycleMemoryMB restarts the browser when the resident memory of its
-	// process group passes it; 0 means no limit.
+	// RecycleMemoryMB restarts the browser when the memory of its process
+	// group (proportional set size: shared pages counted once) passes it;
+	// 0 means no limit.
 	RecycleMemoryMB int
 	// Origin maps a public host (as in a URL's Host, port included when
 	// present) to the origin that serves it. The browser's requests to such a

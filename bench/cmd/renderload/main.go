@@ -26,7 +26,7 @@ func main() {
 	host := flag.String("host", "site.test", "Host header (a configured host name)")
 	ua := flag.String("ua", "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", "crawler User-Agent")
 	conc := flag.Int("c", 4, "concurrent crawlers")
-	warm := flag.Int("warmup", 2, "renders before measuring")
+	warm := flag.Int("warmup", 2, "renders before measuring, all at once (give the tab count)")
 	dur := flag.Duration("duration", 8*time.Second, "measuring time")
 	marker := flag.String("marker", `data-items="200"`, "string a complete render contains")
 	tag := flag.String("tag", "", "label printed with the result")
@@ -77,8 +77,18 @@ func run(ctx context.Context, target, host, ua, marker, tag string, conc, warm i
 		r.complete = r.render && strings.Contains(string(body), marker)
 		return r, nil
 	}
+	// Warm-up renders run at once, so that with -warmup = tabs every tab
+	// of PRISM's pool exists (and its renderer process has started) before
+	// the measurement, as rodloop opens and warms every page first.
+	warmErrs := make(chan error, warm)
 	for range warm {
-		if _, err := get(ctx); err != nil {
+		go func() {
+			_, err := get(ctx)
+			warmErrs <- err
+		}()
+	}
+	for range warm {
+		if err := <-warmErrs; err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}

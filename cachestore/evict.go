@@ -109,7 +109,7 @@ func (s *Store) evictTo(ctx context.Context, target int64) (int, int64) {
 		}
 		sh := &s.shards[i]
 		sh.mu.RLock()
-		for ik, ie := range sh.entries {
+		for ik, ie := range sh.entries.all() {
 			size := ie.fileSize()
 			if size == 0 {
 				continue // memory-only: nothing on disk
@@ -140,10 +140,10 @@ func (s *Store) evictTo(ctx context.Context, target int64) (int, int64) {
 		removed = removed[:0]
 		sh.mu.Lock()
 		for _, c := range h[start:end] {
-			if ie, ok := sh.entries[c.ik]; !ok || ie != c.ie {
+			if ie, ok := sh.entries.get(c.ik); !ok || ie != c.ie {
 				continue
 			}
-			s.tombstoneLocked(sh, c.ik, c.ie)
+			s.tombstoneLocked(sh, c.ik)
 			removed = append(removed, c.ik)
 			bytes += c.ie.fileSize()
 		}

@@ -14,9 +14,10 @@ import (
 
 const numShards = 256
 
-// The index holds a million keys in a few tens of MB: each key is one map
-// slot of a packed key string (packKey) and a 24-byte indexEntry, and Meta
-// values are built only when Range asks.
+// The index holds a million keys in a few tens of MB: each key is its packed
+// form (packKey) in a shard's byte arena and a 24-byte indexEntry in a
+// pointer-free slot (see keyIndex), and Meta values are built only when
+// Range asks.
 
 // packKey appends k's index form to dst: HostID and DimensionID as zigzag
 // varints, then the URL. Distinct keys pack to distinct strings.
@@ -26,7 +27,8 @@ func packKey(dst []byte, k Key) []byte {
 	return append(dst, k.URL...)
 }
 
-// unpackKey decodes packKey's form. The URL shares ik's bytes.
+// unpackKey decodes packKey's form. The URL shares ik's bytes (for a key
+// from the index, its arena's: see keyIndex).
 func unpackKey(ik string) Key {
 	host, rest := stringVarint(ik)
 	dim, url := stringVarint(rest)
@@ -124,7 +126,7 @@ func (ie indexEntry) meta(ik string) Meta {
 // tombstone together, under the lock.
 type shard struct {
 	mu      sync.RWMutex
-	entries map[string]indexEntry
+	entries keyIndex
 	tombs   map[string]struct{}
 	seq     uint64 // bumped by every change to a key's file, index entry or tombstone
 	// purges is bumped by every Delete of a key in the shard and by every
@@ -139,36 +141,32 @@ func (s *Store) shardFor(h uint64) *shard { return &s.shards[h>>56] }
 // setLocked records ie for the key packed as ik, keeping the counters right.
 // sh.mu must be held.
 func (s *Store) setLocked(sh *shard, ik string, ie indexEntry) {
-	if old, ok := sh.entries[ik]; ok {
+	if old, ok := sh.entries.set(ik, ie); ok {
 		s.diskBytes.Add(-old.fileSize())
 	} else {
 		s.entries.Add(1)
 	}
 	s.diskBytes.Add(ie.fileSize())
-	sh.entries[ik] = ie
 }
 
 // dropLocked forgets the index entry of the key packed as ik and reports
 // whether there was one. sh.mu must be held.
 func (s *Store) dropLocked(sh *shard, ik string) bool {
-	old, ok := sh.entries[ik]
+	old, ok := sh.entries.del(ik)
 	if !ok {
 		return false
 	}
-	delete(sh.entries, ik)
 	s.entries.Add(-1)
 	s.diskBytes.Add(-old.fileSize())
 	return true
 }
 
-// tombstoneLocked removes the key packed as ik, indexed as ie, from the
-// index and the memory tier and tombstones it, so Get never reads its file
-// again. The caller bumps sh.seq, queues the file with enqueueRemoval and
-// calls s.mem.Wait once done (see Delete). sh.mu must be held.
-func (s *Store) tombstoneLocked(sh *shard, ik string, ie indexEntry) {
-	delete(sh.entries, ik)
-	s.entries.Add(-1)
-	s.diskBytes.Add(-ie.fileSize())
+// tombstoneLocked removes the key packed as ik from the index and the
+// memory tier and tombstones it, so Get never reads its file again. The
+// caller bumps sh.seq, queues the file with enqueueRemoval and calls
+// s.mem.Wait once done (see Delete). sh.mu must be held.
+func (s *Store) tombstoneLocked(sh *shard, ik string) {
+	s.dropLocked(sh, ik)
 	sh.tombs[ik] = struct{}{}
 	s.mem.Del(hashKey(s.seed, unpackKey(ik)))
 }
@@ -324,7 +322,7 @@ func (s *Store) indexFile(dir, name, prefix string, st *rebuildStats) {
 	sh := s.shardFor(hashKey(s.seed, k))
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if _, ok := sh.entries[string(pk)]; ok {
+	if _, ok := sh.entries.get(string(pk)); ok {
 		return // a Put or Get since start indexed a newer view
 	}
 	if _, ok := sh.tombs[string(pk)]; ok {

@@ -186,7 +186,7 @@ func New(opts Options) (*Store, error) {
 		evictSignal: make(chan struct{}, 1),
 	}
 	for i := range s.shards {
-		s.shards[i].entries = make(map[string]indexEntry)
+		s.shards[i].entries = newKeyIndex(s.seed)
 		s.shards[i].tombs = make(map[string]struct{})
 	}
 	s.registerMetrics(opts.Metrics)
@@ -294,7 +294,7 @@ func (s *Store) getDisk(k Key, h uint64) (*Entry, bool) {
 	sh := s.shardFor(h)
 	sh.mu.RLock()
 	_, tomb := sh.tombs[string(pk)]
-	ie, indexed := sh.entries[string(pk)]
+	ie, indexed := sh.entries.get(string(pk))
 	seq := sh.seq
 	sh.mu.RUnlock()
 	switch {
@@ -342,12 +342,12 @@ func (s *Store) getDisk(k Key, h uint64) (*Entry, bool) {
 		if _, tomb := sh.tombs[string(pk)]; tomb {
 			return nil, false
 		}
-		if _, ok := sh.entries[string(pk)]; !ok && s.ready.Load() {
+		if _, ok := sh.entries.get(string(pk)); !ok && s.ready.Load() {
 			return nil, false
 		}
 		return e, true
 	}
-	if _, ok := sh.entries[string(pk)]; !ok {
+	if _, ok := sh.entries.get(string(pk)); !ok {
 		// Read before the rebuild reached this file: index it now so a purge
 		// finds it, unless a purge issued during the rebuild already matches.
 		if s.purgedDuringRebuild(k) {
@@ -566,12 +566,14 @@ func (s *Store) deleteWhere(purge bool, match func(string, indexEntry) bool) int
 		if purge {
 			sh.purges++
 		}
-		for ik, ie := range sh.entries {
-			if !match(ik, ie) {
-				continue
+		// Collect, then remove: a removal may compact the shard's index.
+		for ik, ie := range sh.entries.all() {
+			if match(ik, ie) {
+				removed = append(removed, ik)
 			}
-			removed = append(removed, ik)
-			s.tombstoneLocked(sh, ik, ie)
+		}
+		for _, ik := range removed {
+			s.tombstoneLocked(sh, ik)
 		}
 		if len(removed) > 0 {
 			sh.seq++
@@ -597,7 +599,7 @@ func (s *Store) Range(fn func(Meta) bool) {
 		sh := &s.shards[i]
 		metas = metas[:0]
 		sh.mu.RLock()
-		for ik, ie := range sh.entries {
+		for ik, ie := range sh.entries.all() {
 			metas = append(metas, ie.meta(ik))
 		}
 		sh.mu.RUnlock()

@@ -111,14 +111,7 @@ func TestEvictOldestPastCap(t *testing.T) {
 		}
 		sameEntry(t, got, evictEntry(i))
 	}
-	waitFor(t, "evicted files removed", func() bool {
-		for i := range n - lowFiles {
-			if fileExists(entryPath(dir, evictKey(i))) {
-				return false
-			}
-		}
-		return true
-	})
+	waitFilesRemoved(t, dir, n-lowFiles, evictKey)
 	var buf bytes.Buffer
 	set.WritePrometheus(&buf)
 	for _, want := range []string{
@@ -191,14 +184,7 @@ func TestEvictAfterRestartWithSmallerCap(t *testing.T) {
 			sameEntry(t, got, evictEntry(i))
 		}
 	}
-	waitFor(t, "evicted files removed", func() bool {
-		for i := range n - lowFiles {
-			if fileExists(entryPath(dir, evictKey(i))) {
-				return false
-			}
-		}
-		return true
-	})
+	waitFilesRemoved(t, dir, n-lowFiles, evictKey)
 
 	again := openStore(t, dir)
 	runStore(t, again)

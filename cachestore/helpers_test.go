@@ -98,3 +98,17 @@ func fileExists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
 }
+
+// waitFilesRemoved waits until the files of key(0) .. key(n-1) are gone
+// from dir (the removal worker deletes them in the background).
+func waitFilesRemoved(t *testing.T, dir string, n int, key func(int) Key) {
+	t.Helper()
+	waitFor(t, "files removed", func() bool {
+		for i := range n {
+			if fileExists(entryPath(dir, key(i))) {
+				return false
+			}
+		}
+		return true
+	})
+}

@@ -210,14 +210,7 @@ func TestDelete(t *testing.T) {
 				t.Errorf("Stats after DeleteAll = %+v", st)
 			}
 			// The removal worker deletes the files in the background.
-			waitFor(t, "files removed", func() bool {
-				for i := range n {
-					if fileExists(entryPath(dir, testKey(i))) {
-						return false
-					}
-				}
-				return true
-			})
+			waitFilesRemoved(t, dir, n, testKey)
 			// And nothing comes back after a restart.
 			s2 := openStore(t, dir)
 			runStore(t, s2)

@@ -270,20 +270,22 @@ func TestEvictConcurrent(t *testing.T) {
 	}
 	waitFor(t, "the disk tier under its bound", func() bool { return s.Stats().DiskBytes <= s.maxDisk })
 
-	var indexed, indexedBytes int64
+	var indexed int64
 	s.Range(func(m Meta) bool {
 		indexed++
-		got, ok := s.Get(m.Key)
-		if !ok {
+		if _, ok := s.Get(m.Key); !ok {
 			t.Errorf("indexed %v but Get misses", m.Key)
-		} else {
-			indexedBytes += int64(len(encodeEntry(got)))
 		}
 		return true
 	})
-	if st := s.Stats(); int64(st.Entries) != indexed || st.DiskBytes != indexedBytes {
-		t.Errorf("Stats = %+v; index holds %d entries of %d bytes", st, indexed, indexedBytes)
+	// The index's byte count is checked against the files themselves: with
+	// concurrent Puts of one key, the memory tier may hold another of them
+	// than the one on disk, so re-encoding what Get returns is no measure.
+	st := s.Stats()
+	if int64(st.Entries) != indexed {
+		t.Errorf("Stats = %+v; Range saw %d entries", st, indexed)
 	}
+	indexedBytes := st.DiskBytes
 	// Once the removal worker is done, the files are exactly the index.
 	var files, fileBytes int64
 	waitFor(t, "files on disk to match the index", func() bool {

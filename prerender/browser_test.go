@@ -702,18 +702,26 @@ func pgidOf(pid int) int {
 	return p
 }
 
+// groupPIDs lists the processes in group pgid.
+func groupPIDs(pgid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err == nil && pgidOf(pid) == pgid {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
 // groupCPU returns the CPU time used by this process and by the browser's
 // process group.
 func groupCPU(pgid int) time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	total := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pgidOf(pid) != pgid {
-			continue
-		}
+	for _, pid := range groupPIDs(pgid) {
 		f := statFields(pid)
 		if len(f) < 15 {
 			continue
@@ -837,17 +845,4 @@ func TestGroupMemoryIsPSS(t *testing.T) {
 	if mem <= 0 || mem >= rss {
 		t.Errorf("groupMemory %d, RSS summed %d", mem, rss)
 	}
-}
-
-// groupPIDs lists the processes in group pgid.
-func groupPIDs(pgid int) []int {
-	ents, _ := os.ReadDir("/proc")
-	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err == nil && pgidOf(pid) == pgid {
-			out = append(out, pid)
-		}
-	}
-	return out
 }

@@ -94,14 +94,9 @@ func (s scaleResult) String() string {
 
 // renderers lists the --type=renderer processes in group pgid.
 func renderers(pgid int) []int {
-	ents, _ := os.ReadDir("/proc")
 	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pgidOf(pid) != pgid {
-			continue
-		}
-		cmd, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+	for _, pid := range groupPIDs(pgid) {
+		cmd, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 		if strings.Contains(string(cmd), "--type=renderer") {
 			out = append(out, pid)
 		}
@@ -118,12 +113,7 @@ func cpuByType(pgid int) map[string]time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	out["self"] = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pgidOf(pid) != pgid {
-			continue
-		}
+	for _, pid := range groupPIDs(pgid) {
 		f := statFields(pid)
 		if len(f) < 15 {
 			continue
@@ -133,7 +123,7 @@ func cpuByType(pgid int) map[string]time.Duration {
 			n, _ := strconv.ParseInt(s, 10, 64)
 			ticks += n
 		}
-		cmd, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		cmd, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 		typ := "browser"
 		for _, a := range strings.FieldsFunc(string(cmd), func(r rune) bool { return r == 0 || r == ' ' }) {
 			if v, ok := strings.CutPrefix(a, "--type="); ok {

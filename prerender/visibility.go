@@ -21,7 +21,8 @@ import (
 // for the rest of the render, before the page's request can be answered:
 // the callbacks it queued run in the first frame. A page that never uses
 // them renders the same either way, because nothing it does depends on a
-// frame. Options.AlwaysVisible keeps every window shown.
+// frame. Options.AlwaysVisible shows every tab for its whole render (the
+// window is still minimized between renders: see hide).
 
 // showBinding is the page function showHookJS calls (via Runtime.addBinding).
 const showBinding = "__prismShow"

@@ -18,29 +18,39 @@ type headerValues struct {
 	hit, miss, stale, bypass []string
 	vary, gzip, one          []string
 	dims                     map[*site.Dimension][]string // read-only after New
-	lm                       [256]atomic.Pointer[lastModifiedSlot]
-	lengths                  [256]atomic.Pointer[lengthSlot]
+	lm                       memo[int64]                  // Last-Modified by Unix second
+	lengths                  memo[uint64]                 // Content-Length
 	etagSeed                 maphash.Seed
-	etags                    [256]atomic.Pointer[etagSlot]
+	etags                    memo[string] // ETag
 }
 
-type lastModifiedSlot struct {
-	unix int64
-	v    []string
-}
+// memo remembers formatted header values in a small direct-mapped,
+// lock-free table: each slot holds one key and its value, and a miss
+// formats the value and replaces the slot. Hot entries share few values,
+// so a hit finds them without allocating a string and a slice per response.
+type memo[K comparable] [256]atomic.Pointer[memoSlot[K]]
 
-type lengthSlot struct {
-	n uint64
+type memoSlot[K comparable] struct {
+	k K
 	v []string
+}
+
+// get returns the value remembered for k in slot i (taken modulo the table
+// size). On a miss, format returns the key to remember (k, or a copy of it)
+// and the value.
+func (m *memo[K]) get(k K, i uint64, format func() (K, string)) []string {
+	slot := &m[i%uint64(len(m))]
+	if s := slot.Load(); s != nil && s.k == k {
+		return s.v
+	}
+	key, val := format()
+	s := &memoSlot[K]{k: key, v: []string{val}}
+	slot.Store(s)
+	return s.v
 }
 
 // maxRememberedETag bounds the tags etag remembers (PRISM's own are 18 bytes).
 const maxRememberedETag = 128
-
-type etagSlot struct {
-	etag string
-	v    []string
-}
 
 func newHeaderValues(sites *site.Table) *headerValues {
 	v := &headerValues{
@@ -84,47 +94,27 @@ func (v *headerValues) dimension(d *site.Dimension) []string {
 	return []string{d.Name}
 }
 
-// lastModified returns t formatted for Last-Modified. Formatting a date is
-// most of a header's cost, and hot entries share few render times, so the
-// answers are remembered in a small direct-mapped, lock-free table.
+// lastModified returns t formatted for Last-Modified (formatting a date is
+// most of a header's cost), remembered per Unix second.
 func (v *headerValues) lastModified(t time.Time) []string {
 	unix := t.Unix()
-	slot := &v.lm[uint64(unix)%uint64(len(v.lm))]
-	if s := slot.Load(); s != nil && s.unix == unix {
-		return s.v
-	}
-	s := &lastModifiedSlot{unix: unix, v: []string{t.UTC().Format(http.TimeFormat)}}
-	slot.Store(s)
-	return s.v
+	return v.lm.get(unix, uint64(unix), func() (int64, string) { return unix, t.UTC().Format(http.TimeFormat) })
 }
 
-// contentLength returns n formatted for Content-Length. Hot entries have few
-// distinct sizes, so like lastModified the answers are remembered in a small
-// direct-mapped, lock-free table instead of allocating a string and a slice
-// per response.
+// contentLength returns n formatted for Content-Length, remembered.
 func (v *headerValues) contentLength(n uint64) []string {
-	slot := &v.lengths[n%uint64(len(v.lengths))]
-	if s := slot.Load(); s != nil && s.n == n {
-		return s.v
-	}
-	s := &lengthSlot{n: n, v: []string{strconv.FormatUint(n, 10)}}
-	slot.Store(s)
-	return s.v
+	return v.lengths.get(n, n, func() (uint64, string) { return n, strconv.FormatUint(n, 10) })
 }
 
-// etag returns the ETag header value etag, remembered like contentLength.
-// The remembered string is a copy, so it never keeps an entry's buffer alive;
-// unusually long tags are not remembered.
+// etag returns the ETag header value etag, remembered. The remembered
+// string is a copy, so it never keeps an entry's buffer alive; unusually
+// long tags are not remembered.
 func (v *headerValues) etag(etag string) []string {
 	if len(etag) > maxRememberedETag {
 		return []string{etag}
 	}
-	slot := &v.etags[maphash.String(v.etagSeed, etag)%uint64(len(v.etags))]
-	if s := slot.Load(); s != nil && s.etag == etag {
-		return s.v
-	}
-	c := strings.Clone(etag)
-	s := &etagSlot{etag: c, v: []string{c}}
-	slot.Store(s)
-	return s.v
+	return v.etags.get(etag, maphash.String(v.etagSeed, etag), func() (string, string) {
+		c := strings.Clone(etag)
+		return c, c
+	})
 }

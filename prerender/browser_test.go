@@ -684,23 +684,20 @@ func chromiumDescendants() []int {
 	return out
 }
 
-func ppidOf(pid int) int {
+// statInt returns field i of pid's stat after the command (0: state,
+// 1: ppid, 2: pgrp), or 0.
+func statInt(pid, i int) int {
 	f := statFields(pid)
-	if len(f) < 2 {
+	if len(f) <= i {
 		return 0
 	}
-	p, _ := strconv.Atoi(f[1])
-	return p
+	n, _ := strconv.Atoi(f[i])
+	return n
 }
 
-func pgidOf(pid int) int {
-	f := statFields(pid)
-	if len(f) < 3 {
-		return 0
-	}
-	p, _ := strconv.Atoi(f[2])
-	return p
-}
+func ppidOf(pid int) int { return statInt(pid, 1) }
+
+func pgidOf(pid int) int { return statInt(pid, 2) }
 
 // groupPIDs lists the processes in group pgid.
 func groupPIDs(pgid int) []int {

@@ -163,6 +163,14 @@ func setupEnv() (*testEnv, error) {
 				}
 				io.WriteString(w, `<!DOCTYPE html><html><body><p>slow headers</p></body></html>`)
 				return
+			case "/download":
+				w.Header().Set("Content-Disposition", "attachment; filename=x.bin")
+				w.Header().Set("Content-Type", "application/octet-stream")
+				io.WriteString(w, "binary")
+				return
+			case "/205":
+				w.WriteHeader(http.StatusResetContent)
+				return
 			case "/204":
 				w.WriteHeader(http.StatusNoContent)
 				return
@@ -455,10 +463,13 @@ func TestIsolationAfterCapture(t *testing.T) {
 // capturing the tab's previous page again; a URL with a fragment renders.
 func TestNoNewDocument(t *testing.T) {
 	e := getEnv(t)
-	mustRender(t, e, Request{URL: "/js"})
-	res, err := render(t, e, Request{URL: "/204"})
-	if err == nil && strings.Contains(string(res.HTML), "written by js") {
-		t.Fatalf("204 captured the previous page: %s", res.HTML)
+	var res *Result
+	for _, p := range []string{"/204", "/205", "/download"} {
+		mustRender(t, e, Request{URL: "/js"})
+		r, err := render(t, e, Request{URL: p})
+		if err == nil && strings.Contains(string(r.HTML), "written by js") {
+			t.Fatalf("%s captured the previous page: %s", p, r.HTML)
+		}
 	}
 	// The navigation of a frozen page returns once the new document is in,
 	// however long the origin takes to answer.

@@ -324,8 +324,10 @@ const clearStorageTypes = "local_storage,indexeddb,cache_storage,service_workers
 // its render. It drops the listeners that would run when the document is
 // unloaded (recorded by showHookJS), clears the storage only the page can
 // reach (sessionStorage belongs to the tab, not the context), and marks the
-// document as retired, so a navigation that commits no new document (a 204,
-// a download) is caught by loadedJS rather than capturing the old page
+// document as retired. A navigation that commits no new document (a 204,
+// a 205, a download) fails Page.navigate with net::ERR_ABORTED today
+// (TestNoNewDocument); the mark is the guard should one ever return without
+// an error: loadedJS then fails the render rather than capture the old page
 // again.
 const retireJS = `(() => {
 	try { globalThis[Symbol.for('prism.retire')](); } catch (e) {}

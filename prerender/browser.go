@@ -254,8 +254,10 @@ func (r *Renderer) launch(ctx context.Context) (*instance, error) {
 		Set("disable-features", "site-per-process", "IsolateOrigins", "Translate", "TranslateUI", "OptimizationHints",
 			"MediaRouter", "DialMediaRouteProvider", "InterestFeedContentSuggestions").
 		Append("disable-features", "NetworkTimeServiceQuerying").
-		// A tab's frozen document must be discarded by the next navigation,
-		// not kept for "back" (see tab.reset).
+		// A tab's frozen document is discarded by the next navigation, not
+		// kept (holding memory) for a "back" that never comes (see
+		// tab.reset). Isolation does not depend on it: a kept document
+		// stays frozen.
 		Append("disable-features", "BackForwardCache")
 	if os.Geteuid() == 0 {
 		l.NoSandbox(true)

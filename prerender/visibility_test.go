@@ -1,10 +1,11 @@
 package prerender
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/VictoriaMetrics/metrics"
 )
 
 // Pages render hidden unless they use an API that needs frames; those are
@@ -50,23 +51,9 @@ func TestVisibilityLazyFrame(t *testing.T) {
 // AlwaysVisible shows every page.
 func TestVisibilityAlways(t *testing.T) {
 	e := getEnv(t)
-	r, err := New(Options{ChromePath: chromeBin, Tabs: 1, Timeout: 3 * time.Second, AlwaysVisible: true,
-		UserDataDir: t.TempDir(), Origin: e.r.opts.Origin})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-	if err := waitHealthy(r, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	set := metrics.NewSet()
+	r, ctx, stop := runRenderer(t, Options{ChromePath: chromeBin, Tabs: 1, Timeout: 3 * time.Second, AlwaysVisible: true,
+		UserDataDir: t.TempDir(), Origin: e.r.opts.Origin, Metrics: set})
 	for _, p := range []string{"/vis-plain", "/vis-state"} {
 		res, err := r.Render(ctx, Request{URL: "https://" + pubHost + p})
 		if err != nil {
@@ -75,6 +62,12 @@ func TestVisibilityAlways(t *testing.T) {
 		if !res.Shown {
 			t.Errorf("%s: not shown with AlwaysVisible", p)
 		}
+	}
+	if got := set.GetOrCreateCounter(`prism_render_shown_total`).Get(); got != 2 {
+		t.Errorf("prism_render_shown_total = %d, want 2", got)
+	}
+	if err := stop(); err != nil {
+		t.Error(err)
 	}
 }
 

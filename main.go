@@ -132,8 +132,11 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		// A crawler waits for a tab and a full render, then gets the stale
 		// copy or the origin's page.
 		RenderWait: cfg.Render.Timeout.Duration + 5*time.Second,
-		Logger:     logger.With("component", "proxy"),
-		Metrics:    set,
+		// The origin's headers must come in time for its 504 to be sent
+		// before the public port's write timeout cuts the connection.
+		OriginHeaderTimeout: min(30*time.Second, cfg.Server.WriteTimeout.Duration/2),
+		Logger:              logger.With("component", "proxy"),
+		Metrics:             set,
 	})
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prismproxy/prism/cachestore"
 	"github.com/prismproxy/prism/prerender"
@@ -102,7 +103,7 @@ func BenchmarkBareReverseProxy(b *testing.B) {
 			pr.Out.Host = pr.In.Host
 			pr.SetXForwarded()
 		},
-		Transport: newTransport(),
+		Transport: newTransport(30 * time.Second),
 	}
 	benchPass(b, rp)
 }

@@ -125,39 +125,16 @@ func (p *Proxy) overloaded(k cachestore.Key) bool {
 	return len(p.flights) >= p.opts.MaxRenders
 }
 
-// bypass answers a crawler with the origin's own response.
+// bypass answers a crawler with the origin's own response, fetched within
+// Options.FallbackTimeout.
 func (p *Proxy) bypass(w http.ResponseWriter, r *http.Request, dim *site.Dimension) int {
 	h := w.Header()
 	h.Set("X-Prism-Cache", cacheBypass)
 	h.Set("X-Prism-Dimension", dim.Name)
-	sw := &statusWriter{ResponseWriter: w}
-	p.rp.ServeHTTP(sw, r)
-	return sw.status
+	r, cancel := withFallbackDeadline(r, p.opts.FallbackTimeout)
+	defer cancel()
+	return p.serveOrigin(w, r)
 }
-
-// statusWriter records the status a handler writes.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController (used by the reverse proxy to flush)
-// reach the server's writer.
-func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // serveEntry writes e (headers, conditional 304, gzip or identity body) and
 // returns the status sent.

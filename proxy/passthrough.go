@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,7 +17,7 @@ import (
 // newTransport returns the default origin transport: no environment proxy,
 // bounded dials and header waits, and enough idle connections per origin that
 // a busy site does not redial for every request.
-func newTransport() *http.Transport {
+func newTransport(headerTimeout time.Duration) *http.Transport {
 	return &http.Transport{
 		Proxy: nil, // origins are reached directly, never through $HTTP_PROXY
 		DialContext: (&net.Dialer{
@@ -29,7 +30,7 @@ func newTransport() *http.Transport {
 		IdleConnTimeout:        90 * time.Second,
 		TLSHandshakeTimeout:    10 * time.Second,
 		ExpectContinueTimeout:  time.Second,
-		ResponseHeaderTimeout:  60 * time.Second,
+		ResponseHeaderTimeout:  headerTimeout,
 		MaxResponseHeaderBytes: 1 << 20,
 	}
 }
@@ -47,7 +48,7 @@ func (p *Proxy) newReverseProxy() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
 		Transport:      p.opts.Transport,
-		BufferPool:     newBufferPool(128, 32<<10),
+		BufferPool:     p.bufs,
 		ErrorHandler:   p.originError,
 		ModifyResponse: p.varyOnUserAgent,
 		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
@@ -88,7 +89,7 @@ func (p *Proxy) pass(w http.ResponseWriter, r *http.Request, h *site.Host) {
 	if p.log.Enabled(r.Context(), slog.LevelDebug) {
 		p.log.Debug("proxy: pass", "host", h.Name, "method", r.Method, "path", r.URL.Path)
 	}
-	p.rp.ServeHTTP(w, r)
+	p.serveOrigin(w, r)
 }
 
 // varyOnUserAgent marks the origin's answer to a page request with
@@ -97,6 +98,11 @@ func (p *Proxy) pass(w http.ResponseWriter, r *http.Request, h *site.Host) {
 // other. Static assets and the browser's own requests are the same for
 // everyone and are left alone.
 func (p *Proxy) varyOnUserAgent(resp *http.Response) error {
+	if resp.StatusCode < 100 || resp.StatusCode > 999 {
+		// "HTTP/1.1 000" parses, but no status line can carry it: the
+		// client gets a 502, never a status the server would invent.
+		return fmt.Errorf("%w: %d", errOriginStatus, resp.StatusCode)
+	}
 	req := resp.Request
 	if req == nil || req.Method != http.MethodGet && req.Method != http.MethodHead ||
 		isRenderRequest(req) || p.opts.Sites.IsStatic(req.URL.Path) {
@@ -115,16 +121,22 @@ func (p *Proxy) varyOnUserAgent(resp *http.Response) error {
 }
 
 // originError is the one place upstream failures become statuses: 504 when
-// the origin timed out, 502 otherwise, and nothing at all when the client
-// has gone (there is nobody to answer).
+// the origin timed out (or a BYPASS fetch ran out of its deadline), 502
+// otherwise, and nothing at all when the client has gone (there is nobody
+// to answer).
 func (p *Proxy) originError(w http.ResponseWriter, r *http.Request, err error) {
-	if r.Context().Err() != nil {
+	if r.Context().Err() != nil && !errors.Is(context.Cause(r.Context()), errFallbackTimeout) {
 		p.log.Debug("proxy: client gone before the origin answered", "host", r.Host, "path", r.URL.Path)
 		return
 	}
 	p.m.originErrors.Inc()
 	status := originErrorStatus(err)
 	p.log.Warn("proxy: origin request failed", "host", r.Host, "path", r.URL.Path, "status", status, "err", err)
+	writeOriginError(w, status)
+}
+
+// writeOriginError answers with a plain-text status page.
+func writeOriginError(w http.ResponseWriter, status int) {
 	h := w.Header()
 	h.Del("Content-Length")
 	h.Set("Content-Type", "text/plain; charset=utf-8")
@@ -135,7 +147,7 @@ func (p *Proxy) originError(w http.ResponseWriter, r *http.Request, err error) {
 
 // originErrorStatus maps an origin round-trip error to a status.
 func originErrorStatus(err error) int {
-	if errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errFallbackTimeout) {
 		return http.StatusGatewayTimeout
 	}
 	var ne net.Error

@@ -58,6 +58,16 @@ type Options struct {
 	// the stale copy or the origin's response instead (the render goes on
 	// for the other waiters). 0: 30s.
 	RenderWait time.Duration
+	// FallbackTimeout bounds the origin fetch that answers a crawler when
+	// its render failed (BYPASS), body included: past it the crawler gets
+	// a 504, or, when the status line already went out, a cut transfer.
+	// 0: 10s.
+	FallbackTimeout time.Duration
+	// OriginHeaderTimeout is the longest PRISM waits for an origin's
+	// response headers (pass-through and BYPASS) before answering 504; keep
+	// it below the server's write timeout so the 504 can still be sent. It
+	// applies to the default transport only. 0: 30s.
+	OriginHeaderTimeout time.Duration
 	// Transport reaches the origins; nil: a tuned http.Transport.
 	Transport http.RoundTripper
 	Logger    *slog.Logger // nil: slog.Default()
@@ -99,6 +109,7 @@ type Proxy struct {
 	systemClock bool
 	log         *slog.Logger
 	rp          *httputil.ReverseProxy
+	bufs        *bufferPool // copy buffers of rp and of originWriter
 
 	mu        sync.Mutex
 	flights   map[cachestore.Key]*flight
@@ -158,8 +169,14 @@ func New(opts Options) (*Proxy, error) {
 	if opts.IdentityCacheBytes == 0 {
 		opts.IdentityCacheBytes = 16 << 20
 	}
+	if opts.FallbackTimeout <= 0 {
+		opts.FallbackTimeout = 10 * time.Second
+	}
+	if opts.OriginHeaderTimeout <= 0 {
+		opts.OriginHeaderTimeout = 30 * time.Second
+	}
 	if opts.Transport == nil {
-		opts.Transport = newTransport()
+		opts.Transport = newTransport(opts.OriginHeaderTimeout)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -178,6 +195,7 @@ func New(opts Options) (*Proxy, error) {
 		hdr:         newHeaderValues(opts.Sites),
 		m:           newProxyMetrics(opts.Metrics),
 	}
+	p.bufs = newBufferPool(128, 32<<10)
 	p.rp = p.newReverseProxy()
 	return p, nil
 }

@@ -15,9 +15,11 @@ import (
 	"time"
 
 	"github.com/go-rod/rod"
+	"github.com/go-rod/rod/lib/cdp"
 	"github.com/go-rod/rod/lib/launcher"
 	"github.com/go-rod/rod/lib/launcher/flags"
 	"github.com/go-rod/rod/lib/proto"
+	"github.com/go-rod/rod/lib/utils"
 )
 
 const (
@@ -49,6 +51,12 @@ type instance struct {
 	exited chan struct{} // the process exited and its profile is removed
 	pool   *pool
 	wg     sync.WaitGroup // goroutines owned by this instance (tab event loops)
+	tabs   sync.Map       // proto.TargetTargetID -> *tab
+	// probe is a DevTools connection of its own for the liveness probe, so
+	// that it never queues behind a page's traffic on the main one (a
+	// 20 MB response body is one message there).
+	probe   *cdp.Client
+	probeWS *cdp.WebSocket
 
 	renders  atomic.Int64
 	downOnce sync.Once
@@ -188,7 +196,7 @@ func (r *Renderer) supervise(ctx context.Context, inst *instance) (downReason, e
 		case <-r.recycle:
 		case <-probe.C:
 			pctx, cancel := context.WithTimeout(inst.ctx, probeTimeout)
-			_, err := proto.BrowserGetVersion{}.Call(inst.b.Context(pctx))
+			_, err := inst.probe.Call(pctx, "", proto.BrowserGetVersion{}.ProtoReq(), nil)
 			cancel()
 			if err != nil {
 				if ctx.Err() != nil {
@@ -233,9 +241,13 @@ func (r *Renderer) launch(ctx context.Context) (*instance, error) {
 		Set("disable-dev-shm-usage").Set("disable-breakpad").Set("disable-crash-reporter").
 		Set("disable-extensions").Set("disable-default-apps").Set("disable-domain-reliability").
 		Set("disable-client-side-phishing-detection").Set("disable-hang-monitor").
-		Set("disable-popup-blocking").Set("disable-prompt-on-repost").
+		// Popup blocking stays on (a page has no user gesture to open one
+		// with) and so does IPC flooding protection (a history.pushState or
+		// location.hash flood would otherwise starve the browser process):
+		// see tab.go and README "Hostile pages".
+		Set("disable-prompt-on-repost").
 		Set("disable-background-timer-throttling").Set("disable-renderer-backgrounding").
-		Set("disable-backgrounding-occluded-windows").Set("disable-ipc-flooding-protection").
+		Set("disable-backgrounding-occluded-windows").
 		Set("metrics-recording-only").Set("mute-audio").Set("no-pings").
 		Set("use-mock-keychain").Set("password-store", "basic").
 		Set("force-color-profile", "srgb").
@@ -304,6 +316,21 @@ func (r *Renderer) launch(ctx context.Context) (*instance, error) {
 			inst.uaDesk, inst.uaMob = defaultUAs(v.UserAgent)
 		}
 	}
+	if err == nil {
+		inst.probeWS = &cdp.WebSocket{}
+		if err = inst.probeWS.Connect(lctx, u, nil); err == nil {
+			inst.probe = cdp.New().Logger(utils.LoggerQuiet).Start(inst.probeWS)
+			probeEvents := inst.probe.Event()
+			inst.wg.Add(1)
+			go func() {
+				defer inst.wg.Done()
+				for range probeEvents { //nolint:revive // none are asked for; drain until it closes
+				}
+			}()
+		} else {
+			inst.probeWS = nil
+		}
+	}
 	if err != nil {
 		inst.teardown(err, false)
 		if waitConnect {
@@ -315,11 +342,55 @@ func (r *Renderer) launch(ctx context.Context) (*instance, error) {
 	inst.wg.Add(1)
 	go func() {
 		defer inst.wg.Done()
-		for range events { //nolint:revive // drain until the connection ends
+		for msg := range events {
+			inst.browserEvent(msg)
 		}
 		close(inst.dead)
 	}()
 	return inst, nil
+}
+
+// browserEvent watches targets (rod turned target discovery on): a popup
+// or worker target a page opened is closed as soon as it appears, and a
+// crashed tab's render ends at once.
+func (inst *instance) browserEvent(msg *rod.Message) {
+	switch msg.Method {
+	case "Target.targetCreated":
+		var e proto.TargetTargetCreated
+		if !msg.Load(&e) || e.TargetInfo == nil || !foreignTarget(e.TargetInfo) {
+			return
+		}
+		id := e.TargetInfo.TargetID
+		inst.wg.Add(1)
+		go func() {
+			defer inst.wg.Done()
+			ctx, cancel := context.WithTimeout(inst.ctx, probeTimeout)
+			defer cancel()
+			if _, err := (proto.TargetCloseTarget{TargetID: id}).Call(inst.b.Context(ctx)); err == nil {
+				inst.r.metrics.popupClosed()
+			}
+		}()
+	case "Target.targetCrashed":
+		var e proto.TargetTargetCrashed
+		if !msg.Load(&e) {
+			return
+		}
+		if t, ok := inst.tabs.Load(e.TargetID); ok {
+			t.(*tab).crashed()
+		}
+	}
+}
+
+// foreignTarget reports targets no render may keep: pages opened by a page
+// (PRISM's own tabs have no opener) and shared or service workers.
+func foreignTarget(ti *proto.TargetTargetInfo) bool {
+	switch ti.Type {
+	case proto.TargetTargetInfoTypePage:
+		return ti.OpenerID != "" || ti.OpenerFrameID != ""
+	case proto.TargetTargetInfoTypeSharedWorker, proto.TargetTargetInfoTypeServiceWorker:
+		return true
+	}
+	return false
 }
 
 // teardown takes the instance down: renders in flight fail with cause, the
@@ -342,6 +413,9 @@ func (inst *instance) teardown(cause error, graceful bool) {
 			_ = syscall.Kill(-inst.pid, syscall.SIGTERM)
 		}
 		inst.cancel(cause)
+		if inst.probeWS != nil {
+			_ = inst.probeWS.Close()
+		}
 		waitClosed(inst.exited, grace)
 		if inst.pid > 1 {
 			_ = syscall.Kill(-inst.pid, syscall.SIGKILL) // stragglers of the group

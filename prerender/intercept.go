@@ -44,7 +44,10 @@ var defaultBlockHosts = []string{
 var (
 	errPrivateAddress = errors.New("prerender: non-public address refused")
 	errBodyTooLarge   = errors.New("prerender: response body too large")
+	errPageBytes      = errors.New("prerender: the page's responses passed Options.MaxPageBytes")
+	errInflightBytes  = errors.New("prerender: the browser's responses in flight passed Options.MaxInflightBytes")
 	errBlocked        = errors.New("prerender: blocked request")
+	errBadStatus      = errors.New("prerender: invalid status from the server")
 )
 
 // nonPublic are address ranges a rendered page may never reach (beyond
@@ -172,11 +175,17 @@ func (t *tab) handlePaused(st *renderState, e *proto.FetchRequestPaused) {
 	if e.ResourceType == proto.NetworkResourceTypeDocument {
 		st.addOrigin(u)
 	}
-	resp, body, err := r.fetch(st.ctx, e.Request, u)
+	resp, body, release, err := r.fetch(st, e.Request, u)
 	if err != nil {
+		if reason := limitReason(err); reason != "" {
+			r.metrics.fetchRefused(reason)
+			st.overLimit.Store(true)
+			r.log.Info("render: response refused", "page", st.pub.String(), "url", u.String(), "err", err)
+		}
 		failMain(err, failReason(err))
 		return
 	}
+	defer release()
 	if isMain {
 		m := &mainDoc{status: resp.StatusCode, header: resp.Header.Clone()}
 		if loc := resp.Header.Get("Location"); isRedirect(resp.StatusCode) && loc != "" {
@@ -190,9 +199,14 @@ func (t *tab) handlePaused(st *renderState, e *proto.FetchRequestPaused) {
 	t.fulfil(e.RequestID, resp, body)
 }
 
-// fetch performs req in Go: from the configured origin when u's host has
-// one, else from the public internet.
-func (r *Renderer) fetch(ctx context.Context, req *proto.NetworkRequest, u *url.URL) (*http.Response, []byte, error) {
+// fetch performs req in Go for st's page: from the configured origin when
+// u's host has one, else from the public internet. The body is read whole
+// (DevTools fulfils a request with its whole body), within three bounds:
+// Options.MaxBodyBytes for it, Options.MaxPageBytes for all of the page's,
+// and Options.MaxInflightBytes for every body held across the browser until
+// it is handed over; release gives the last back.
+func (r *Renderer) fetch(st *renderState, req *proto.NetworkRequest, u *url.URL) (*http.Response, []byte, func(), error) {
+	ctx := st.ctx
 	target := *u
 	target.Fragment, target.RawFragment = "", ""
 	rt := r.publicRT
@@ -205,7 +219,7 @@ func (r *Renderer) fetch(ctx context.Context, req *proto.NetworkRequest, u *url.
 		}
 		rt = r.originRT
 	} else if ip, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil && !publicAddr(ip) {
-		return nil, nil, fmt.Errorf("%w: %s", errPrivateAddress, ip)
+		return nil, nil, nil, fmt.Errorf("%w: %s", errPrivateAddress, ip)
 	}
 	var body io.Reader
 	if req.HasPostData || req.PostData != "" {
@@ -220,7 +234,7 @@ func (r *Renderer) fetch(ctx context.Context, req *proto.NetworkRequest, u *url.
 	}
 	hr, err := http.NewRequestWithContext(ctx, req.Method, target.String(), body)
 	if err != nil {
-		return nil, nil, fmt.Errorf("request %s: %w", u, err)
+		return nil, nil, nil, fmt.Errorf("request %s: %w", u, err)
 	}
 	for k, v := range req.Headers {
 		name := http.CanonicalHeaderKey(k)
@@ -242,23 +256,92 @@ func (r *Renderer) fetch(ctx context.Context, req *proto.NetworkRequest, u *url.
 	}
 	resp, err := client.Do(hr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("fetch %s: %w", u, err)
+		return nil, nil, nil, fmt.Errorf("fetch %s: %w", u, err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, r.opts.MaxBodyBytes+1))
+	if resp.StatusCode < 100 || resp.StatusCode > 999 {
+		return nil, nil, nil, fmt.Errorf("fetch %s: %w: %d", u, errBadStatus, resp.StatusCode)
+	}
+	data, held, err := r.readBody(st, resp)
 	if err != nil {
-		return nil, nil, fmt.Errorf("fetch %s: %w", u, err)
+		return nil, nil, nil, fmt.Errorf("fetch %s: %w", u, err)
 	}
-	if int64(len(data)) > r.opts.MaxBodyBytes {
-		return nil, nil, fmt.Errorf("fetch %s: %w", u, errBodyTooLarge)
+	return resp, data, func() { r.inflight.Release(held) }, nil
+}
+
+// readBody reads resp's body within the bounds fetch describes and returns
+// it with the in-flight bytes it holds.
+func (r *Renderer) readBody(st *renderState, resp *http.Response) ([]byte, int64, error) {
+	limit := r.opts.MaxBodyBytes
+	if n := resp.ContentLength; n >= 0 {
+		if n > limit {
+			return nil, 0, errBodyTooLarge
+		}
+		if !st.takeBytes(n, r.opts.MaxPageBytes) {
+			return nil, 0, errPageBytes
+		}
+		held := max(n, 1)
+		if err := r.inflight.Acquire(st.ctx, held); err != nil {
+			return nil, 0, fmt.Errorf("%w: %w", errInflightBytes, err)
+		}
+		data := make([]byte, n)
+		if _, err := io.ReadFull(resp.Body, data); err != nil {
+			r.inflight.Release(held)
+			return nil, 0, err
+		}
+		return data, held, nil
 	}
-	return resp, data, nil
+	// No length: take in-flight bytes a step ahead of what is read, never
+	// waiting for them while holding some (no two bodies wait on each other).
+	const step = 256 << 10
+	var buf bytes.Buffer
+	var held int64
+	fail := func(err error) ([]byte, int64, error) {
+		r.inflight.Release(held)
+		return nil, 0, err
+	}
+	for {
+		if held < int64(buf.Len())+step {
+			if !r.inflight.TryAcquire(step) {
+				return fail(errInflightBytes)
+			}
+			held += step
+		}
+		n, err := io.CopyN(&buf, resp.Body, step)
+		if !st.takeBytes(n, r.opts.MaxPageBytes) {
+			return fail(errPageBytes)
+		}
+		if int64(buf.Len()) > limit {
+			return fail(errBodyTooLarge)
+		}
+		if err == io.EOF {
+			return buf.Bytes(), held, nil
+		}
+		if err != nil {
+			return fail(err)
+		}
+	}
+}
+
+// limitReason names the bound err reports, for the metric; "" for others.
+func limitReason(err error) string {
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		return "body_too_large"
+	case errors.Is(err, errPageBytes):
+		return "page_bytes"
+	case errors.Is(err, errInflightBytes):
+		return "inflight_bytes"
+	}
+	return ""
 }
 
 func failReason(err error) proto.NetworkErrorReason {
 	switch {
 	case errors.Is(err, errPrivateAddress):
 		return proto.NetworkErrorReasonAddressUnreachable
+	case limitReason(err) != "":
+		return proto.NetworkErrorReasonBlockedByClient
 	case errors.Is(err, context.DeadlineExceeded):
 		return proto.NetworkErrorReasonTimedOut
 	case errors.Is(err, context.Canceled):

@@ -41,8 +41,10 @@ func (inst *instance) renderOn(ctx context.Context, s *slot, pub *url.URL, req R
 		}
 		return nil, "error", err
 	}
-	rctx, rcancel := context.WithTimeout(ctx, r.opts.Timeout)
-	defer rcancel()
+	tctx, tcancel := context.WithTimeout(ctx, r.opts.Timeout)
+	defer tcancel()
+	rctx, rcancel := context.WithCancelCause(tctx) // rcancel(ErrPageCrashed): its renderer crashed
+	defer rcancel(nil)
 
 	if s.tab == nil {
 		t, err := inst.newTab(rctx)
@@ -53,10 +55,10 @@ func (inst *instance) renderOn(ctx context.Context, s *slot, pub *url.URL, req R
 		s.tab = t
 	}
 	t := s.tab
-	st := t.begin(rctx, pub)
+	st := t.begin(rctx, rcancel, pub)
 	var loader proto.NetworkLoaderID
 	defer func() {
-		rcancel()
+		rcancel(nil)
 		inst.wg.Add(1) // safe: the tab's event loop holds a count
 		go func() {
 			defer inst.wg.Done()
@@ -65,6 +67,9 @@ func (inst *instance) renderOn(ctx context.Context, s *slot, pub *url.URL, req R
 	}()
 
 	res, outcome, err := t.run(ctx, rctx, st, req, &loader)
+	if t.broken.Load() || errors.Is(context.Cause(rctx), ErrPageCrashed) {
+		return nil, "crashed", ErrPageCrashed
+	}
 	if err != nil {
 		if errors.Is(err, errTimeout) {
 			return nil, "timeout", err
@@ -79,7 +84,7 @@ func (inst *instance) renderOn(ctx context.Context, s *slot, pub *url.URL, req R
 func (inst *instance) finish(s *slot, st *renderState, loader proto.NetworkLoaderID) {
 	defer inst.pool.release(s)
 	t := s.tab
-	if inst.r.freshTabs {
+	if inst.r.freshTabs || t.broken.Load() {
 		t.close()
 		s.tab = nil
 		return
@@ -108,13 +113,8 @@ func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request, loade
 		return nil, "", fmt.Errorf("emulate: %w", err)
 	}
 	p := t.page.Context(rctx)
-	if st.pub.Fragment != "" || st.pub.RawFragment != "" {
-		// A navigation that changes only the fragment stays in the (frozen)
-		// document: start from a blank one.
-		if _, err := (proto.PageNavigate{URL: "about:blank"}).Call(p); err != nil {
-			return nil, "", fmt.Errorf("navigate to blank: %w", err)
-		}
-	}
+	// The tab is on about:blank (tab.reset), so even a URL with a fragment
+	// loads a new document.
 	nav, navErr := proto.PageNavigate{URL: st.pub.String()}.Call(p)
 	m := st.mainDoc()
 	if m != nil && m.location != "" {
@@ -173,12 +173,17 @@ func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request, loade
 	}
 	header.Set("Content-Type", "text/html; charset=utf-8")
 	status, header = applyMeta(st.pub, status, header, c.Metas)
-	res := &Result{Status: status, Header: header, HTML: []byte(c.HTML), Partial: partial, Shown: st.shown.Load()}
+	overLimit := st.overLimit.Load()
+	res := &Result{Status: status, Header: header, HTML: []byte(c.HTML), Partial: partial || overLimit, Shown: st.shown.Load()}
 	outcome := "ok"
 	switch {
 	case isRedirect(status) && header.Get("Location") != "":
 		res.HTML = nil
 		outcome = "redirect"
+	case overLimit:
+		// Some of what the page asked for was refused: not the page as a
+		// browser shows it, so served as partial, never over a complete entry.
+		outcome = "over_limit"
 	case partial:
 		outcome = "partial"
 	case status >= 400:
@@ -238,9 +243,12 @@ func (t *tab) emulate(ctx context.Context, req Request) error {
 
 // loadedJS resolves once the document has loaded, with "flag" when the page
 // declared window.prerenderReady = false (it will say when it is ready),
-// "ready" when it already set it to true, else "idle".
+// "ready" when it already set it to true, else "idle". "retired" means the
+// navigation committed no document and the tab still shows the about:blank
+// of its reset (location cannot be replaced by a page); no navigation known
+// today gets there (TestNoNewDocument), it is a guard.
 const loadedJS = `new Promise(r => { (function c() {
-	if (globalThis.` + retiredMark + `) return r('retired');
+	if (location.href === 'about:blank') return r('retired');
 	if (document.readyState === 'complete') {
 		const f = window.prerenderReady;
 		return r(f === false ? 'flag' : (f === true ? 'ready' : 'idle'));

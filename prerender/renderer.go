@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+	"golang.org/x/sync/semaphore"
 )
 
 // Class is a render's capacity class.
@@ -80,6 +81,10 @@ var (
 	// ErrBadRequest means the Request itself is invalid (not an absolute
 	// http or https URL).
 	ErrBadRequest = errors.New("prerender: bad request")
+	// ErrPageCrashed means the page's renderer process crashed (a memory
+	// bomb, a renderer bug the page triggered): the render ends as soon as
+	// the browser reports it, and its tab is replaced.
+	ErrPageCrashed = errors.New("prerender: page crashed its renderer")
 )
 
 // Options configures a Renderer.
@@ -127,6 +132,16 @@ type Options struct {
 	// MaxBodyBytes caps every response the renderer fetches for the
 	// browser; 0 means 20 MiB. A larger response fails that request.
 	MaxBodyBytes int64
+	// MaxPageBytes caps the response bytes one render fetches in all; 0
+	// means 64 MiB. Requests past it fail, and the render is served as
+	// partial (outcome over_limit), never over a complete entry.
+	MaxPageBytes int64
+	// MaxInflightBytes caps the response bodies held in memory across the
+	// browser at once, between fetch and hand-over to Chromium (each costs
+	// PRISM about three times its size while it is encoded for DevTools);
+	// 0 means 64 MiB, and never less than MaxBodyBytes. A request waits for
+	// room when its length is known, else fails when there is none.
+	MaxInflightBytes int64
 	// AlwaysVisible shows every page for its whole render. By default a
 	// page renders hidden (not painted) and is shown only once it uses an
 	// API that needs frames (see visibility.go).
@@ -144,6 +159,7 @@ type Renderer struct {
 	keepTypes  []string
 	originRT   http.RoundTripper
 	publicRT   http.RoundTripper
+	inflight   *semaphore.Weighted // Options.MaxInflightBytes
 
 	running atomic.Bool
 	cur     atomic.Pointer[instance] // nil while the browser is down
@@ -201,6 +217,13 @@ func New(opts Options) (*Renderer, error) {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 20 << 20
 	}
+	if opts.MaxPageBytes <= 0 {
+		opts.MaxPageBytes = 64 << 20
+	}
+	if opts.MaxInflightBytes <= 0 {
+		opts.MaxInflightBytes = 64 << 20
+	}
+	opts.MaxInflightBytes = max(opts.MaxInflightBytes, opts.MaxBodyBytes)
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -221,6 +244,7 @@ func New(opts Options) (*Renderer, error) {
 		log:        opts.Logger,
 		blockTypes: map[string]bool{},
 		recycle:    make(chan struct{}, 1),
+		inflight:   semaphore.NewWeighted(opts.MaxInflightBytes),
 	}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)

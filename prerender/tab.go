@@ -6,7 +6,6 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +30,10 @@ type tab struct {
 	window proto.BrowserWindowID // the tab's own window
 	visMu  sync.Mutex            // serializes hide and show
 	shown  bool                  // the window is not minimized
+
+	// broken is set when the tab's renderer crashed: its render ends at
+	// once and the tab is replaced, never reused.
+	broken atomic.Bool
 }
 
 type emulation struct {
@@ -61,9 +64,11 @@ type renderState struct {
 	origins      map[string]bool // document origins to clear afterwards
 	stale        map[proto.NetworkLoaderID]bool
 
-	frames    []proto.RuntimeExecutionContextID // main worlds of subframe documents
-	shown     atomic.Bool                       // the tab was shown during this render
-	showAsked atomic.Bool                       // the page asked to be shown
+	cancel    context.CancelCauseFunc // ends the render early (ErrPageCrashed)
+	shown     atomic.Bool             // the tab was shown during this render
+	showAsked atomic.Bool             // the page asked to be shown
+	pageBytes atomic.Int64            // response bytes fetched for the page so far
+	overLimit atomic.Bool             // a request was refused: Options.MaxPageBytes
 }
 
 func (st *renderState) claimMain() bool {
@@ -116,17 +121,14 @@ func (st *renderState) finished(id proto.NetworkRequestID, now time.Time) {
 	}
 }
 
-// addContext records the main world of a subframe document, which
-// tab.reset retires along with the main frame's.
-func (st *renderState) addContext(c *proto.RuntimeExecutionContextDescription) {
-	if c == nil || !c.AuxData["isDefault"].Bool() || c.AuxData["frameId"].Str() == string(st.mainFrame) {
-		return
+// takeBytes counts n more response bytes for the page and reports whether
+// they stay within limit (0: none); past it, the render is marked.
+func (st *renderState) takeBytes(n, limit int64) bool {
+	if st.pageBytes.Add(n) <= limit || limit <= 0 {
+		return true
 	}
-	st.mu.Lock()
-	if len(st.frames) < 256 {
-		st.frames = append(st.frames, c.ID)
-	}
-	st.mu.Unlock()
+	st.overLimit.Store(true)
+	return false
 }
 
 // touch counts now as network activity: the quiet period starts again.
@@ -157,6 +159,7 @@ func (inst *instance) newTab(ctx context.Context) (*tab, error) {
 		return nil, fmt.Errorf("new page: %w", err)
 	}
 	t := &tab{inst: inst, bctx: ib, page: page, oldLoaders: map[proto.NetworkLoaderID]bool{}}
+	inst.tabs.Store(page.TargetID, t) // for Target.targetCrashed (browser.go)
 	events := page.Event() // subscribe before enabling the domains
 	inst.wg.Add(1)
 	go func() {
@@ -166,6 +169,7 @@ func (inst *instance) newTab(ctx context.Context) (*tab, error) {
 	p := page.Context(ctx)
 	setup := []proto.Request{
 		proto.NetworkEnable{},
+		proto.InspectorEnable{}, // Inspector.targetCrashed
 		proto.NetworkSetCacheDisabled{CacheDisabled: true},
 		proto.NetworkSetBypassServiceWorker{Bypass: true},
 		proto.FetchEnable{Patterns: []*proto.FetchRequestPattern{{URLPattern: "*", RequestStage: proto.FetchRequestStageRequest}}},
@@ -183,11 +187,38 @@ func (inst *instance) newTab(ctx context.Context) (*tab, error) {
 	return t, nil
 }
 
-// close disposes of the tab's browser context (and so its page).
+// close disposes of the tab's browser context (and so its page and any
+// target opened from it).
 func (t *tab) close() {
+	t.inst.tabs.Delete(t.page.TargetID)
 	ctx, cancel := context.WithTimeout(t.inst.ctx, 2*time.Second)
 	defer cancel()
 	_ = proto.TargetDisposeBrowserContext{BrowserContextID: t.bctx.BrowserContextID}.Call(t.inst.b.Context(ctx))
+}
+
+// crashed marks the tab broken after its renderer crashed and ends the
+// render in progress with ErrPageCrashed.
+func (t *tab) crashed() {
+	if t.broken.Swap(true) {
+		return
+	}
+	t.inst.r.metrics.pageCrash()
+	if st := t.current(); st != nil {
+		st.cancel(ErrPageCrashed)
+	}
+}
+
+// answerDialog dismisses a JavaScript dialog, which would otherwise stall
+// the page until the render timeout: alert and beforeunload are accepted
+// (the page goes on, a navigation proceeds), confirm and prompt cancelled
+// (false, null), as a person who clicks nothing would leave them.
+func (t *tab) answerDialog(typ proto.PageDialogType) {
+	ctx, cancel := t.cdpCtx()
+	defer cancel()
+	accept := typ == proto.PageDialogTypeAlert || typ == proto.PageDialogTypeBeforeunload
+	if err := (proto.PageHandleJavaScriptDialog{Accept: accept}).Call(t.page.Context(ctx)); err == nil {
+		t.inst.r.metrics.dialog()
+	}
 }
 
 // loop dispatches the page's events until the page or browser goes away.
@@ -219,11 +250,18 @@ func (t *tab) loop(events <-chan *rod.Message) {
 					r.log.Warn("showing a tab failed: the page renders hidden", "err", err)
 				}
 			}()
-		case "Runtime.executionContextCreated":
-			var e proto.RuntimeExecutionContextCreated
-			if st := t.current(); st != nil && msg.Load(&e) {
-				st.addContext(e.Context)
+		case "Page.javascriptDialogOpening":
+			var e proto.PageJavascriptDialogOpening
+			if !msg.Load(&e) {
+				continue
 			}
+			t.inst.wg.Add(1)
+			go func() {
+				defer t.inst.wg.Done()
+				t.answerDialog(e.Type)
+			}()
+		case "Inspector.targetCrashed":
+			t.crashed()
 		case "Network.requestWillBeSent":
 			var e proto.NetworkRequestWillBeSent
 			if st := t.current(); st != nil && msg.Load(&e) {
@@ -250,9 +288,9 @@ func (t *tab) current() *renderState {
 }
 
 // begin installs the state of a new render.
-func (t *tab) begin(ctx context.Context, pub *url.URL) *renderState {
+func (t *tab) begin(ctx context.Context, cancel context.CancelCauseFunc, pub *url.URL) *renderState {
 	st := &renderState{
-		ctx: ctx, pub: pub, mainFrame: t.page.FrameID,
+		ctx: ctx, cancel: cancel, pub: pub, mainFrame: t.page.FrameID,
 		inflight: map[proto.NetworkRequestID]bool{}, origins: map[string]bool{},
 		lastActivity: t.inst.r.opts.Now(), stale: maps.Clone(t.oldLoaders),
 	}
@@ -263,15 +301,23 @@ func (t *tab) begin(ctx context.Context, pub *url.URL) *renderState {
 }
 
 // reset ends a render and clears everything the page could leave behind
-// for the next one. The page is frozen first (Page.setWebLifecycleState):
-// its scripts, timers and callbacks stop, and never run again, because the
-// next render's navigation replaces the frozen document (the back-forward
-// cache is off, so the old document is discarded, not kept). Then its
-// session storage is cleared from inside, and the context's cookies and
-// every touched origin's storage from outside. Freezing where a navigation
-// to about:blank used to be saves Chromium a whole navigation per render,
-// about 100 ms of CPU (bench/README.md). An error means the tab must not be
-// reused.
+// for the next one, from outside the page (DevTools), so that nothing the
+// page replaced (globals, prototypes, Symbol.for) changes what is done:
+//
+//  1. Its requests fail from now on (no state), and its window is hidden.
+//  2. It is frozen (Page.setWebLifecycleState): its timers and callbacks
+//     stop while the rest of the reset runs.
+//  3. Every other target of the tab's browser context (popups, including
+//     about:blank ones that script their opener) is closed.
+//  4. The tab navigates to about:blank. The page's pagehide, unload and
+//     beforeunload handlers (in every frame) run now, where nothing they
+//     write survives step 5 and every request they make fails; the old
+//     document is discarded (the back-forward cache is off), and with it
+//     its frames and workers. Its history entries are dropped.
+//  5. The context's cookies are cleared, and every touched origin's
+//     storage, session storage included.
+//
+// An error means the tab must not be reused.
 func (t *tab) reset(ctx context.Context, st *renderState, loader proto.NetworkLoaderID) error {
 	t.mu.Lock()
 	t.state = nil
@@ -282,6 +328,9 @@ func (t *tab) reset(ctx context.Context, st *renderState, loader proto.NetworkLo
 		}
 		t.oldLoaders[loader] = true
 	}
+	if t.broken.Load() {
+		return ErrPageCrashed
+	}
 	if err := t.hide(ctx); err != nil {
 		return err
 	}
@@ -289,14 +338,19 @@ func (t *tab) reset(ctx context.Context, st *renderState, loader proto.NetworkLo
 	if err := (proto.PageSetWebLifecycleState{State: proto.PageSetWebLifecycleStateStateFrozen}).Call(p); err != nil {
 		return fmt.Errorf("reset freeze: %w", err)
 	}
-	st.mu.Lock()
-	frames := slices.Clone(st.frames)
-	st.mu.Unlock()
-	for _, id := range frames { // gone with their frame already: no matter
-		_, _ = proto.RuntimeEvaluate{Expression: retireJS, ContextID: id}.Call(p)
+	if err := t.closeOthers(ctx); err != nil {
+		return err
 	}
-	if _, err := (proto.RuntimeEvaluate{Expression: retireJS}).Call(p); err != nil {
-		return fmt.Errorf("reset page: %w", err)
+	nav, err := proto.PageNavigate{URL: "about:blank"}.Call(p)
+	if err != nil {
+		return fmt.Errorf("reset navigate: %w", err)
+	}
+	if nav.ErrorText != "" {
+		return fmt.Errorf("reset navigate: %s", nav.ErrorText)
+	}
+	t.oldLoaders[nav.LoaderID] = true
+	if err := (proto.PageResetNavigationHistory{}).Call(p); err != nil {
+		return fmt.Errorf("reset history: %w", err)
 	}
 	if err := (proto.StorageClearCookies{BrowserContextID: t.bctx.BrowserContextID}).Call(t.inst.b.Context(ctx)); err != nil {
 		return fmt.Errorf("reset cookies: %w", err)
@@ -308,10 +362,34 @@ func (t *tab) reset(ctx context.Context, st *renderState, loader proto.NetworkLo
 	}
 	st.mu.Unlock()
 	for _, o := range origins {
-		err := proto.StorageClearDataForOrigin{Origin: o, StorageTypes: clearStorageTypes}.Call(p)
-		if err != nil {
+		if err := (proto.StorageClearDataForOrigin{Origin: o, StorageTypes: clearStorageTypes}).Call(p); err != nil {
 			return fmt.Errorf("reset storage %s: %w", o, err)
 		}
+		// Session storage belongs to the tab, not the context.
+		if err := (proto.DOMStorageClear{StorageID: &proto.DOMStorageStorageID{SecurityOrigin: o}}).Call(p); err != nil {
+			return fmt.Errorf("reset session storage %s: %w", o, err)
+		}
+	}
+	return nil
+}
+
+// closeOthers closes every target of the tab's browser context but its
+// page: popups and windows a render opened (browser.go closes them as
+// they appear too; this is the guarantee before the next render).
+func (t *tab) closeOthers(ctx context.Context) error {
+	b := t.inst.b.Context(ctx)
+	list, err := proto.TargetGetTargets{}.Call(b)
+	if err != nil {
+		return fmt.Errorf("reset targets: %w", err)
+	}
+	for _, ti := range list.TargetInfos {
+		if ti.BrowserContextID != t.bctx.BrowserContextID || ti.TargetID == t.page.TargetID {
+			continue
+		}
+		if _, err := (proto.TargetCloseTarget{TargetID: ti.TargetID}).Call(b); err != nil {
+			return fmt.Errorf("reset close %s %s: %w", ti.Type, ti.TargetID, err)
+		}
+		t.inst.r.metrics.popupClosed()
 	}
 	return nil
 }
@@ -319,22 +397,3 @@ func (t *tab) reset(ctx context.Context, st *renderState, loader proto.NetworkLo
 // clearStorageTypes are cleared for every document origin after a render.
 // Cookies go with Storage.clearCookies for the whole context.
 const clearStorageTypes = "local_storage,indexeddb,cache_storage,service_workers,file_systems,websql,shared_storage,storage_buckets"
-
-// retireJS runs in the frozen document (and in each of its frames) after
-// its render. It drops the listeners that would run when the document is
-// unloaded (recorded by showHookJS), clears the storage only the page can
-// reach (sessionStorage belongs to the tab, not the context), and marks the
-// document as retired. A navigation that commits no new document (a 204,
-// a 205, a download) fails Page.navigate with net::ERR_ABORTED today
-// (TestNoNewDocument); the mark is the guard should one ever return without
-// an error: loadedJS then fails the render rather than capture the old page
-// again.
-const retireJS = `(() => {
-	try { globalThis[Symbol.for('prism.retire')](); } catch (e) {}
-	try { localStorage.clear() } catch (e) {}
-	try { sessionStorage.clear() } catch (e) {}
-	globalThis[` + "`" + retiredMark + "`" + `] = true;
-})()`
-
-// retiredMark is the global retireJS sets in a document done with.
-const retiredMark = "__prismRetired"

@@ -29,7 +29,8 @@ const showBinding = "__prismShow"
 
 // showHookJS wraps the frame-dependent APIs in transparent proxies (their
 // toString, name and length stay native) that call showBinding once per
-// document. It also records the page's unload-time listeners for retireJS.
+// document. Nothing of PRISM's isolation depends on it (a page may replace
+// any of it: it only decides whether that page's own render is painted).
 const showHookJS = `(() => {
 	const w = globalThis;
 	let sent = false;
@@ -60,37 +61,14 @@ const showHookJS = `(() => {
 		'transitionrun', 'transitionstart', 'transitionend', 'transitioncancel',
 		'webkitanimationstart', 'webkitanimationend', 'webkitanimationiteration', 'webkittransitionend'];
 	const typeSet = new Set(types);
-	// Listeners that would run when the document is unloaded (by the next
-	// render's navigation, after tab.reset cleared the storage) are
-	// recorded, and dropped when the document is retired.
-	const exitTypes = ['pagehide', 'unload', 'beforeunload', 'pageswap'];
-	const exitSet = new Set(exitTypes);
-	const exits = [];
 	const et = proto('EventTarget');
 	const add = et && Object.getOwnPropertyDescriptor(et, 'addEventListener');
-	const remove = et && et.removeEventListener;
 	if (add && typeof add.value === 'function') {
 		Object.defineProperty(et, 'addEventListener', { ...add, value: new Proxy(add.value, { apply(f, self, args) {
-			const type = String(args[0]).toLowerCase();
-			if (typeSet.has(type)) show();
-			if (exitSet.has(type)) exits.push([self, args[0], args[1], args[2]]);
+			if (typeSet.has(String(args[0]).toLowerCase())) show();
 			return Reflect.apply(f, self, args);
 		} }) });
 	}
-	Object.defineProperty(w, Symbol.for('prism.retire'), { value: () => {
-		for (const [target, type, fn, opts] of exits.splice(0)) {
-			try { remove.call(target, type, fn, opts); } catch (e) {}
-		}
-		for (const t of exitTypes) {
-			try { w['on' + t] = null; } catch (e) {}
-			for (const el of [w.document && document.body, w.document && document.documentElement]) {
-				try { if (el) el.removeAttribute('on' + t); } catch (e) {}
-			}
-		}
-		for (let i = 0; i < w.frames.length; i++) {
-			try { w.frames[i][Symbol.for('prism.retire')](); } catch (e) {}
-		}
-	} });
 	for (const o of [w, proto('Document'), proto('HTMLElement'), proto('SVGElement')]) {
 		for (const t of types) accessor(o, 'on' + t, 'set');
 	}

@@ -160,7 +160,7 @@ func (inst *instance) newTab(ctx context.Context) (*tab, error) {
 	}
 	t := &tab{inst: inst, bctx: ib, page: page, oldLoaders: map[proto.NetworkLoaderID]bool{}}
 	inst.tabs.Store(page.TargetID, t) // for Target.targetCrashed (browser.go)
-	events := page.Event() // subscribe before enabling the domains
+	events := page.Event()            // subscribe before enabling the domains
 	inst.wg.Add(1)
 	go func() {
 		defer inst.wg.Done()

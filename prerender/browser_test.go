@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/VictoriaMetrics/metrics"
 )
 
 const chromeBin = "/usr/lib/chromium/chromium"
@@ -30,6 +32,7 @@ type testEnv struct {
 	internalHits atomic.Int64
 	uas          sync.Map // path -> User-Agent seen
 	renderHdr    sync.Map // path -> X-Prism-Render seen
+	cookies      sync.Map // path -> Cookie header seen last
 	r            *Renderer
 	cancel       context.CancelFunc
 	done         chan error
@@ -144,6 +147,10 @@ func setupEnv() (*testEnv, error) {
 			v.(*atomic.Int64).Add(1)
 			e.uas.Store(r.URL.Path, r.UserAgent())
 			e.renderHdr.Store(r.URL.Path, r.Header.Get("X-Prism-Render"))
+			e.cookies.Store(r.URL.Path, r.Header.Get("Cookie"))
+			if hostileOrigin(w, r) {
+				return
+			}
 			switch r.URL.Path {
 			case "/404":
 				w.WriteHeader(404)
@@ -185,6 +192,9 @@ func setupEnv() (*testEnv, error) {
 			}
 			body, ok := pages[r.URL.Path]
 			if !ok {
+				body, ok = hostilePages[r.URL.Path]
+			}
+			if !ok {
 				w.WriteHeader(404)
 				return
 			}
@@ -208,7 +218,8 @@ func setupEnv() (*testEnv, error) {
 				}
 				return nil, false
 			},
-			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			Metrics: metrics.NewSet(),
 		})
 		if err != nil {
 			envErr = err

@@ -113,8 +113,8 @@ func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request, loade
 		return nil, "", fmt.Errorf("emulate: %w", err)
 	}
 	p := t.page.Context(rctx)
-	// The tab is on about:blank (tab.reset), so even a URL with a fragment
-	// loads a new document.
+	// The tab is on the about:blank of its reset, so even a URL with a
+	// fragment loads a new document.
 	nav, navErr := proto.PageNavigate{URL: st.pub.String()}.Call(p)
 	m := st.mainDoc()
 	if m != nil && m.location != "" {
@@ -154,7 +154,9 @@ func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request, loade
 
 	partial := false
 	if err := t.waitShown(rctx, st); err != nil {
-		if rctx.Err() == nil || ctx.Err() != nil {
+		// Only the render timeout makes a partial capture; a crash or the
+		// caller going away ends the render.
+		if !errors.Is(context.Cause(rctx), context.DeadlineExceeded) || ctx.Err() != nil {
 			return nil, "", fmt.Errorf("wait: %w", err)
 		}
 		partial = true

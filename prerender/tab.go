@@ -2,10 +2,12 @@ package prerender
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,6 +64,7 @@ type renderState struct {
 	inflight     map[proto.NetworkRequestID]bool
 	lastActivity time.Time
 	origins      map[string]bool // document origins to clear afterwards
+	committed    map[string]bool // origins of documents that committed in a frame
 	stale        map[proto.NetworkLoaderID]bool
 
 	cancel    context.CancelCauseFunc // ends the render early (ErrPageCrashed)
@@ -119,6 +122,19 @@ func (st *renderState) finished(id proto.NetworkRequestID, now time.Time) {
 		delete(st.inflight, id)
 		st.lastActivity = now
 	}
+}
+
+// addCommitted records the origin of a document that committed in one of
+// the page's frames (opaque and about: origins hold no session storage).
+func (st *renderState) addCommitted(origin string) {
+	if origin == "" || origin == "null" || strings.HasPrefix(origin, "://") {
+		return
+	}
+	st.mu.Lock()
+	if len(st.committed) < 256 {
+		st.committed[origin] = true
+	}
+	st.mu.Unlock()
 }
 
 // takeBytes counts n more response bytes for the page and reports whether
@@ -262,6 +278,11 @@ func (t *tab) loop(events <-chan *rod.Message) {
 			}()
 		case "Inspector.targetCrashed":
 			t.crashed()
+		case "Page.frameNavigated":
+			var e proto.PageFrameNavigated
+			if st := t.current(); st != nil && msg.Load(&e) && e.Frame != nil {
+				st.addCommitted(e.Frame.SecurityOrigin)
+			}
 		case "Network.requestWillBeSent":
 			var e proto.NetworkRequestWillBeSent
 			if st := t.current(); st != nil && msg.Load(&e) {
@@ -291,7 +312,7 @@ func (t *tab) current() *renderState {
 func (t *tab) begin(ctx context.Context, cancel context.CancelCauseFunc, pub *url.URL) *renderState {
 	st := &renderState{
 		ctx: ctx, cancel: cancel, pub: pub, mainFrame: t.page.FrameID,
-		inflight: map[proto.NetworkRequestID]bool{}, origins: map[string]bool{},
+		inflight: map[proto.NetworkRequestID]bool{}, origins: map[string]bool{}, committed: map[string]bool{},
 		lastActivity: t.inst.r.opts.Now(), stale: maps.Clone(t.oldLoaders),
 	}
 	t.mu.Lock()
@@ -309,14 +330,16 @@ func (t *tab) begin(ctx context.Context, cancel context.CancelCauseFunc, pub *ur
 //     stop while the rest of the reset runs.
 //  3. Every other target of the tab's browser context (popups, including
 //     about:blank ones that script their opener) is closed.
-//  4. The tab navigates to about:blank. The page's pagehide, unload and
-//     beforeunload handlers (in every frame) run now, where nothing they
-//     write survives step 5 and every request they make fails; the old
-//     document is discarded (the back-forward cache is off), and with it
-//     its frames and workers. Its history entries are dropped.
-//  5. The context's cookies are cleared, and every touched origin's
-//     storage, session storage included.
-//
+//  4. The session storage of every frame is cleared (see
+//     clearSessionStorage).
+//  5. The tab navigates to about:blank. The page's pagehide, unload and
+//     beforeunload handlers do not run (guardJS stops them, from a world of
+//     its own that the page cannot reach), and the old document is
+//     discarded (the back-forward cache is off), with its frames, workers
+//     and timers. The page is unfrozen and its history dropped.
+//  6. The context's cookies are cleared, and every touched origin's
+//     storage.
+
 // An error means the tab must not be reused.
 func (t *tab) reset(ctx context.Context, st *renderState, loader proto.NetworkLoaderID) error {
 	t.mu.Lock()
@@ -341,6 +364,9 @@ func (t *tab) reset(ctx context.Context, st *renderState, loader proto.NetworkLo
 	if err := t.closeOthers(ctx); err != nil {
 		return err
 	}
+	if err := t.clearSessionStorage(ctx, st); err != nil {
+		return err
+	}
 	nav, err := proto.PageNavigate{URL: "about:blank"}.Call(p)
 	if err != nil {
 		return fmt.Errorf("reset navigate: %w", err)
@@ -349,7 +375,16 @@ func (t *tab) reset(ctx context.Context, st *renderState, loader proto.NetworkLo
 		return fmt.Errorf("reset navigate: %s", nav.ErrorText)
 	}
 	t.oldLoaders[nav.LoaderID] = true
-	if err := (proto.PageResetNavigationHistory{}).Call(p); err != nil {
+	// The freeze belongs to the page, not to its document: lifted, or the
+	// next render's document could load frozen. The about:blank document
+	// may come in a new frame host, which DevTools attaches to a moment
+	// after the navigation returns.
+	if err := retryDetached(ctx, func() error {
+		return proto.PageSetWebLifecycleState{State: proto.PageSetWebLifecycleStateStateActive}.Call(p)
+	}); err != nil {
+		return fmt.Errorf("reset unfreeze: %w", err)
+	}
+	if err := retryDetached(ctx, func() error { return proto.PageResetNavigationHistory{}.Call(p) }); err != nil {
 		return fmt.Errorf("reset history: %w", err)
 	}
 	if err := (proto.StorageClearCookies{BrowserContextID: t.bctx.BrowserContextID}).Call(t.inst.b.Context(ctx)); err != nil {
@@ -365,12 +400,91 @@ func (t *tab) reset(ctx context.Context, st *renderState, loader proto.NetworkLo
 		if err := (proto.StorageClearDataForOrigin{Origin: o, StorageTypes: clearStorageTypes}).Call(p); err != nil {
 			return fmt.Errorf("reset storage %s: %w", o, err)
 		}
-		// Session storage belongs to the tab, not the context.
-		if err := (proto.DOMStorageClear{StorageID: &proto.DOMStorageStorageID{SecurityOrigin: o}}).Call(p); err != nil {
-			return fmt.Errorf("reset session storage %s: %w", o, err)
+	}
+	return nil
+}
+
+// clearSessionStorage clears the session storage of every frame the page
+// still has. Session storage belongs to the tab (not to the browser
+// context, whose cookies and storage are cleared by origin), and DevTools
+// reaches it only through a frame that holds it: a render whose frames
+// committed an origin none of them holds any more (a cross-origin
+// navigation, a removed iframe) cannot be cleared, and its tab is replaced.
+func (t *tab) clearSessionStorage(ctx context.Context, st *renderState) error {
+	p := t.page.Context(ctx)
+	tree, err := proto.PageGetFrameTree{}.Call(p)
+	if err != nil {
+		return fmt.Errorf("reset frames: %w", err)
+	}
+	live := map[string]bool{}
+	var walk func(n *proto.PageFrameTree) error
+	walk = func(n *proto.PageFrameTree) error {
+		if n == nil || n.Frame == nil {
+			return nil
+		}
+		live[n.Frame.SecurityOrigin] = true
+		if o := n.Frame.SecurityOrigin; o != "" && o != "null" && !strings.HasPrefix(o, "://") {
+			key, err := proto.StorageGetStorageKeyForFrame{FrameID: n.Frame.ID}.Call(p)
+			if err != nil {
+				return fmt.Errorf("reset storage key %s: %w", o, err)
+			}
+			id := &proto.DOMStorageStorageID{StorageKey: proto.DOMStorageSerializedStorageKey(key.StorageKey)}
+			if err := (proto.DOMStorageClear{StorageID: id}).Call(p); err != nil {
+				return fmt.Errorf("reset session storage %s: %w", o, err)
+			}
+		}
+		for _, c := range n.ChildFrames {
+			if len(live) > 256 {
+				break
+			}
+			if err := walk(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := walk(tree.FrameTree); err != nil {
+		return err
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for o := range st.committed {
+		if !live[o] {
+			return fmt.Errorf("reset session storage: %w: %s", errGoneOrigin, o)
 		}
 	}
 	return nil
+}
+
+// errGoneOrigin means a render left session storage that no frame holds.
+var errGoneOrigin = errors.New("prerender: an origin the page committed has no frame left")
+
+// pageOwned reports the target types a page can open: pages (popups,
+// windows) and workers. The browser's own UI targets in the tab's window
+// (its omnibox popup) are not.
+func pageOwned(typ proto.TargetTargetInfoType) bool {
+	switch typ {
+	case proto.TargetTargetInfoTypePage, "worker",
+		proto.TargetTargetInfoTypeSharedWorker, proto.TargetTargetInfoTypeServiceWorker:
+		return true
+	}
+	return false
+}
+
+// retryDetached calls f until it does not fail with DevTools' "Not
+// attached to an active page" (the page is between two frame hosts), for
+// up to a second.
+func retryDetached(ctx context.Context, f func() error) error {
+	deadline := time.Now().Add(time.Second)
+	for {
+		err := f()
+		if err == nil || !strings.Contains(err.Error(), "Not attached to an active page") || time.Now().After(deadline) {
+			return err
+		}
+		if !sleepCtx(ctx, 2*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
 }
 
 // closeOthers closes every target of the tab's browser context but its
@@ -383,7 +497,7 @@ func (t *tab) closeOthers(ctx context.Context) error {
 		return fmt.Errorf("reset targets: %w", err)
 	}
 	for _, ti := range list.TargetInfos {
-		if ti.BrowserContextID != t.bctx.BrowserContextID || ti.TargetID == t.page.TargetID {
+		if ti.BrowserContextID != t.bctx.BrowserContextID || ti.TargetID == t.page.TargetID || !pageOwned(ti.Type) {
 			continue
 		}
 		if _, err := (proto.TargetCloseTarget{TargetID: ti.TargetID}).Call(b); err != nil {
@@ -393,6 +507,25 @@ func (t *tab) closeOthers(ctx context.Context) error {
 	}
 	return nil
 }
+
+// guardWorld is the isolated world guardJS runs in: its globals and
+// prototypes are its own, so nothing the page replaces reaches it.
+const guardWorld = "prism-guard"
+
+// guardJS runs in every document of every frame before the page's own
+// scripts, in guardWorld. Its capture listeners on the window are the first
+// of their events' listeners, and stop every other one: so the page's
+// handlers for the end of its document's life (and for the freeze of its
+// reset) never run, whether a later render's navigation or the reset
+// unloads it. Were they to run then, what they write (cookies, storage, a
+// beacon carrying them) could land after the reset cleared it.
+const guardJS = `(() => {
+	const stop = (e) => e.stopImmediatePropagation();
+	for (const t of ['pagehide', 'unload', 'beforeunload', 'pageswap', 'freeze', 'resume']) {
+		window.addEventListener(t, stop, true);
+		document.addEventListener(t, stop, true);
+	}
+})()`
 
 // clearStorageTypes are cleared for every document origin after a render.
 // Cookies go with Storage.clearCookies for the whole context.

@@ -99,6 +99,9 @@ func (t *tab) setupVisibility(ctx context.Context) error {
 	if _, err := (proto.PageAddScriptToEvaluateOnNewDocument{Source: showHookJS}).Call(p); err != nil {
 		return fmt.Errorf("add hook: %w", err)
 	}
+	if _, err := (proto.PageAddScriptToEvaluateOnNewDocument{Source: guardJS, WorldName: guardWorld}).Call(p); err != nil {
+		return fmt.Errorf("add guard: %w", err)
+	}
 	if t.inst.r.opts.AlwaysVisible {
 		return nil // run shows the tab before each navigation
 	}

@@ -1,0 +1,378 @@
+package prerender
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-rod/rod/lib/proto"
+)
+
+// Hostile pages: each attacks the renderer, the renders after it or PRISM
+// itself. The env's renderer has one tab, so every render reuses the tab
+// the attacker used, on site.test and on other.test (two configured hosts
+// of one origin).
+
+// resetEscapeJS replaces what a reset done from inside the page would lean
+// on, then writes state from every exit-time event, from a timer and from
+// an about:blank iframe's listeners.
+const resetEscapeJS = `
+const put = (v) => { try {
+	document.cookie = 'escaped=' + v + '; path=/; max-age=3600';
+	localStorage.setItem('k', 'escaped-' + v); sessionStorage.setItem('k', 'escaped-' + v);
+	navigator.sendBeacon('/beacon?' + v); fetch('/beacon?f' + v, {keepalive: true});
+} catch (e) {} };
+const f = document.createElement('iframe'); document.body.appendChild(f);
+for (const ev of ['pagehide', 'unload', 'beforeunload']) f.contentWindow.addEventListener(ev, () => put('frame-' + ev));
+Symbol.for = () => Symbol('nope');
+Array.prototype.splice = function () { return []; };
+Array.prototype.push = function () { return 0; };
+EventTarget.prototype.removeEventListener = function () {};
+Function.prototype.call = function () {};
+Function.prototype.apply = function () {};
+Reflect.apply = function () {};
+Storage.prototype.clear = function () {};
+Storage.prototype.removeItem = function () {};
+Object.defineProperty = function (o) { return o; };
+for (const ev of ['pagehide', 'unload', 'beforeunload', 'pageswap', 'visibilitychange', 'freeze', 'resume']) {
+	addEventListener(ev, () => put(ev), true); addEventListener(ev, () => put(ev)); document.addEventListener(ev, () => put(ev));
+}
+onunload = () => put('onunload'); onpagehide = () => put('onpagehide');
+document.body.setAttribute('onpagehide', "document.cookie = 'attr=1; path=/'");
+setInterval(() => put('timer'), 1);
+document.body.insertAdjacentHTML('beforeend', '<p id="esc">escape ready</p>');
+`
+
+// popupJS opens popups (window.open, a target=_blank link, a noopener
+// window) that script their opener from their own timers: write into
+// whatever document the tab holds next, set its cookies, and navigate it
+// away when it is the other host.
+const popupJS = `
+window.attack = () => {
+	let opened = 0;
+	const evil = "setInterval(() => { try {" +
+		"opener.document.cookie = 'evil=1; path=/; max-age=3600'; opener.localStorage.setItem('k', 'evil');" +
+		"if (opener.document.body && !opener.document.getElementById('evil')) opener.document.body.insertAdjacentHTML('beforeend', '<p id=evil>ATTACKER TEXT</p>');" +
+		"} catch (e) {} try { if (opener.location.host !== 'site.test') opener.location.href = 'https://site.test/attacker-landing'; } catch (e) {} }, 1);";
+	for (let i = 0; i < 3; i++) {
+		const w = window.open('about:blank', 'p' + i);
+		if (w) { opened++; try { w.eval(evil); } catch (e) {} }
+	}
+	const a = document.createElement('a'); a.href = '/attacker-landing'; a.target = '_blank'; document.body.appendChild(a); a.click();
+	window.open('/attacker-landing', '_blank', 'noopener');
+	return opened;
+};
+`
+
+var hostilePages = map[string]string{
+	"/popup": `<!DOCTYPE html><html><body><p>popups</p><script>` + popupJS + `
+document.body.insertAdjacentHTML('beforeend', '<p id="opened">opened=' + attack() + '</p>');
+</script></body></html>`,
+	// The same, started by a user gesture (the test's), which popup
+	// blocking lets through: the popups exist, and must be closed.
+	"/popup-gesture": `<!DOCTYPE html><html><head><script>window.prerenderReady = false</script></head><body><p>popups</p><script>` + popupJS + `
+window.go = () => { document.body.insertAdjacentHTML('beforeend', '<p id="opened">opened=' + attack() + '</p>'); window.prerenderReady = true; };
+</script></body></html>`,
+	"/attacker-landing": `<!DOCTYPE html><html><body><p>ATTACKER LANDING</p></body></html>`,
+	"/reset-escape":     `<!DOCTYPE html><html><body><script>` + resetEscapeJS + `</script></body></html>`,
+	"/flood-push": `<!DOCTYPE html><html><head><script>window.prerenderReady = false; let i = 0;
+(function f() { for (let k = 0; k < 2000; k++) history.pushState({}, '', '/flood-push?' + (i++)); setTimeout(f, 0); })();
+</script></head><body><p>push flood</p></body></html>`,
+	"/flood-hash": `<!DOCTYPE html><html><head><script>window.prerenderReady = false; let i = 0;
+(function f() { for (let k = 0; k < 2000; k++) location.hash = 'h' + (i++); setTimeout(f, 0); })();
+</script></head><body><p>hash flood</p></body></html>`,
+	"/dialogs": `<!DOCTYPE html><html><body><script>
+alert('a'); const c = confirm('b'); const p = prompt('c', 'default');
+setTimeout(() => { alert('later'); document.body.insertAdjacentHTML('beforeend', '<p id="d">after dialogs confirm=' + c + ' prompt=' + p + '</p>'); }, 50);
+</script></body></html>`,
+	// Sticky activation (the test's gesture) lets beforeunload ask.
+	"/beforeunload": `<!DOCTYPE html><html><head><script>window.prerenderReady = false</script></head><body><p>leave me</p><script>
+addEventListener('beforeunload', (e) => { e.preventDefault(); e.returnValue = 'stay'; return 'stay'; });
+onbeforeunload = () => 'stay';
+window.go = () => { window.prerenderReady = true; };
+</script></body></html>`,
+	"/wait-forever": `<!DOCTYPE html><html><head><script>window.prerenderReady = false</script></head><body><p>waiting</p></body></html>`,
+	"/fetch-big": `<!DOCTYPE html><html><head><script>window.prerenderReady = false;
+let ok = 0, failed = 0;
+Promise.all(Array.from({length: 30}, (_, i) => fetch('/big?' + i).then(r => r.arrayBuffer()).then(() => ok++, () => failed++))).then(() => {
+	document.body.insertAdjacentHTML('beforeend', '<p id="big">big ok=' + ok + ' failed=' + failed + '</p>'); window.prerenderReady = true; });
+</script></head><body></body></html>`,
+}
+
+// bigBody is what /big answers: 19 MB, under MaxBodyBytes.
+var bigBody = []byte(strings.Repeat("b", 19<<20))
+
+// beacons counts requests to /beacon made from exit-time handlers.
+var beacons atomic.Int64
+
+// hostileOrigin serves the hostile pages' special paths; it reports
+// whether it answered.
+func hostileOrigin(w http.ResponseWriter, r *http.Request) bool {
+	switch r.URL.Path {
+	case "/big":
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(len(bigBody)))
+		w.Write(bigBody)
+		return true
+	case "/beacon":
+		// Those a page sends while it renders are its own; only those from
+		// its exit-time handlers (named by the event) are counted.
+		if q := strings.TrimPrefix(r.URL.RawQuery, "f"); q != "timer" {
+			beacons.Add(1)
+		}
+		return true
+	}
+	return false
+}
+
+// currentTab is the env renderer's one tab (created by a first render).
+func currentTab(t *testing.T, e *testEnv) *tab {
+	t.Helper()
+	var found *tab
+	e.r.cur.Load().tabs.Range(func(_, v any) bool { found = v.(*tab); return false })
+	if found == nil {
+		t.Fatal("no tab")
+	}
+	return found
+}
+
+// duringRender renders path and, once the page is loaded, runs expr in it
+// as if a person's gesture started it (Runtime.evaluate userGesture).
+func duringRender(t *testing.T, e *testEnv, path, expr string) (*Result, error) {
+	t.Helper()
+	mustRender(t, e, Request{URL: "/js"}) // the tab exists
+	tb := currentTab(t, e)
+	type out struct {
+		res *Result
+		err error
+	}
+	done := make(chan out, 1)
+	go func() {
+		res, err := render(t, e, Request{URL: path})
+		done <- out{res, err}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		res, err := proto.RuntimeEvaluate{Expression: "typeof window.go === 'function' && (window.go(), true)", UserGesture: true, ReturnByValue: true}.Call(tb.page.Context(ctx))
+		cancel()
+		if err == nil && res.Result.Value.Bool() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never became ready for the gesture", path)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the page, not waiting for time
+	}
+	o := <-done
+	return o.res, o.err
+}
+
+// checkClean renders the isolation page on both hosts and fails if any
+// state, text or navigation of an earlier render shows in it, in what the
+// page saw or in what the origin received.
+func checkClean(t *testing.T, e *testEnv, after string) {
+	t.Helper()
+	for _, u := range []string{"https://" + pubHost + "/isolation", "https://other.test/isolation", "https://" + pubHost + "/isolation"} {
+		res := mustRender(t, e, Request{URL: u})
+		html := string(res.HTML)
+		if !strings.Contains(html, "cookie=[] ls=[] ss=[]") || strings.Contains(html, "ATTACKER") || strings.Contains(html, "escaped") {
+			t.Errorf("after %s, %s: state or text of the attacker: %s", after, u, html)
+		}
+		if c, _ := e.cookies.Load("/isolation"); c != nil && c.(string) != "" {
+			t.Errorf("after %s, %s: the origin received cookies %q", after, u, c)
+		}
+	}
+}
+
+func TestHostilePopups(t *testing.T) {
+	e := getEnv(t)
+	landing := e.count("/attacker-landing")
+	res := mustRender(t, e, Request{URL: "/popup"})
+	t.Logf("without a gesture: %s", between(string(res.HTML), `<p id="opened">`, "</p>"))
+	if !strings.Contains(string(res.HTML), "opened=0") {
+		t.Errorf("popups opened without a user gesture: %s", res.HTML)
+	}
+	checkClean(t, e, "/popup")
+
+	closed := e.r.metrics.popups.Get()
+	res, err := duringRender(t, e, "/popup-gesture", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The gesture lets one popup through (it is used up by the first).
+	if !strings.Contains(string(res.HTML), "opened=1") {
+		t.Errorf("with a gesture a popup should have opened (and then been closed): %s", res.HTML)
+	}
+	checkClean(t, e, "/popup-gesture")
+	if n := e.r.metrics.popups.Get() - closed; n < 1 {
+		t.Errorf("%d popups closed, want at least 1", n)
+	}
+	if n := e.count("/attacker-landing") - landing; n > 2 {
+		t.Errorf("the attacker's landing page was fetched %d times (at most the 2 popups that load it, before they are closed)", n)
+	}
+	checkTargets(t, e)
+}
+
+// checkTargets fails if the tab's browser context holds anything but its page.
+func checkTargets(t *testing.T, e *testEnv) {
+	t.Helper()
+	tb := currentTab(t, e)
+	list, err := proto.TargetGetTargets{}.Call(e.r.cur.Load().b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ti := range list.TargetInfos {
+		if ti.BrowserContextID == tb.bctx.BrowserContextID && ti.TargetID != tb.page.TargetID && pageOwned(ti.Type) {
+			t.Errorf("target %s %s %s outlived its render", ti.Type, ti.URL, ti.TargetID)
+		}
+	}
+}
+
+func TestHostileResetEscape(t *testing.T) {
+	e := getEnv(t)
+	before := beacons.Load()
+	res := mustRender(t, e, Request{URL: "/reset-escape"})
+	if !strings.Contains(string(res.HTML), "escape ready") {
+		t.Fatalf("the escape page did not render: %s", res.HTML)
+	}
+	checkClean(t, e, "/reset-escape")
+	if n := beacons.Load() - before; n != 0 {
+		t.Errorf("%d beacons from the page's exit handlers reached the origin", n)
+	}
+}
+
+func TestHostileFloods(t *testing.T) {
+	e := getEnv(t)
+	crashes, restarts := e.r.crashes.Load(), e.r.restarts.Load()
+	inst := e.r.cur.Load()
+	// Long enough for several liveness probes (every ProbeInterval, 5s).
+	for range 2 {
+		for _, p := range []string{"/flood-push", "/flood-hash"} {
+			res := mustRender(t, e, Request{URL: p})
+			if !res.Partial || !strings.Contains(string(res.HTML), "flood") {
+				t.Errorf("%s: partial=%v %.200s", p, res.Partial, res.HTML)
+			}
+			if err := e.r.Healthy(); err != nil {
+				t.Errorf("after %s: browser unhealthy: %v", p, err)
+			}
+		}
+	}
+	start := time.Now()
+	res := mustRender(t, e, Request{URL: "/js"})
+	if !strings.Contains(string(res.HTML), "written by js") {
+		t.Errorf("render after the floods: %s", res.HTML)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("render after the floods took %v", d)
+	}
+	if e.r.crashes.Load() != crashes || e.r.restarts.Load() != restarts || e.r.cur.Load() != inst {
+		t.Errorf("the floods took the browser down: crashes %d -> %d, restarts %d -> %d",
+			crashes, e.r.crashes.Load(), restarts, e.r.restarts.Load())
+	}
+}
+
+func TestHostileDialogs(t *testing.T) {
+	e := getEnv(t)
+	dismissed := e.r.metrics.dialogs.Get()
+	start := time.Now()
+	res := mustRender(t, e, Request{URL: "/dialogs"})
+	if d := time.Since(start); d > 2*time.Second || res.Partial {
+		t.Errorf("dialog page took %v (partial %v), want a quick complete render", d, res.Partial)
+	}
+	if !strings.Contains(string(res.HTML), "after dialogs confirm=false prompt=null") {
+		t.Errorf("dialogs page: %s", res.HTML)
+	}
+	if n := e.r.metrics.dialogs.Get() - dismissed; n != 4 {
+		t.Errorf("%d dialogs dismissed, want 4", n)
+	}
+	// beforeunload with sticky activation would block the reset's
+	// navigation without an answer.
+	res, err := duringRender(t, e, "/beforeunload", "")
+	if err != nil || !strings.Contains(string(res.HTML), "leave me") {
+		t.Fatalf("beforeunload page: %v %v", res, err)
+	}
+	start = time.Now()
+	if res := mustRender(t, e, Request{URL: "/js"}); !strings.Contains(string(res.HTML), "written by js") {
+		t.Errorf("after beforeunload: %s", res.HTML)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("render after a beforeunload page took %v", d)
+	}
+}
+
+func TestHostileCrash(t *testing.T) {
+	e := getEnv(t)
+	mustRender(t, e, Request{URL: "/js"})
+	tb := currentTab(t, e)
+	crashes := e.r.metrics.pageCrashes.Get()
+	done := make(chan error, 1)
+	var returned time.Time
+	go func() {
+		_, err := render(t, e, Request{URL: "/wait-forever"})
+		returned = time.Now()
+		done <- err
+	}()
+	waitFor(t, "the page to load", func() bool { return e.count("/wait-forever") > 0 })
+	crashAt := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = proto.PageCrash{}.Call(tb.page.Context(ctx)) // no answer: the renderer is gone
+	cancel()
+	err := <-done
+	if !errors.Is(err, ErrPageCrashed) {
+		t.Errorf("render of a crashed page: %v, want ErrPageCrashed", err)
+	}
+	if d := returned.Sub(crashAt); d > 2*time.Second {
+		t.Errorf("crash noticed after %v, want within 2s", d)
+	}
+	if n := e.r.metrics.pageCrashes.Get() - crashes; n != 1 {
+		t.Errorf("prism_render_page_crashes_total +%d, want +1", n)
+	}
+	if res := mustRender(t, e, Request{URL: "/js"}); !strings.Contains(string(res.HTML), "written by js") {
+		t.Errorf("render after the crash: %s", res.HTML)
+	}
+	if currentTab(t, e) == tb {
+		t.Error("the crashed tab was reused")
+	}
+}
+
+func TestHostileLargeFetches(t *testing.T) {
+	e := getEnv(t)
+	refused := e.r.metrics.refused["page_bytes"].Get() + e.r.metrics.refused["inflight_bytes"].Get()
+	res := mustRender(t, e, Request{URL: "/fetch-big"})
+	got := between(string(res.HTML), `<p id="big">`, "</p>")
+	t.Logf("%s", got)
+	if !res.Partial || !strings.Contains(got, "failed=") || strings.Contains(got, "ok=30") {
+		t.Errorf("30 fetches of 19 MB: partial=%v %q; want some refused and the render partial", res.Partial, got)
+	}
+	if e.r.metrics.refused["page_bytes"].Get()+e.r.metrics.refused["inflight_bytes"].Get() == refused {
+		t.Error("no fetch counted as refused")
+	}
+	if res := mustRender(t, e, Request{URL: "/js"}); !strings.Contains(string(res.HTML), "written by js") || res.Partial {
+		t.Errorf("render after the large fetches: %s", res.HTML)
+	}
+}
+
+// between returns the text of s between the first from and the next to.
+func between(s, from, to string) string {
+	_, s, _ = strings.Cut(s, from)
+	s, _, _ = strings.Cut(s, to)
+	return s
+}
+
+// waitFor polls cond for up to 10s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition, not waiting for time
+	}
+}

@@ -79,7 +79,15 @@ document.body.insertAdjacentHTML('beforeend', '<p id="opened">opened=' + attack(
 window.go = () => { document.body.insertAdjacentHTML('beforeend', '<p id="opened">opened=' + attack() + '</p>'); window.prerenderReady = true; };
 </script></body></html>`,
 	"/attacker-landing": `<!DOCTYPE html><html><body><p>ATTACKER LANDING</p></body></html>`,
-	"/reset-escape":     `<!DOCTYPE html><html><body><script>` + resetEscapeJS + `</script></body></html>`,
+	// The escape, in the page and in a cross-origin iframe that reports
+	// what it finds of an earlier render (its storage is partitioned under
+	// the page's site: only a later render of this page can see it).
+	"/reset-escape": `<!DOCTYPE html><html><head><script>window.prerenderReady = false;
+addEventListener('message', (m) => { document.body.insertAdjacentHTML('beforeend', '<p id="frame">' + m.data + '</p>'); window.prerenderReady = true; });
+</script></head><body><iframe src="https://other.test/escape-frame"></iframe><script>` + resetEscapeJS + `</script></body></html>`,
+	"/escape-frame": `<!DOCTYPE html><html><body><script>
+parent.postMessage('frame saw cookie=[' + document.cookie + '] ls=[' + (localStorage.getItem('k') || '') + '] ss=[' + (sessionStorage.getItem('k') || '') + ']', '*');
+` + resetEscapeJS + `</script></body></html>`,
 	"/flood-push": `<!DOCTYPE html><html><head><script>window.prerenderReady = false; let i = 0;
 (function f() { for (let k = 0; k < 2000; k++) history.pushState({}, '', '/flood-push?' + (i++)); setTimeout(f, 0); })();
 </script></head><body><p>push flood</p></body></html>`,
@@ -237,11 +245,14 @@ func checkTargets(t *testing.T, e *testEnv) {
 func TestHostileResetEscape(t *testing.T) {
 	e := getEnv(t)
 	before := beacons.Load()
-	res := mustRender(t, e, Request{URL: "/reset-escape"})
-	if !strings.Contains(string(res.HTML), "escape ready") {
-		t.Fatalf("the escape page did not render: %s", res.HTML)
+	for i := range 3 {
+		res := mustRender(t, e, Request{URL: "/reset-escape"})
+		html := string(res.HTML)
+		if !strings.Contains(html, "escape ready") || !strings.Contains(html, "frame saw cookie=[] ls=[] ss=[]") {
+			t.Errorf("escape render %d: an earlier render's state, or no frame report: %s", i, html)
+		}
+		checkClean(t, e, "/reset-escape")
 	}
-	checkClean(t, e, "/reset-escape")
 	if n := beacons.Load() - before; n != 0 {
 		t.Errorf("%d beacons from the page's exit handlers reached the origin", n)
 	}

@@ -127,7 +127,7 @@ func (st *renderState) finished(id proto.NetworkRequestID, now time.Time) {
 // addCommitted records the origin of a document that committed in one of
 // the page's frames (opaque and about: origins hold no session storage).
 func (st *renderState) addCommitted(origin string) {
-	if origin == "" || origin == "null" || strings.HasPrefix(origin, "://") {
+	if !storageOrigin(origin) {
 		return
 	}
 	st.mu.Lock()
@@ -364,7 +364,8 @@ func (t *tab) reset(ctx context.Context, st *renderState, loader proto.NetworkLo
 	if err := t.closeOthers(ctx); err != nil {
 		return err
 	}
-	if err := t.clearSessionStorage(ctx, st); err != nil {
+	keys, err := t.clearSessionStorage(ctx, st)
+	if err != nil {
 		return err
 	}
 	nav, err := proto.PageNavigate{URL: "about:blank"}.Call(p)
@@ -401,33 +402,43 @@ func (t *tab) reset(ctx context.Context, st *renderState, loader proto.NetworkLo
 			return fmt.Errorf("reset storage %s: %w", o, err)
 		}
 	}
+	// A third-party frame's storage is partitioned under the page's site:
+	// cleared by its storage key, not its origin.
+	for _, k := range keys {
+		if err := (proto.StorageClearDataForStorageKey{StorageKey: k, StorageTypes: clearStorageTypes}).Call(p); err != nil {
+			return fmt.Errorf("reset storage %s: %w", k, err)
+		}
+	}
 	return nil
 }
 
 // clearSessionStorage clears the session storage of every frame the page
-// still has. Session storage belongs to the tab (not to the browser
-// context, whose cookies and storage are cleared by origin), and DevTools
-// reaches it only through a frame that holds it: a render whose frames
-// committed an origin none of them holds any more (a cross-origin
-// navigation, a removed iframe) cannot be cleared, and its tab is replaced.
-func (t *tab) clearSessionStorage(ctx context.Context, st *renderState) error {
+// still has, and returns their storage keys. Session storage belongs to the
+// tab (not to the browser context, whose cookies and storage are cleared by
+// origin and key), and DevTools reaches it only through a frame that holds
+// it: a render whose frames committed an origin none of them holds any more
+// (a cross-origin navigation, a removed iframe) cannot be cleared, and its
+// tab is replaced.
+func (t *tab) clearSessionStorage(ctx context.Context, st *renderState) ([]string, error) {
 	p := t.page.Context(ctx)
 	tree, err := proto.PageGetFrameTree{}.Call(p)
 	if err != nil {
-		return fmt.Errorf("reset frames: %w", err)
+		return nil, fmt.Errorf("reset frames: %w", err)
 	}
 	live := map[string]bool{}
+	var keys []string
 	var walk func(n *proto.PageFrameTree) error
 	walk = func(n *proto.PageFrameTree) error {
 		if n == nil || n.Frame == nil {
 			return nil
 		}
-		live[n.Frame.SecurityOrigin] = true
-		if o := n.Frame.SecurityOrigin; o != "" && o != "null" && !strings.HasPrefix(o, "://") {
+		if o := n.Frame.SecurityOrigin; storageOrigin(o) && !live[o] {
+			live[o] = true
 			key, err := proto.StorageGetStorageKeyForFrame{FrameID: n.Frame.ID}.Call(p)
 			if err != nil {
 				return fmt.Errorf("reset storage key %s: %w", o, err)
 			}
+			keys = append(keys, string(key.StorageKey))
 			id := &proto.DOMStorageStorageID{StorageKey: proto.DOMStorageSerializedStorageKey(key.StorageKey)}
 			if err := (proto.DOMStorageClear{StorageID: id}).Call(p); err != nil {
 				return fmt.Errorf("reset session storage %s: %w", o, err)
@@ -444,16 +455,22 @@ func (t *tab) clearSessionStorage(ctx context.Context, st *renderState) error {
 		return nil
 	}
 	if err := walk(tree.FrameTree); err != nil {
-		return err
+		return nil, err
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for o := range st.committed {
 		if !live[o] {
-			return fmt.Errorf("reset session storage: %w: %s", errGoneOrigin, o)
+			return nil, fmt.Errorf("reset session storage: %w: %s", errGoneOrigin, o)
 		}
 	}
-	return nil
+	return keys, nil
+}
+
+// storageOrigin reports whether a frame's security origin holds storage
+// (opaque and about: origins do not).
+func storageOrigin(o string) bool {
+	return o != "" && o != "null" && !strings.HasPrefix(o, "://")
 }
 
 // errGoneOrigin means a render left session storage that no frame holds.

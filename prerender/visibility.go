@@ -33,12 +33,15 @@ const showBinding = "__prismShow"
 // any of it: it only decides whether that page's own render is painted).
 const showHookJS = `(() => {
 	const w = globalThis;
+	// Captured before any page script runs: a page that replaces them later
+	// does not break the wrappers (and so its own listeners).
+	const apply = Reflect.apply, has = Set.prototype.has, lower = String.prototype.toLowerCase, str = String;
 	let sent = false;
 	const show = () => {
 		if (sent) return;
 		try { w.` + showBinding + `('1'); sent = true; } catch (e) {}
 	};
-	const trap = { apply(f, self, args) { show(); return Reflect.apply(f, self, args); } };
+	const trap = { apply(f, self, args) { show(); return apply(f, self, args); } };
 	const method = (o, k) => {
 		const d = o && Object.getOwnPropertyDescriptor(o, k);
 		if (d && typeof d.value === 'function') Object.defineProperty(o, k, { ...d, value: new Proxy(d.value, trap) });
@@ -65,8 +68,8 @@ const showHookJS = `(() => {
 	const add = et && Object.getOwnPropertyDescriptor(et, 'addEventListener');
 	if (add && typeof add.value === 'function') {
 		Object.defineProperty(et, 'addEventListener', { ...add, value: new Proxy(add.value, { apply(f, self, args) {
-			if (typeSet.has(String(args[0]).toLowerCase())) show();
-			return Reflect.apply(f, self, args);
+			try { if (apply(has, typeSet, [apply(lower, str(args[0]), [])])) show(); } catch (e) {}
+			return apply(f, self, args);
 		} }) });
 	}
 	for (const o of [w, proto('Document'), proto('HTMLElement'), proto('SVGElement')]) {

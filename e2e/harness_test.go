@@ -69,6 +69,7 @@ type Conf struct {
 	AdminToken              string
 	AuthKey                 string
 	SchedulerControl        bool
+	Extra                   string // TOML appended to the config (more [[hosts]], say)
 	Listen, Admin, Internal string // filled by start
 }
 
@@ -122,6 +123,8 @@ origin = "{{.Origin}}"
   match_ua = ["Googlebot", "bingbot"]
   width = 1366
   height = 768
+
+{{.Extra}}
 `
 
 // Prism is one running prism process.

@@ -270,7 +270,11 @@ func (r *Renderer) launch(ctx context.Context) (*instance, error) {
 		// kept (holding memory) for a "back" that never comes (see
 		// tab.reset). Isolation does not depend on it: a kept document
 		// stays frozen.
-		Append("disable-features", "BackForwardCache")
+		Append("disable-features", "BackForwardCache").
+		// A new frame host per cross-document navigation made the reset's
+		// navigation to about:blank cost a quarter of PRISM's renders/s
+		// (bench/README.md); one frame host per tab does.
+		Append("disable-features", "RenderDocument")
 	if os.Geteuid() == 0 {
 		l.NoSandbox(true)
 	}

@@ -104,6 +104,11 @@ addEventListener('beforeunload', (e) => { e.preventDefault(); e.returnValue = 's
 onbeforeunload = () => 'stay';
 window.go = () => { window.prerenderReady = true; };
 </script></body></html>`,
+	// 100000 nested elements overflow the renderer's stack in layout.
+	"/nest": `<!DOCTYPE html><html><body><script>
+let el = document.body; for (let i = 0; i < 100000; i++) { const d = document.createElement('div'); el.appendChild(d); el = d; }
+el.textContent = 'deep'; document.body.offsetHeight; document.body.insertAdjacentHTML('beforeend', '<p>survived</p>');
+</script></body></html>`,
 	"/wait-forever": `<!DOCTYPE html><html><head><script>window.prerenderReady = false</script></head><body><p>waiting</p></body></html>`,
 	"/fetch-big": `<!DOCTYPE html><html><head><script>window.prerenderReady = false;
 let ok = 0, failed = 0;
@@ -349,6 +354,17 @@ func TestHostileCrash(t *testing.T) {
 	}
 	if currentTab(t, e) == tb {
 		t.Error("the crashed tab was reused")
+	}
+	// A page that crashes its renderer by itself.
+	start := time.Now()
+	if _, err := render(t, e, Request{URL: "/nest"}); !errors.Is(err, ErrPageCrashed) {
+		t.Errorf("/nest: %v, want ErrPageCrashed", err)
+	}
+	if d := time.Since(start); d >= e.r.opts.Timeout {
+		t.Errorf("/nest ended after %v, not before the timeout (%v)", d, e.r.opts.Timeout)
+	}
+	if res := mustRender(t, e, Request{URL: "/js"}); !strings.Contains(string(res.HTML), "written by js") {
+		t.Errorf("render after /nest: %s", res.HTML)
 	}
 }
 

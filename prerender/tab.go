@@ -333,8 +333,8 @@ func (t *tab) begin(ctx context.Context, cancel context.CancelCauseFunc, pub *ur
 //  4. The session storage of every frame is cleared (see
 //     clearSessionStorage).
 //  5. The tab navigates to about:blank. The page's pagehide, unload and
-//     beforeunload handlers do not run (guardJS stops them, from a world of
-//     its own that the page cannot reach), and the old document is
+//     beforeunload handlers do not run (guardJS stops them, with
+//     references the page cannot replace), and the old document is
 //     discarded (the back-forward cache is off), with its frames, workers
 //     and timers. The page is unfrozen and its history dropped.
 //  6. The context's cookies are cleared, and every touched origin's
@@ -525,22 +525,23 @@ func (t *tab) closeOthers(ctx context.Context) error {
 	return nil
 }
 
-// guardWorld is the isolated world guardJS runs in: its globals and
-// prototypes are its own, so nothing the page replaces reaches it.
-const guardWorld = "prism-guard"
-
 // guardJS runs in every document of every frame before the page's own
-// scripts, in guardWorld. Its capture listeners on the window are the first
-// of their events' listeners, and stop every other one: so the page's
-// handlers for the end of its document's life (and for the freeze of its
-// reset) never run, whether a later render's navigation or the reset
-// unloads it. Were they to run then, what they write (cookies, storage, a
-// beacon carrying them) could land after the reset cleared it.
+// scripts. Its capture listeners on the window are the first listeners of
+// their events, and stop every other one: so the page's handlers for the
+// end of its document's life (and for the freeze of its reset) never run,
+// whether a later render's navigation or the reset unloads it. Were they to
+// run then, what they write (cookies, storage, a beacon carrying them)
+// could land after the reset cleared it. It keeps its own references to
+// what it calls, taken before any page script: a page that replaces
+// addEventListener, stopImmediatePropagation or Reflect.apply changes
+// nothing, and no page script can reach its listener to remove it. (An
+// isolated world would do the same at the price of a second JavaScript
+// context per document: measurably slower, bench/README.md.)
 const guardJS = `(() => {
-	const stop = (e) => e.stopImmediatePropagation();
+	const apply = Reflect.apply, add = EventTarget.prototype.addEventListener, sip = Event.prototype.stopImmediatePropagation;
+	const stop = (e) => apply(sip, e, []);
 	for (const t of ['pagehide', 'unload', 'beforeunload', 'pageswap', 'freeze', 'resume']) {
-		window.addEventListener(t, stop, true);
-		document.addEventListener(t, stop, true);
+		apply(add, globalThis, [t, stop, true]);
 	}
 })()`
 

@@ -99,11 +99,12 @@ func (t *tab) setupVisibility(ctx context.Context) error {
 	if err := (proto.RuntimeAddBinding{Name: showBinding}).Call(p); err != nil {
 		return fmt.Errorf("add binding: %w", err)
 	}
+	// The guard first: its listeners must precede any other.
+	if _, err := (proto.PageAddScriptToEvaluateOnNewDocument{Source: guardJS}).Call(p); err != nil {
+		return fmt.Errorf("add guard: %w", err)
+	}
 	if _, err := (proto.PageAddScriptToEvaluateOnNewDocument{Source: showHookJS}).Call(p); err != nil {
 		return fmt.Errorf("add hook: %w", err)
-	}
-	if _, err := (proto.PageAddScriptToEvaluateOnNewDocument{Source: guardJS, WorldName: guardWorld}).Call(p); err != nil {
-		return fmt.Errorf("add guard: %w", err)
 	}
 	if t.inst.r.opts.AlwaysVisible {
 		return nil // run shows the tab before each navigation

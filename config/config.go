@@ -96,6 +96,13 @@ type Render struct {
 	// (PSS: shared pages counted once) passes this many MiB; 0: no limit.
 	// Default 2048.
 	RecycleMemoryMB int `toml:"recycle_memory_mb"`
+	// What one render may pull, in MiB (see README "Hostile pages"): one
+	// response (default 20), all of a page's responses (default 64; past
+	// it the render is served as partial), and the response bodies held
+	// across the browser at once (default 32, at least max_response_mb).
+	MaxResponseMB int `toml:"max_response_mb"`
+	MaxPageMB     int `toml:"max_page_mb"`
+	MaxInflightMB int `toml:"max_inflight_mb"`
 	// MaxPendingRenders bounds the crawler renders in flight; a miss beyond
 	// it gets the origin's own response. 0 (default): 16 x tabs.
 	MaxPendingRenders int `toml:"max_pending_renders"`
@@ -213,6 +220,9 @@ func Default() *Config {
 			OnlineReservationPercent: 50,
 			RecycleAfter:             1000,
 			RecycleMemoryMB:          2048,
+			MaxResponseMB:            20,
+			MaxPageMB:                64,
+			MaxInflightMB:            32,
 			BlockResourceTypes:       []string{"Image", "Media", "Font"},
 			KeepScriptTypes:          []string{"application/ld+json"},
 		},

@@ -326,6 +326,9 @@ func TestValidateMisc(t *testing.T) {
 	}{
 		{"no hosts", "", false, "hosts: at least one"},
 		{"valid", minimal, true, ""},
+		{"inflight below a response", "[render]\nmax_response_mb = 40\nmax_inflight_mb = 32\n" + minimal, false, "render.max_inflight_mb: 32 is below render.max_response_mb (40)"},
+		{"page bytes zero", "[render]\nmax_page_mb = 0\n" + minimal, false, "render.max_page_mb:"},
+		{"response bytes too large", "[render]\nmax_response_mb = 5000\n" + minimal, false, "render.max_response_mb:"},
 		{"host with port", strings.Replace(minimal, `"example.com"`, `"example.com:8080"`, 1), true, ""},
 		{"name with path", strings.Replace(minimal, `"example.com"`, `"example.com/a"`, 1), false, "hosts[0].name:"},
 		{"origin with path", strings.Replace(minimal, `:3000"`, `:3000/app"`, 1), false, "hosts[0].origin:"},

@@ -157,6 +157,12 @@ func (c *Config) validateRender(v *validator) {
 	v.intRange("render.recycle_after", r.RecycleAfter, 1, 1_000_000)
 	v.intRange("render.recycle_memory_mb", r.RecycleMemoryMB, 0, 1<<20)
 	v.intRange("render.max_pending_renders", r.MaxPendingRenders, 0, 100_000)
+	v.intRange("render.max_response_mb", r.MaxResponseMB, 1, 1024)
+	v.intRange("render.max_page_mb", r.MaxPageMB, 1, 16384)
+	v.intRange("render.max_inflight_mb", r.MaxInflightMB, 1, 16384)
+	if r.MaxInflightMB < r.MaxResponseMB {
+		v.add("render.max_inflight_mb", "%d is below render.max_response_mb (%d): a response that size could never be held", r.MaxInflightMB, r.MaxResponseMB)
+	}
 	for i, t := range r.BlockResourceTypes {
 		key := fmt.Sprintf("render.block_resource_types[%d]", i)
 		ct, ok := cdpResourceType(t)

@@ -139,7 +139,7 @@ type Options struct {
 	// MaxInflightBytes caps the response bodies held in memory across the
 	// browser at once, between fetch and hand-over to Chromium (each costs
 	// PRISM about three times its size while it is encoded for DevTools);
-	// 0 means 64 MiB, and never less than MaxBodyBytes. A request waits for
+	// 0 means 32 MiB, and never less than MaxBodyBytes. A request waits for
 	// room when its length is known, else fails when there is none.
 	MaxInflightBytes int64
 	// AlwaysVisible shows every page for its whole render. By default a
@@ -221,7 +221,7 @@ func New(opts Options) (*Renderer, error) {
 		opts.MaxPageBytes = 64 << 20
 	}
 	if opts.MaxInflightBytes <= 0 {
-		opts.MaxInflightBytes = 64 << 20
+		opts.MaxInflightBytes = 32 << 20
 	}
 	opts.MaxInflightBytes = max(opts.MaxInflightBytes, opts.MaxBodyBytes)
 	if opts.Now == nil {

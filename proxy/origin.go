@@ -226,6 +226,11 @@ func (p *Proxy) serveOrigin(w http.ResponseWriter, r *http.Request) (status int)
 			p.m.originErrors.Inc()
 			p.log.Warn("proxy: origin response failed before any of it was sent", "host", r.Host, "path", r.URL.Path, "status", http.StatusBadGateway)
 		default:
+			// Not the reverse proxy's abort: the timer must not write to w
+			// once this handler is gone.
+			o.mu.Lock()
+			o.stopLocked()
+			o.mu.Unlock()
 			panic(v)
 		}
 		status = o.status

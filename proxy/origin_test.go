@@ -97,7 +97,12 @@ func serveLie(c net.Conn, stop <-chan struct{}) {
 // tested), with renders that fail at once unless set otherwise.
 func lyingHarness(t *testing.T, opts ...harnessOpt) (*harness, string) {
 	t.Helper()
-	ou := lyingOrigin(t)
+	return originHarness(t, lyingOrigin(t), opts...)
+}
+
+// originHarness is lyingHarness for any origin.
+func originHarness(t *testing.T, ou *url.URL, opts ...harnessOpt) (*harness, string) {
+	t.Helper()
 	sites, err := site.New(site.Options{Hosts: []site.Host{{
 		ID: 1, Name: "example.com", Origin: ou,
 		Dimensions: []site.Dimension{{ID: 2, Name: "desktop", MatchUA: []string{"@crawlers"}, Width: 1366, Height: 768}},
@@ -232,5 +237,91 @@ func TestOriginTrickleAndSilence(t *testing.T) {
 		if err != nil || !strings.HasPrefix(line, "HTTP/1.1 504") || took > 5*time.Second {
 			t.Errorf("silent origin, %s: %q after %v (err %v), want a 504 within 5s", ua[:12], line, took, err)
 		}
+	}
+}
+
+// What the origin writer must pass on untouched: trailers, streamed
+// (flushed) bodies, informational responses and protocol upgrades.
+func TestOriginWriterPassesThrough(t *testing.T) {
+	release := make(chan struct{})
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/trailer":
+			w.Header().Set("Trailer", "X-Sum")
+			io.WriteString(w, "body")
+			w.Header().Set("X-Sum", "42")
+		case "/stream":
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "data: first\n\n")
+			w.(http.Flusher).Flush()
+			<-release
+		case "/hints":
+			w.Header().Set("Link", "</app.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			io.WriteString(w, "after hints")
+		case "/upgrade":
+			c, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+			brw.Flush()
+			line, _ := brw.ReadString('\n')
+			brw.WriteString("echo " + line)
+			brw.Flush()
+		}
+	}))
+	defer origin.Close()
+	defer close(release)
+	ou, _ := url.Parse(origin.URL)
+	_, addr := originHarness(t, ou)
+	get := func(path string) *http.Response {
+		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+		req.Host = "example.com"
+		req.Header.Set("User-Agent", uaPerson)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		return resp
+	}
+	resp := get("/trailer")
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "body" || resp.Trailer.Get("X-Sum") != "42" {
+		t.Errorf("trailer: %q, trailer %v", b, resp.Trailer)
+	}
+	resp = get("/stream") // the origin holds the rest back: the first event must arrive
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	resp.Body.Close()
+	if err != nil || line != "data: first\n" {
+		t.Errorf("stream: %q %v", line, err)
+	}
+	resp = get("/hints")
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "after hints" {
+		t.Errorf("early hints: %d %q", resp.StatusCode, b)
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /upgrade HTTP/1.1\r\nHost: example.com\r\nUser-Agent: "+uaPerson+"\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br := bufio.NewReader(c)
+	status, _ := br.ReadString('\n')
+	for {
+		h, err := br.ReadString('\n')
+		if err != nil || strings.TrimSpace(h) == "" {
+			break
+		}
+	}
+	io.WriteString(c, "hello\n")
+	echo, _ := br.ReadString('\n')
+	if !strings.HasPrefix(status, "HTTP/1.1 101") || echo != "echo hello\n" {
+		t.Errorf("upgrade: %q then %q", status, echo)
 	}
 }

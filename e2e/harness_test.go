@@ -166,8 +166,23 @@ func freeAddr(t *testing.T) string {
 }
 
 // startPrism writes c's config and runs prism until it is healthy. The
-// process is stopped (SIGTERM) when the test ends, if still running.
+// process is stopped (SIGTERM) when the test ends, if still running. A
+// port taken between freeAddr and prism's listen (another test's browser
+// or server) is retried with fresh ports.
 func startPrism(t *testing.T, c Conf) *Prism {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		p, err := tryStartPrism(t, c)
+		if err == nil {
+			return p
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatal(err)
+		}
+	}
+}
+
+func tryStartPrism(t *testing.T, c Conf) (*Prism, error) {
 	t.Helper()
 	c.Listen, c.Admin, c.Internal = freeAddr(t), freeAddr(t), freeAddr(t)
 	var buf bytes.Buffer
@@ -196,6 +211,11 @@ func startPrism(t *testing.T, c Conf) *Prism {
 		InternalURL: "http://" + c.Internal,
 	}
 	go func() { p.done <- cmd.Wait() }()
+	if err := p.waitHealthy(45 * time.Second); err != nil {
+		p.Stop()
+		logf.Close()
+		return nil, err
+	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("prism log (%s):\n%s", c.Dir, tail(filepath.Join(c.Dir, "prism.log"), 60))
@@ -203,30 +223,30 @@ func startPrism(t *testing.T, c Conf) *Prism {
 		p.Stop()
 		logf.Close()
 	})
-	p.waitHealthy(45 * time.Second)
-	return p
+	return p, nil
 }
 
-// waitHealthy polls the admin /health until it answers 200.
-func (p *Prism) waitHealthy(limit time.Duration) {
+// waitHealthy polls the admin /health until it answers 200; it returns an
+// error when prism exits first.
+func (p *Prism) waitHealthy(limit time.Duration) error {
 	p.t.Helper()
 	deadline := time.Now().Add(limit)
 	for {
 		select {
 		case err := <-p.done:
 			p.done <- err
-			p.t.Fatalf("prism exited during start-up: %v\n%s", err, tail(filepath.Join(p.Conf.Dir, "prism.log"), 40))
+			return fmt.Errorf("prism exited during start-up: %v\n%s", err, tail(filepath.Join(p.Conf.Dir, "prism.log"), 40))
 		default:
 		}
 		resp, err := http.Get(p.AdminURL + "/health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return nil
 			}
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("prism not healthy after %v\n%s", limit, tail(filepath.Join(p.Conf.Dir, "prism.log"), 40))
+			return fmt.Errorf("prism not healthy after %v\n%s", limit, tail(filepath.Join(p.Conf.Dir, "prism.log"), 40))
 		}
 		time.Sleep(50 * time.Millisecond) // polling interval, not a wait for an event
 	}

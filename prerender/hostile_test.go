@@ -110,11 +110,11 @@ let el = document.body; for (let i = 0; i < 100000; i++) { const d = document.cr
 el.textContent = 'deep'; document.body.offsetHeight; document.body.insertAdjacentHTML('beforeend', '<p>survived</p>');
 </script></body></html>`,
 	"/wait-forever": `<!DOCTYPE html><html><head><script>window.prerenderReady = false</script></head><body><p>waiting</p></body></html>`,
-	"/fetch-big": `<!DOCTYPE html><html><head><script>window.prerenderReady = false;
+	"/fetch-big": `<!DOCTYPE html><html><head><title>big</title><script>window.prerenderReady = false;
 let ok = 0, failed = 0;
 Promise.all(Array.from({length: 30}, (_, i) => fetch('/big?' + i).then(r => r.arrayBuffer()).then(() => ok++, () => failed++))).then(() => {
 	document.body.insertAdjacentHTML('beforeend', '<p id="big">big ok=' + ok + ' failed=' + failed + '</p>'); window.prerenderReady = true; });
-</script></head><body></body></html>`,
+</script></head><body><p>fetching</p></body></html>`,
 }
 
 // bigBody is what /big answers: 19 MB, under MaxBodyBytes.
@@ -324,8 +324,6 @@ func TestHostileDialogs(t *testing.T) {
 
 func TestHostileCrash(t *testing.T) {
 	e := getEnv(t)
-	mustRender(t, e, Request{URL: "/js"})
-	tb := currentTab(t, e)
 	crashes := e.r.metrics.pageCrashes.Get()
 	done := make(chan error, 1)
 	var returned time.Time
@@ -334,9 +332,16 @@ func TestHostileCrash(t *testing.T) {
 		returned = time.Now()
 		done <- err
 	}()
-	waitFor(t, "the page to load", func() bool { return e.count("/wait-forever") > 0 })
+	waitFor(t, "the page to be fetched", func() bool { return e.count("/wait-forever") > 0 })
+	tb := currentTab(t, e) // the one tab, rendering the page
+	waitFor(t, "the page to load", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		res, err := proto.RuntimeEvaluate{Expression: "location.pathname === '/wait-forever' && document.readyState === 'complete'", ReturnByValue: true}.Call(tb.page.Context(ctx))
+		return err == nil && res.Result.Value.Bool()
+	})
 	crashAt := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	_ = proto.PageCrash{}.Call(tb.page.Context(ctx)) // no answer: the renderer is gone
 	cancel()
 	err := <-done
@@ -374,7 +379,9 @@ func TestHostileLargeFetches(t *testing.T) {
 	res := mustRender(t, e, Request{URL: "/fetch-big"})
 	got := between(string(res.HTML), `<p id="big">`, "</p>")
 	t.Logf("%s", got)
-	if !res.Partial || !strings.Contains(got, "failed=") || strings.Contains(got, "ok=30") {
+	// Partial: over its byte bound, or (on a loaded machine) at the timeout
+	// before the fetches that were let through all arrived.
+	if !res.Partial || strings.Contains(got, "ok=30") {
 		t.Errorf("30 fetches of 19 MB: partial=%v %q; want some refused and the render partial", res.Partial, got)
 	}
 	if e.r.metrics.refused["page_bytes"].Get()+e.r.metrics.refused["inflight_bytes"].Get() == refused {

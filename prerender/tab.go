@@ -358,7 +358,11 @@ func (t *tab) reset(ctx context.Context, st *renderState, loader proto.NetworkLo
 		return err
 	}
 	p := t.page.Context(ctx)
-	if err := (proto.PageSetWebLifecycleState{State: proto.PageSetWebLifecycleStateStateFrozen}).Call(p); err != nil {
+	// A document that was just arriving (a navigation of the page's own at
+	// its capture) may be in a new frame host, not attached yet.
+	if err := retryDetached(ctx, func() error {
+		return proto.PageSetWebLifecycleState{State: proto.PageSetWebLifecycleStateStateFrozen}.Call(p)
+	}); err != nil {
 		return fmt.Errorf("reset freeze: %w", err)
 	}
 	if err := t.closeOthers(ctx); err != nil {

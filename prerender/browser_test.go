@@ -68,6 +68,7 @@ setTimeout(() => { document.body.insertAdjacentHTML('beforeend', '<p id="late">l
 <script src="https://www.google-analytics.com/analytics.js"></script></head>
 <body>assets<img src="/img.png"><video src="/v.mp4"></video><script src="/app.js"></script></body></html>`,
 	"/app.js": `document.body.insertAdjacentHTML('beforeend', '<p id="app">app ran</p>')`,
+	"/cached": `<!DOCTYPE html><html><body><p>cached</p><script src="/app.js"></script></body></html>`,
 	"/blank":  `<!DOCTYPE html><html><head><title>x</title></head><body>  <script>var a = 1</script> </body></html>`,
 	"/isolation": `<!DOCTYPE html><html><body><script>
 const seen = 'cookie=[' + document.cookie + '] ls=[' + (localStorage.getItem('k') || '') + '] ss=[' + (sessionStorage.getItem('k') || '') + ']';
@@ -200,6 +201,7 @@ func setupEnv() (*testEnv, error) {
 			}
 			if strings.HasSuffix(r.URL.Path, ".js") {
 				w.Header().Set("Content-Type", "text/javascript")
+				w.Header().Set("Cache-Control", "max-age=3600")
 			} else {
 				w.Header().Set("Content-Type", "text/html; charset=utf-8")
 			}
@@ -863,5 +865,20 @@ func TestGroupMemoryIsPSS(t *testing.T) {
 	t.Logf("browser group: PSS %d MiB, RSS summed %d MiB", mem>>20, rss>>20)
 	if mem <= 0 || mem >= rss {
 		t.Errorf("groupMemory %d, RSS summed %d", mem, rss)
+	}
+}
+
+// A script the origin lets browsers cache for an hour is fetched again by
+// every render: a recache after a deploy sees the new one.
+func TestNoCacheAcrossRenders(t *testing.T) {
+	e := getEnv(t)
+	n := e.count("/app.js")
+	for range 3 {
+		if res := mustRender(t, e, Request{URL: "/cached"}); !strings.Contains(string(res.HTML), "app ran") {
+			t.Fatalf("/cached: %s", res.HTML)
+		}
+	}
+	if got := e.count("/app.js") - n; got != 3 {
+		t.Errorf("/app.js (Cache-Control: max-age=3600) fetched %d times in 3 renders, want 3", got)
 	}
 }

@@ -246,6 +246,11 @@ func (r *Renderer) fetch(st *renderState, req *proto.NetworkRequest, u *url.URL)
 		}
 	}
 	if fromOrigin {
+		// The origin is reached at its configured address but asked as
+		// the public request would ask it: an origin that routes or checks
+		// by Host (virtual hosts, ALLOWED_HOSTS, host authorization)
+		// answers the renderer as it answers people.
+		hr.Host = u.Host
 		hr.Header.Set("X-Prism-Render", "1")
 		hr.Header.Set("X-Forwarded-Host", u.Host)
 		hr.Header.Set("X-Forwarded-Proto", u.Scheme)

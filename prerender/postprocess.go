@@ -31,7 +31,8 @@ var metaHeaderDenied = map[string]bool{
 }
 
 // applyMeta applies status and header meta tags (name, content pairs, in
-// document order) to status and h. The last valid status wins; headers
+// document order) to status and h. The first valid status wins (as in
+// prerender and Rendertron); headers
 // replace earlier values of the same name (several header metas with one
 // name are all kept). Location is made absolute against base. A 3xx status
 // without a Location is ignored: it would be a redirect to nowhere.
@@ -45,7 +46,7 @@ func applyMeta(base *url.URL, status int, h http.Header, metas [][2]string) (int
 		name, content := strings.ToLower(strings.TrimSpace(m[0])), strings.TrimSpace(m[1])
 		switch name {
 		case metaStatusPrerender, metaStatusRender:
-			if code, err := strconv.Atoi(content); err == nil && code >= 200 && code <= 599 {
+			if code, err := strconv.Atoi(content); err == nil && code >= 200 && code <= 599 && metaStatus == 0 {
 				metaStatus = code
 			}
 		case metaHeaderPrerender, metaHeaderRender:

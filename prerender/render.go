@@ -56,17 +56,16 @@ func (inst *instance) renderOn(ctx context.Context, s *slot, pub *url.URL, req R
 	}
 	t := s.tab
 	st := t.begin(rctx, rcancel, pub)
-	var loader proto.NetworkLoaderID
 	defer func() {
 		rcancel(nil)
 		inst.wg.Add(1) // safe: the tab's event loop holds a count
 		go func() {
 			defer inst.wg.Done()
-			inst.finish(s, st, loader)
+			inst.finish(s, st)
 		}()
 	}()
 
-	res, outcome, err := t.run(ctx, rctx, st, req, &loader)
+	res, outcome, err := t.run(ctx, rctx, st, req)
 	if t.broken.Load() || errors.Is(context.Cause(rctx), ErrPageCrashed) {
 		return nil, "crashed", ErrPageCrashed
 	}
@@ -81,7 +80,7 @@ func (inst *instance) renderOn(ctx context.Context, s *slot, pub *url.URL, req R
 
 // finish clears slot s's tab for the next render (or drops it when that
 // fails) and returns s to the pool.
-func (inst *instance) finish(s *slot, st *renderState, loader proto.NetworkLoaderID) {
+func (inst *instance) finish(s *slot, st *renderState) {
 	defer inst.pool.release(s)
 	t := s.tab
 	if inst.r.freshTabs || t.broken.Load() {
@@ -91,7 +90,7 @@ func (inst *instance) finish(s *slot, st *renderState, loader proto.NetworkLoade
 	}
 	ctx, cancel := context.WithTimeout(inst.ctx, resetTimeout)
 	defer cancel()
-	if err := t.reset(ctx, st, loader); err != nil {
+	if err := t.reset(ctx, st); err != nil {
 		if inst.ctx.Err() == nil {
 			inst.r.log.Warn("tab reset failed: replacing the tab", "err", err)
 		}
@@ -102,7 +101,7 @@ func (inst *instance) finish(s *slot, st *renderState, loader proto.NetworkLoade
 
 // run navigates, waits and captures. ctx is the caller's (plus browser
 // liveness), rctx the same bounded by the render timeout.
-func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request, loader *proto.NetworkLoaderID) (*Result, string, error) {
+func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request) (*Result, string, error) {
 	r := t.inst.r
 	if r.opts.AlwaysVisible {
 		if _, err := t.show(rctx, st); err != nil {
@@ -134,7 +133,6 @@ func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request, loade
 		}
 		return nil, "", fmt.Errorf("navigate: %w", navErr)
 	}
-	*loader = nav.LoaderID
 	status, header := http.StatusOK, http.Header{}
 	if m != nil {
 		status = m.status
@@ -264,44 +262,67 @@ const readyJS = `new Promise(r => { (function c() {
 })(); })`
 
 // wait returns when the page is ready (prerenderReady) or the network is
-// quiet, or with ctx's error.
-func (t *tab) wait(ctx context.Context, st *renderState) error {
+// quiet, or with ctx's error. idle reports the second: the page did not
+// say when it is ready.
+func (t *tab) wait(ctx context.Context, st *renderState) (idle bool, err error) {
 	mode, err := t.evalString(ctx, loadedJS)
 	if err != nil {
-		return err
+		return false, err
 	}
 	switch mode {
 	case "retired":
-		return errNoDoc
+		return false, errNoDoc
 	case "ready":
-		return nil
+		return false, nil
 	case "flag":
 		_, err := t.evalString(ctx, readyJS)
+		return false, err
+	}
+	return true, t.waitQuiet(ctx, st)
+}
+
+// waitShown is wait, then, for a page that stayed hidden but holds lazy
+// images or iframes (which load only when shown), shows it. A shown page
+// that did not say when it is ready is then scrolled through to its end
+// and back (scrollJS), so that content it loads when scrolled into view
+// (IntersectionObserver sections, lazy frames) below the first viewport is
+// there too, and waited for until the network is quiet again. A hidden
+// page observes nothing and is not scrolled: ordinary pages pay nothing.
+func (t *tab) waitShown(ctx context.Context, st *renderState) error {
+	idle, err := t.wait(ctx, st)
+	if err != nil {
 		return err
+	}
+	if !t.isShown() {
+		lazy, err := t.evalString(ctx, lazyJS)
+		if err != nil || lazy != "true" {
+			return err
+		}
+		shown, err := t.show(ctx, st)
+		if err != nil || !shown {
+			return err
+		}
+	}
+	if idle {
+		if _, err := t.evalString(ctx, scrollJS); err != nil {
+			return err
+		}
 	}
 	return t.waitQuiet(ctx, st)
 }
 
-// waitShown is wait, then, for a page that stayed hidden but holds lazy
-// images or iframes (which load only when shown), shows it and waits for
-// the network to be quiet again.
-func (t *tab) waitShown(ctx context.Context, st *renderState) error {
-	if err := t.wait(ctx, st); err != nil {
-		return err
-	}
-	if t.isShown() {
-		return nil
-	}
-	lazy, err := t.evalString(ctx, lazyJS)
-	if err != nil || lazy != "true" {
-		return err
-	}
-	shown, err := t.show(ctx, st)
-	if err != nil || !shown {
-		return err
-	}
-	return t.waitQuiet(ctx, st)
-}
+// scrollJS scrolls the page a viewport at a time to its end (at most 40
+// steps, two frames each, with a timer in case the page replaced
+// requestAnimationFrame), then back to the top.
+const scrollJS = `new Promise(async (r) => {
+	const se = document.scrollingElement || document.documentElement;
+	const frame = () => new Promise((f) => { try { requestAnimationFrame(() => f()); } catch (e) {} setTimeout(f, 50); });
+	const step = Math.max(innerHeight, 200);
+	let n = 0;
+	for (let y = step; se && y < se.scrollHeight && n < 40; y += step, n++) { scrollTo(0, y); await frame(); await frame(); }
+	if (n > 0) { scrollTo(0, 0); await frame(); }
+	r(n);
+})`
 
 // waitQuiet returns when no request has been in flight for quietPeriod.
 func (t *tab) waitQuiet(ctx context.Context, st *renderState) error {
@@ -351,26 +372,80 @@ type captured struct {
 	Blank bool        `json:"blank"`
 }
 
-// captureJS strips scripts (except kept types), reads the status/header
-// meta tags, checks for a blank body, and serializes with the doctype.
+// captureJS turns the live document into what a crawler is served, the
+// page as a person's browser shows it:
+//
+//   - open shadow roots (nested ones too) are serialized as declarative
+//     shadow DOM (<template shadowrootmode="open">), which HTML parsers
+//     that know it rebuild and text extractors read;
+//   - form state set by script (value, checked, selected, a textarea's
+//     text) is written into the markup; password and file inputs are not;
+//   - scripts are removed, except kept types (JSON-LD), also inside shadow
+//     roots;
+//   - the status and header meta tags are read (in document order) and
+//     removed, as prerender does;
+//   - charset declarations say UTF-8, which is what is served.
+//
+// It reports the page blank when its body holds no text and no element and
+// its head carries no link-preview metadata (a description, Open Graph or
+// Twitter tags, a canonical link): an empty shell, a spinner-less error.
 const captureJS = `((keep) => {
 	const k = new Set(keep);
-	for (const s of Array.from(document.getElementsByTagName('script'))) {
-		const t = (s.getAttribute('type') || '').split(';')[0].trim().toLowerCase();
-		if (!k.has(t)) s.remove();
+	const roots = [];
+	const walk = (scope) => {
+		for (const el of scope.querySelectorAll('*')) {
+			const sr = el.shadowRoot; // open roots only
+			if (sr && roots.length < 10000) { roots.push(sr); walk(sr); }
+		}
+	};
+	walk(document);
+	for (const scope of [document, ...roots]) {
+		for (const s of Array.from(scope.querySelectorAll('script'))) {
+			const t = (s.getAttribute('type') || '').split(';')[0].trim().toLowerCase();
+			if (!k.has(t)) s.remove();
+		}
+		for (const el of scope.querySelectorAll('input, textarea, option')) {
+			try {
+				if (el.localName === 'option') {
+					if (el.selected) el.setAttribute('selected', ''); else el.removeAttribute('selected');
+				} else if (el.localName === 'textarea') {
+					el.textContent = el.value;
+				} else {
+					const t = (el.getAttribute('type') || 'text').toLowerCase();
+					if (t === 'checkbox' || t === 'radio') {
+						if (el.checked) el.setAttribute('checked', ''); else el.removeAttribute('checked');
+					} else if (t !== 'password' && t !== 'file') {
+						el.setAttribute('value', el.value);
+					}
+				}
+			} catch (e) {}
+		}
 	}
 	const names = new Set(['prerender-status-code', 'prerender-header', 'render:status_code', 'render:header']);
 	const metas = [];
 	for (const m of Array.from(document.getElementsByTagName('meta'))) {
 		for (const a of ['name', 'property']) {
 			const n = (m.getAttribute(a) || '').trim().toLowerCase();
-			if (names.has(n)) { metas.push([n, m.getAttribute('content') || '']); break; }
+			if (names.has(n)) { metas.push([n, m.getAttribute('content') || '']); m.remove(); break; }
 		}
 	}
+	for (const m of Array.from(document.querySelectorAll('meta[charset]'))) m.setAttribute('charset', 'utf-8');
+	for (const m of Array.from(document.querySelectorAll('meta[http-equiv]'))) {
+		if ((m.getAttribute('http-equiv') || '').trim().toLowerCase() === 'content-type') m.setAttribute('content', 'text/html; charset=utf-8');
+	}
 	const b = document.body;
-	const blank = !b || (b.textContent.trim() === '' && b.children.length === 0);
+	const head = document.head;
+	const preview = !!(head && head.querySelector('meta[name="description" i], meta[property^="og:" i], meta[name^="og:" i], meta[name^="twitter:" i], link[rel~="canonical" i]'));
+	const blank = (!b || (b.textContent.trim() === '' && b.children.length === 0)) && !preview;
+	const de = document.documentElement;
+	let html = '';
+	if (de) {
+		const open = de.cloneNode(false).outerHTML.replace(/<\/html>$/i, '');
+		const inner = typeof de.getHTML === 'function' ? de.getHTML({serializableShadowRoots: true, shadowRoots: roots}) : de.innerHTML;
+		html = open + inner + '</html>';
+	}
 	const dt = document.doctype ? new XMLSerializer().serializeToString(document.doctype) : '';
-	return {html: dt + (document.documentElement ? document.documentElement.outerHTML : ''), metas, blank};
+	return {html: dt + html, metas, blank};
 })(%s)`
 
 func (t *tab) capture(ctx context.Context, keep []string) (*captured, error) {

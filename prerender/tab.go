@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
 	"net/url"
 	"strings"
@@ -26,8 +25,7 @@ type tab struct {
 	mu    sync.Mutex
 	state *renderState // nil between renders
 
-	emu        emulation // last applied viewport and UA
-	oldLoaders map[proto.NetworkLoaderID]bool
+	emu emulation // last applied viewport and UA
 
 	window proto.BrowserWindowID // the tab's own window
 	visMu  sync.Mutex            // serializes hide and show
@@ -61,11 +59,10 @@ type renderState struct {
 	mu           sync.Mutex
 	mainClaimed  bool
 	main         *mainDoc
-	inflight     map[proto.NetworkRequestID]bool
+	inflight     map[proto.FetchRequestID]bool
 	lastActivity time.Time
 	origins      map[string]bool // document origins to clear afterwards
 	committed    map[string]bool // origins of documents that committed in a frame
-	stale        map[proto.NetworkLoaderID]bool
 
 	cancel    context.CancelCauseFunc // ends the render early (ErrPageCrashed)
 	shown     atomic.Bool             // the tab was shown during this render
@@ -102,20 +99,23 @@ func (st *renderState) addOrigin(u *url.URL) {
 	st.mu.Unlock()
 }
 
-func (st *renderState) started(e *proto.NetworkRequestWillBeSent, now time.Time) {
-	if e.Type == proto.NetworkResourceTypeWebSocket || e.Type == proto.NetworkResourceTypeEventSource {
-		return // long-lived by design; they do not keep a page from being quiet
+// started counts a request the page made (paused by the Fetch domain, so
+// decided in Go) as in flight until finished. Only these count: a request
+// PRISM never sees (a worker's script, fetched in the worker's own context)
+// would never be reported finished and would keep the page from ever
+// being quiet. EventSource streams are long-lived by design and do not
+// count.
+func (st *renderState) started(id proto.FetchRequestID, typ proto.NetworkResourceType, now time.Time) {
+	if typ == proto.NetworkResourceTypeEventSource || typ == proto.NetworkResourceTypeWebSocket {
+		return
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.stale[e.LoaderID] {
-		return
-	}
-	st.inflight[e.RequestID] = true
+	st.inflight[id] = true
 	st.lastActivity = now
 }
 
-func (st *renderState) finished(id proto.NetworkRequestID, now time.Time) {
+func (st *renderState) finished(id proto.FetchRequestID, now time.Time) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.inflight[id] {
@@ -174,7 +174,7 @@ func (inst *instance) newTab(ctx context.Context) (*tab, error) {
 		_ = proto.TargetDisposeBrowserContext{BrowserContextID: ib.BrowserContextID}.Call(b)
 		return nil, fmt.Errorf("new page: %w", err)
 	}
-	t := &tab{inst: inst, bctx: ib, page: page, oldLoaders: map[proto.NetworkLoaderID]bool{}}
+	t := &tab{inst: inst, bctx: ib, page: page}
 	inst.tabs.Store(page.TargetID, t) // for Target.targetCrashed (browser.go)
 	events := page.Event()            // subscribe before enabling the domains
 	inst.wg.Add(1)
@@ -183,8 +183,9 @@ func (inst *instance) newTab(ctx context.Context) (*tab, error) {
 		t.loop(events)
 	}()
 	p := page.Context(ctx)
+	zero := 0 // no response bodies kept for DevTools: PRISM has them already
 	setup := []proto.Request{
-		proto.NetworkEnable{},
+		proto.NetworkEnable{MaxTotalBufferSize: &zero, MaxResourceBufferSize: &zero},
 		proto.InspectorEnable{}, // Inspector.targetCrashed
 		proto.NetworkSetCacheDisabled{CacheDisabled: true},
 		proto.NetworkSetBypassServiceWorker{Bypass: true},
@@ -248,10 +249,16 @@ func (t *tab) loop(events <-chan *rod.Message) {
 				continue
 			}
 			st := t.current()
+			if st != nil {
+				st.started(e.RequestID, e.ResourceType, r.opts.Now())
+			}
 			t.inst.wg.Add(1)
 			go func() {
 				defer t.inst.wg.Done()
 				t.handlePaused(st, &e)
+				if st != nil {
+					st.finished(e.RequestID, r.opts.Now())
+				}
 			}()
 		case "Runtime.bindingCalled":
 			var e proto.RuntimeBindingCalled
@@ -283,21 +290,6 @@ func (t *tab) loop(events <-chan *rod.Message) {
 			if st := t.current(); st != nil && msg.Load(&e) && e.Frame != nil {
 				st.addCommitted(e.Frame.SecurityOrigin)
 			}
-		case "Network.requestWillBeSent":
-			var e proto.NetworkRequestWillBeSent
-			if st := t.current(); st != nil && msg.Load(&e) {
-				st.started(&e, r.opts.Now())
-			}
-		case "Network.loadingFinished":
-			var e proto.NetworkLoadingFinished
-			if st := t.current(); st != nil && msg.Load(&e) {
-				st.finished(e.RequestID, r.opts.Now())
-			}
-		case "Network.loadingFailed":
-			var e proto.NetworkLoadingFailed
-			if st := t.current(); st != nil && msg.Load(&e) {
-				st.finished(e.RequestID, r.opts.Now())
-			}
 		}
 	}
 }
@@ -312,8 +304,8 @@ func (t *tab) current() *renderState {
 func (t *tab) begin(ctx context.Context, cancel context.CancelCauseFunc, pub *url.URL) *renderState {
 	st := &renderState{
 		ctx: ctx, cancel: cancel, pub: pub, mainFrame: t.page.FrameID,
-		inflight: map[proto.NetworkRequestID]bool{}, origins: map[string]bool{}, committed: map[string]bool{},
-		lastActivity: t.inst.r.opts.Now(), stale: maps.Clone(t.oldLoaders),
+		inflight: map[proto.FetchRequestID]bool{}, origins: map[string]bool{}, committed: map[string]bool{},
+		lastActivity: t.inst.r.opts.Now(),
 	}
 	t.mu.Lock()
 	t.state = st
@@ -341,16 +333,10 @@ func (t *tab) begin(ctx context.Context, cancel context.CancelCauseFunc, pub *ur
 //     storage.
 
 // An error means the tab must not be reused.
-func (t *tab) reset(ctx context.Context, st *renderState, loader proto.NetworkLoaderID) error {
+func (t *tab) reset(ctx context.Context, st *renderState) error {
 	t.mu.Lock()
 	t.state = nil
 	t.mu.Unlock()
-	if loader != "" {
-		if len(t.oldLoaders) > 64 {
-			clear(t.oldLoaders)
-		}
-		t.oldLoaders[loader] = true
-	}
 	if t.broken.Load() {
 		return ErrPageCrashed
 	}
@@ -379,7 +365,6 @@ func (t *tab) reset(ctx context.Context, st *renderState, loader proto.NetworkLo
 	if nav.ErrorText != "" {
 		return fmt.Errorf("reset navigate: %s", nav.ErrorText)
 	}
-	t.oldLoaders[nav.LoaderID] = true
 	// The freeze belongs to the page, not to its document: lifted, or the
 	// next render's document could load frozen. The about:blank document
 	// may come in a new frame host, which DevTools attaches to a moment
@@ -395,10 +380,19 @@ func (t *tab) reset(ctx context.Context, st *renderState, loader proto.NetworkLo
 	if err := (proto.StorageClearCookies{BrowserContextID: t.bctx.BrowserContextID}).Call(t.inst.b.Context(ctx)); err != nil {
 		return fmt.Errorf("reset cookies: %w", err)
 	}
+	// Storage by key for the frames the page had (a third-party frame's is
+	// partitioned under the page's site), by origin for the other
+	// documents it loaded; a first-party key is its origin's storage.
+	covered := map[string]bool{}
+	for _, k := range keys {
+		covered[strings.TrimSuffix(k, "/")] = true
+	}
 	st.mu.Lock()
 	origins := make([]string, 0, len(st.origins))
 	for o := range st.origins {
-		origins = append(origins, o)
+		if !covered[o] {
+			origins = append(origins, o)
+		}
 	}
 	st.mu.Unlock()
 	for _, o := range origins {
@@ -406,8 +400,6 @@ func (t *tab) reset(ctx context.Context, st *renderState, loader proto.NetworkLo
 			return fmt.Errorf("reset storage %s: %w", o, err)
 		}
 	}
-	// A third-party frame's storage is partitioned under the page's site:
-	// cleared by its storage key, not its origin.
 	for _, k := range keys {
 		if err := (proto.StorageClearDataForStorageKey{StorageKey: k, StorageTypes: clearStorageTypes}).Call(p); err != nil {
 			return fmt.Errorf("reset storage %s: %w", k, err)

@@ -56,7 +56,7 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 			break
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), p.opts.RenderWait)
-		out, cached, err := p.do(ctx, k, h, dim, prerender.Online, true)
+		out, cached, err := p.do(ctx, k, h, dim, prerender.Online, true, p.publicScheme(r))
 		cancel()
 		p.m.renderWait.UpdateDuration(start)
 		rendered = true
@@ -109,6 +109,21 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 		attrs = append(attrs, "err", renderErr)
 	}
 	p.log.Log(r.Context(), level, "proxy: bot", attrs...)
+}
+
+// publicScheme is the scheme the crawler used, as a trusted proxy reports it
+// in X-Forwarded-Proto ("http" or "https"); "" otherwise (the host's own).
+func (p *Proxy) publicScheme(r *http.Request) string {
+	v := headerValue(r.Header, "X-Forwarded-Proto")
+	if v == "" || !p.trusted(r) {
+		return ""
+	}
+	v, _, _ = strings.Cut(v, ",")
+	switch v = strings.ToLower(strings.TrimSpace(v)); v {
+	case "http", "https":
+		return v
+	}
+	return ""
 }
 
 // errOverloaded is why a miss beyond Options.MaxRenders was not rendered.

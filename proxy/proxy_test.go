@@ -692,3 +692,27 @@ func TestOverRealServer(t *testing.T) {
 		t.Errorf("person got %q", b)
 	}
 }
+
+// A page renders at the scheme the crawler used when a trusted proxy says
+// so, else at the host's own.
+func TestRenderScheme(t *testing.T) {
+	h := newHarness(t)
+	cases := []struct {
+		remote, proto, want string
+	}{
+		{"10.1.2.3:5000", "http", "http://example.com/s1"},
+		{"10.1.2.3:5000", "HTTPS, http", "https://example.com/s2"},
+		{"10.1.2.3:5000", "gopher", "https://example.com/s3"},
+		{"192.0.2.1:5000", "http", "https://example.com/s4"}, // untrusted peer
+	}
+	for i, c := range cases {
+		path := "/s" + strconv.Itoa(i+1)
+		h.do("GET", path, uaGooglebot, withHeader("X-Forwarded-Proto", c.proto), func(r *http.Request) { r.RemoteAddr = c.remote })
+		h.render.mu.Lock()
+		got := h.render.last.URL
+		h.render.mu.Unlock()
+		if got != c.want {
+			t.Errorf("%s from %s: rendered %s, want %s", c.proto, c.remote, got, c.want)
+		}
+	}
+}

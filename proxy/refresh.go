@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prismproxy/prism/cachestore"
@@ -32,7 +33,7 @@ func (p *Proxy) Refresh(ctx context.Context, k cachestore.Key, class prerender.C
 	if !ok {
 		return Outcome{}, fmt.Errorf("%w: dimension %d of host %d", ErrUnknownKey, k.DimensionID, k.HostID)
 	}
-	out, _, err := p.do(ctx, k, h, d, class, false)
+	out, _, err := p.do(ctx, k, h, d, class, false, "")
 	return out, err
 }
 
@@ -57,7 +58,11 @@ type flight struct {
 // A crawler (recheck) joins any flight. A Refresh (no recheck) must see what
 // the origin serves after it was called, so it joins only a rendering flight
 // started after the call; it waits out an older one and then renders anew.
-func (p *Proxy) do(ctx context.Context, k cachestore.Key, h *site.Host, d *site.Dimension, class prerender.Class, recheck bool) (Outcome, bool, error) {
+//
+// scheme is the public scheme the page renders at ("" is the host's own):
+// a crawler's, as a trusted proxy reported it. One render serves every
+// caller of its key, whatever their scheme.
+func (p *Proxy) do(ctx context.Context, k cachestore.Key, h *site.Host, d *site.Dimension, class prerender.Class, recheck bool, scheme string) (Outcome, bool, error) {
 	p.mu.Lock()
 	called := p.flightSeq
 	f, ok := p.flights[k]
@@ -76,7 +81,7 @@ func (p *Proxy) do(ctx context.Context, k cachestore.Key, h *site.Host, d *site.
 		p.flightSeq++
 		f = &flight{done: make(chan struct{}), cancel: cancel, id: p.flightSeq, recheck: recheck}
 		p.flights[k] = f
-		go p.fly(fctx, f, k, h, d, class, recheck)
+		go p.fly(fctx, f, k, h, d, class, recheck, scheme)
 	}
 	f.waiters++
 	p.mu.Unlock()
@@ -102,7 +107,7 @@ func (p *Proxy) do(ctx context.Context, k cachestore.Key, h *site.Host, d *site.
 
 // fly runs f's render; its goroutine ends when the render returns, which
 // f.cancel (called when every waiter has gone) hastens.
-func (p *Proxy) fly(ctx context.Context, f *flight, k cachestore.Key, h *site.Host, d *site.Dimension, class prerender.Class, recheck bool) {
+func (p *Proxy) fly(ctx context.Context, f *flight, k cachestore.Key, h *site.Host, d *site.Dimension, class prerender.Class, recheck bool, scheme string) {
 	defer f.cancel()
 	defer func() {
 		if v := recover(); v != nil {
@@ -117,11 +122,11 @@ func (p *Proxy) fly(ctx context.Context, f *flight, k cachestore.Key, h *site.Ho
 		p.mu.Unlock()
 		close(f.done)
 	}()
-	f.out, f.cached, f.err = p.render(ctx, k, h, d, class, recheck)
+	f.out, f.cached, f.err = p.render(ctx, k, h, d, class, recheck, scheme)
 }
 
 // render renders k and stores the result when it may.
-func (p *Proxy) render(ctx context.Context, k cachestore.Key, h *site.Host, d *site.Dimension, class prerender.Class, recheck bool) (Outcome, bool, error) {
+func (p *Proxy) render(ctx context.Context, k cachestore.Key, h *site.Host, d *site.Dimension, class prerender.Class, recheck bool, scheme string) (Outcome, bool, error) {
 	// Taken first: a purge from here on keeps this render out of the cache.
 	gen := p.opts.Store.Generation(k)
 	prev, ok := p.opts.Store.Get(k)
@@ -133,8 +138,14 @@ func (p *Proxy) render(ctx context.Context, k cachestore.Key, h *site.Host, d *s
 			return out, true, nil
 		}
 	}
+	pub := h.PublicURL(k.URL)
+	if scheme != "" {
+		if _, rest, ok := strings.Cut(pub, "://"); ok {
+			pub = scheme + "://" + rest
+		}
+	}
 	req := prerender.Request{
-		URL:       h.PublicURL(k.URL),
+		URL:       pub,
 		Width:     d.Width,
 		Height:    d.Height,
 		Mobile:    d.Mobile,

@@ -3,6 +3,7 @@ package adminapi
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/VictoriaMetrics/metrics"
 
@@ -145,8 +147,21 @@ type renderBody struct {
 	CacheStatus  string `json:"cache_status"`
 	RenderTimeMS int64  `json:"render_time_ms"`
 	HTMLBytes    int64  `json:"html_bytes"`
+	// Dimensions lists each dimension rendered when the request named
+	// none (every dimension of the host is rendered); the fields above are
+	// then the host's first dimension's.
+	Dimensions []renderDim `json:"dimensions,omitempty"`
 }
 
+type renderDim struct {
+	Dimension    string `json:"dimension"`
+	CacheStatus  string `json:"cache_status"`
+	RenderTimeMS int64  `json:"render_time_ms"`
+	HTMLBytes    int64  `json:"html_bytes"`
+}
+
+// handleRender renders the URL in the dimension the request names, or in
+// every dimension of its host (concurrently), and stores the results.
 func (s *Server) handleRender(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		URL       string          `json:"url"`
@@ -159,23 +174,59 @@ func (s *Server) handleRender(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	d, err := pickDimension(h, req.Dimension)
-	if err != nil {
+	dims := make([]*site.Dimension, 0, len(h.Dimensions))
+	if raw := bytes.TrimSpace(req.Dimension); len(raw) == 0 || string(raw) == "null" {
+		if len(h.Dimensions) == 0 {
+			return errorf(http.StatusBadRequest, "host %s has no dimensions", h.Name)
+		}
+		for i := range h.Dimensions {
+			dims = append(dims, &h.Dimensions[i])
+		}
+	} else {
+		d, err := pickDimension(h, req.Dimension)
+		if err != nil {
+			return err
+		}
+		dims = append(dims, d)
+	}
+	results := make([]renderDim, len(dims))
+	errs := make([]error, len(dims))
+	var wg sync.WaitGroup
+	for i, d := range dims {
+		wg.Go(func() { results[i], errs[i] = s.renderDimension(r.Context(), h, d, norm) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return err
 	}
+	body := renderBody{
+		Status:       "ok",
+		CacheStatus:  results[0].CacheStatus,
+		RenderTimeMS: results[0].RenderTimeMS,
+		HTMLBytes:    results[0].HTMLBytes,
+	}
+	if len(dims) > 1 {
+		body.Dimensions = results
+	}
+	writeJSON(w, http.StatusOK, body)
+	return nil
+}
+
+// renderDimension renders and stores one dimension of a /render request.
+func (s *Server) renderDimension(ctx context.Context, h *site.Host, d *site.Dimension, norm string) (renderDim, error) {
 	k := cachestore.Key{HostID: h.ID, DimensionID: d.ID, URL: norm}
 	start := s.opts.Now()
-	out, err := s.opts.Refresh(r.Context(), k, prerender.Online)
+	out, err := s.opts.Refresh(ctx, k, prerender.Online)
 	elapsed := s.opts.Now().Sub(start)
 	if err != nil {
 		s.opts.Logger.Warn("admin: render failed", "key", k.String(), "err", err)
-		return errorf(http.StatusInternalServerError, "render failed: %v", err)
+		return renderDim{}, errorf(http.StatusInternalServerError, "render failed (%s): %v", d.Name, err)
 	}
 	if out.Entry == nil {
-		return errorf(http.StatusInternalServerError, "render failed: no result")
+		return renderDim{}, errorf(http.StatusInternalServerError, "render failed (%s): no result", d.Name)
 	}
 	if !out.Stored {
-		return errorf(http.StatusInternalServerError, "render failed: status %d is not cacheable, nothing stored", out.Entry.Status)
+		return renderDim{}, errorf(http.StatusInternalServerError, "render failed (%s): status %d is not cacheable, nothing stored", d.Name, out.Entry.Status)
 	}
 	if out.Duration > 0 {
 		elapsed = out.Duration
@@ -185,13 +236,7 @@ func (s *Server) handleRender(w http.ResponseWriter, r *http.Request) error {
 		prev = "MISS"
 	}
 	s.opts.Logger.Info("admin: render", "key", k.String(), "cache_status", prev, "duration", elapsed)
-	writeJSON(w, http.StatusOK, renderBody{
-		Status:       "ok",
-		CacheStatus:  prev,
-		RenderTimeMS: elapsed.Milliseconds(),
-		HTMLBytes:    uncompressedSize(out.Entry.Body),
-	})
-	return nil
+	return renderDim{Dimension: d.Name, CacheStatus: prev, RenderTimeMS: elapsed.Milliseconds(), HTMLBytes: uncompressedSize(out.Entry.Body)}, nil
 }
 
 // pickDimension finds h's dimension named (JSON string) or numbered (JSON

@@ -394,19 +394,32 @@ func TestRender(t *testing.T) {
 		return code, decode(t, b)
 	}
 	t.Run("miss then hit", func(t *testing.T) {
+		// No dimension named: every dimension of the host is rendered; the
+		// spec's fields are the first dimension's.
 		k := cachestore.Key{HostID: 1, DimensionID: 1, URL: "/products/widget-pro"}
+		k2 := cachestore.Key{HostID: 1, DimensionID: 2, URL: "/products/widget-pro"}
 		for _, want := range []string{"MISS", "HIT"} {
 			code, m := render(`{"url":"/products/widget-pro"}`)
 			if code != 200 {
 				t.Fatalf("render = %d %v", code, m)
 			}
-			wantBody := map[string]any{"status": "ok", "cache_status": want, "render_time_ms": float64(12), "html_bytes": float64(len(pageHTML(k)))}
+			dim := func(name string, k cachestore.Key) map[string]any {
+				return map[string]any{"dimension": name, "cache_status": want, "render_time_ms": float64(12), "html_bytes": float64(len(pageHTML(k)))}
+			}
+			wantBody := map[string]any{"status": "ok", "cache_status": want, "render_time_ms": float64(12), "html_bytes": float64(len(pageHTML(k))),
+				"dimensions": []any{dim("desktop", k), dim("mobile", k2)}}
 			if !reflect.DeepEqual(m, wantBody) {
 				t.Fatalf("render = %v, want %v", m, wantBody)
 			}
-			if !e.has(k) {
-				t.Fatalf("%v not cached after render", k)
+			if !e.has(k) || !e.has(k2) {
+				t.Fatalf("%v or %v not cached after render", k, k2)
 			}
+		}
+		// One dimension named: the spec's fields alone.
+		code, m := render(`{"url":"/products/widget-pro","dimension":"mobile"}`)
+		wantBody := map[string]any{"status": "ok", "cache_status": "HIT", "render_time_ms": float64(12), "html_bytes": float64(len(pageHTML(k2)))}
+		if code != 200 || !reflect.DeepEqual(m, wantBody) {
+			t.Fatalf("render mobile = %d %v, want %v", code, m, wantBody)
 		}
 		if c, _ := e.classes.Load(k); c != prerender.Online {
 			t.Errorf("render class = %v, want Online", c)

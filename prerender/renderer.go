@@ -358,7 +358,12 @@ func parsePublicURL(raw string) (*url.URL, error) {
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
 		return nil, fmt.Errorf("%w: url %q is not an absolute http(s) URL", ErrBadRequest, raw)
 	}
-	u.Fragment, u.RawFragment = "", ""
+	// A fragment stays only as a hashbang (#!/x, the AJAX crawling
+	// scheme's state, which a page's router reads); others never reach a
+	// server and name no other page.
+	if !strings.HasPrefix(u.Fragment, "!") {
+		u.Fragment, u.RawFragment = "", ""
+	}
 	return u, nil
 }
 

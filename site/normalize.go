@@ -97,7 +97,8 @@ func (t *Table) stripped(key string) bool {
 // unreserved characters are decoded, other escapes get upper-case hex, and
 // bytes that may not appear raw are escaped, so equal URLs give equal
 // strings. Dot segments are resolved and repeated slashes collapsed; a
-// trailing slash is kept as given. The fragment is dropped. Normalize is
+// trailing slash is kept as given. The fragment is dropped, but for a
+// hashbang (#!x), which ?_escaped_fragment_=x also becomes. Normalize is
 // idempotent: normalizing its output (parsed as a URL) returns it unchanged.
 func (t *Table) Normalize(u *url.URL) (string, error) {
 	if u == nil {
@@ -108,15 +109,26 @@ func (t *Table) Normalize(u *url.URL) (string, error) {
 	if u.Opaque != "" {
 		rawPath = u.Opaque
 	}
-	if u.RawQuery == "" && isCanonicalPath(rawPath) {
+	hashbang := strings.HasPrefix(u.Fragment, "!")
+	if u.RawQuery == "" && !hashbang && isCanonicalPath(rawPath) {
 		return rawPath, nil // what writePath would build, without the copy
 	}
 	b.Grow(len(rawPath) + len(u.RawQuery) + 1)
 	if err := writePath(&b, rawPath); err != nil {
 		return "", err
 	}
+	frag := ""
 	if u.RawQuery != "" {
-		t.writeQuery(&b, u.RawQuery)
+		frag = t.writeQuery(&b, u.RawQuery)
+	}
+	if frag == "" && hashbang {
+		frag = u.Fragment[1:] // a key that already holds one (#!/x)
+	}
+	if frag != "" {
+		// The AJAX crawling scheme: ?_escaped_fragment_=/x asks for the
+		// page at #!/x, which is what renders (and is cached).
+		b.WriteByte('#')
+		b.WriteString((&url.URL{Fragment: "!" + frag}).EscapedFragment())
 	}
 	return b.String(), nil
 }
@@ -254,7 +266,10 @@ func canonicalSegment(seg string) (string, error) {
 // query q, or nothing when no parameter remains. Invalid escapes in the query
 // are kept literally (as "%25"): origins differ in how they read them, and a
 // crawler should get the page, not an error.
-func (t *Table) writeQuery(b *strings.Builder, q string) {
+//
+// It returns the value of an _escaped_fragment_ parameter (decoded), which
+// it leaves out of the query.
+func (t *Table) writeQuery(b *strings.Builder, q string) (fragment string) {
 	type param struct {
 		key, value string // canonical escaped forms
 		eq         bool   // "key=" rather than "key"
@@ -275,13 +290,19 @@ func (t *Table) writeQuery(b *strings.Builder, q string) {
 		if err != nil {
 			dk = k
 		}
+		if dk == "_escaped_fragment_" {
+			if fv, err := url.QueryUnescape(v); err == nil {
+				fragment = fv
+			}
+			continue
+		}
 		if t.stripped(dk) {
 			continue
 		}
 		params = append(params, param{key: canonicalQueryPart(k), value: canonicalQueryPart(v), eq: eq})
 	}
 	if len(params) == 0 {
-		return
+		return fragment
 	}
 	slices.SortStableFunc(params, func(a, b param) int {
 		if c := strings.Compare(a.key, b.key); c != 0 {
@@ -309,6 +330,7 @@ func (t *Table) writeQuery(b *strings.Builder, q string) {
 			b.WriteString(p.value)
 		}
 	}
+	return fragment
 }
 
 // canonicalQueryPart returns the canonical escaped form of a query key or

@@ -3,6 +3,7 @@ package e2e
 import (
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +53,12 @@ const l = document.createElement('link'); l.rel = 'canonical'; l.href = 'https:/
 	// Two status metas: the first wins; both leave the served HTML.
 	"/two-status": `<!DOCTYPE html><html><head><meta name="prerender-status-code" content="404"><meta name="prerender-status-code" content="500">
 <meta name="prerender-header" content="X-Robots-Tag: noindex"></head><body><p>not here</p></body></html>`,
+	// A real web-component library from npm (testdata/relative-time-element):
+	// the formatted date exists only in each element's shadow root.
+	"/library": `<!DOCTYPE html><html lang="en"><head><script type="module" src="/rte.js"></script></head><body>
+<relative-time datetime="2014-04-01T16:30:00Z" format="datetime" year="numeric" month="long" day="numeric" time-zone="UTC" lang="en">fallback one</relative-time>
+<relative-time datetime="1999-12-31T12:00:00Z" format="datetime" year="numeric" month="long" day="numeric" time-zone="UTC" lang="en">fallback two</relative-time>
+</body></html>`,
 	// The hashbang state a page's router reads.
 	"/app": `<!DOCTYPE html><html><body><script>document.body.insertAdjacentHTML('beforeend', '<p>route=' + location.hash + '</p>')</script></body></html>`,
 	// Content the page fetches from an origin that checks Host.
@@ -88,6 +95,14 @@ func TestFidelity(t *testing.T) {
 		}
 		io.WriteString(w, "data for "+r.Host)
 	})
+	rte, err := os.ReadFile("testdata/relative-time-element/bundle.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin.Mux.HandleFunc("/rte.js", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript")
+		w.Write(rte)
+	})
 	origin.Mux.HandleFunc("/sjis", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=Shift_JIS")
 		w.Write(sjisPage)
@@ -110,6 +125,9 @@ func TestFidelity(t *testing.T) {
 		if strings.Contains(r.Body, "x()") || strings.Contains(r.Body, "closed text") {
 			t.Errorf("/shadow: a script in a shadow root or a closed root's text was served: %s", r.Body)
 		}
+		r = get("/library")
+		contains(t, "/library", r.Body, `<template shadowrootmode="open"><span part="root">Tue, April 1, 2014</span></template>`,
+			`<template shadowrootmode="open"><span part="root">Fri, December 31, 1999</span></template>`)
 		r = get("/dsd")
 		contains(t, "/dsd", r.Body, `<template shadowrootmode="open"><p>declarative shadow text</p></template>`)
 	})

@@ -59,6 +59,8 @@ const l = document.createElement('link'); l.rel = 'canonical'; l.href = 'https:/
 <relative-time datetime="2014-04-01T16:30:00Z" format="datetime" year="numeric" month="long" day="numeric" time-zone="UTC" lang="en">fallback one</relative-time>
 <relative-time datetime="1999-12-31T12:00:00Z" format="datetime" year="numeric" month="long" day="numeric" time-zone="UTC" lang="en">fallback two</relative-time>
 </body></html>`,
+	// The scheme it renders at.
+	"/scheme": `<!DOCTYPE html><html><body><script>document.body.insertAdjacentHTML('beforeend', '<p>protocol=' + location.protocol + '</p>')</script></body></html>`,
 	// The hashbang state a page's router reads.
 	"/app": `<!DOCTYPE html><html><body><script>document.body.insertAdjacentHTML('beforeend', '<p>route=' + location.hash + '</p>')</script></body></html>`,
 	// Content the page fetches from an origin that checks Host.
@@ -109,6 +111,7 @@ func TestFidelity(t *testing.T) {
 	})
 	c := newConf(t, origin.URL)
 	c.Timeout = "8s"
+	c.TrustedProxies = `["127.0.0.1/32"]`
 	p := startPrism(t, c)
 	get := func(path string) Response {
 		t.Helper()
@@ -178,6 +181,12 @@ func TestFidelity(t *testing.T) {
 			t.Errorf("/host-check: %d", r.Status)
 		}
 		contains(t, "/host-check", r.Body, "data for "+siteHost)
+	})
+	t.Run("scheme from a trusted proxy", func(t *testing.T) {
+		r := p.Get("/scheme?a", desktopBot, "X-Forwarded-Proto: http")
+		contains(t, "/scheme as http", r.Body, "protocol=http:")
+		r = p.Get("/scheme?b", desktopBot)
+		contains(t, "/scheme", r.Body, "protocol=https:")
 	})
 	t.Run("escaped fragment", func(t *testing.T) {
 		r := get("/app?_escaped_fragment_=/products/1")

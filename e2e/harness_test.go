@@ -70,6 +70,7 @@ type Conf struct {
 	AuthKey                 string
 	SchedulerControl        bool
 	Extra                   string // TOML appended to the config (more [[hosts]], say)
+	TrustedProxies          string // server.trusted_proxies, a TOML array ("" for none)
 	Listen, Admin, Internal string // filled by start
 }
 
@@ -77,6 +78,7 @@ const confTemplate = `
 [server]
 listen = "{{.Listen}}"
 read_header_timeout = "2s"
+{{if .TrustedProxies}}trusted_proxies = {{.TrustedProxies}}{{end}}
 
 [admin]
 address = "{{.Admin}}"

@@ -78,6 +78,14 @@ document.body.insertAdjacentHTML('beforeend', '<p id="opened">opened=' + attack(
 	"/popup-gesture": `<!DOCTYPE html><html><head><script>window.prerenderReady = false</script></head><body><p>popups</p><script>` + popupJS + `
 window.go = () => { document.body.insertAdjacentHTML('beforeend', '<p id="opened">opened=' + attack() + '</p>'); window.prerenderReady = true; };
 </script></body></html>`,
+	// document.open() erases every listener of the window, the guard's too,
+	// before the page adds its own exit handlers.
+	"/reset-docopen": `<!DOCTYPE html><html><body><script>
+const put = (v) => { try { document.cookie = 'opened=' + v + '; path=/; max-age=3600'; localStorage.setItem('k', 'opened-' + v); sessionStorage.setItem('k', 'opened-' + v); } catch (e) {} };
+document.open(); document.write('<!DOCTYPE html><html><body><p>rewritten</p></body></html>'); document.close();
+for (const ev of ['pagehide', 'unload', 'beforeunload', 'pageswap']) addEventListener(ev, () => put(ev));
+onunload = () => put('onunload');
+</script></body></html>`,
 	"/attacker-landing": `<!DOCTYPE html><html><body><p>ATTACKER LANDING</p></body></html>`,
 	// The escape, in the page and in a cross-origin iframe that reports
 	// what it finds of an earlier render (its storage is partitioned under
@@ -260,6 +268,12 @@ func TestHostileResetEscape(t *testing.T) {
 	}
 	if n := beacons.Load() - before; n != 0 {
 		t.Errorf("%d beacons from the page's exit handlers reached the origin", n)
+	}
+	for range 3 {
+		if res := mustRender(t, e, Request{URL: "/reset-docopen"}); !strings.Contains(string(res.HTML), "rewritten") {
+			t.Fatalf("/reset-docopen: %s", res.HTML)
+		}
+		checkClean(t, e, "/reset-docopen")
 	}
 }
 

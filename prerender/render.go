@@ -303,7 +303,7 @@ func (t *tab) waitShown(ctx context.Context, st *renderState) error {
 			return err
 		}
 	}
-	if idle {
+	if idle && t.isShown() {
 		if _, err := t.evalString(ctx, scrollJS); err != nil {
 			return err
 		}
@@ -313,14 +313,17 @@ func (t *tab) waitShown(ctx context.Context, st *renderState) error {
 
 // scrollJS scrolls the page a viewport at a time to its end (at most 40
 // steps, two frames each, with a timer in case the page replaced
-// requestAnimationFrame), then back to the top.
+// requestAnimationFrame), then back to the top, and waits two more frames:
+// callbacks the page queued for its first frames after it was shown have
+// run, however slow those frames were to come.
 const scrollJS = `new Promise(async (r) => {
 	const se = document.scrollingElement || document.documentElement;
 	const frame = () => new Promise((f) => { try { requestAnimationFrame(() => f()); } catch (e) {} setTimeout(f, 50); });
 	const step = Math.max(innerHeight, 200);
 	let n = 0;
 	for (let y = step; se && y < se.scrollHeight && n < 40; y += step, n++) { scrollTo(0, y); await frame(); await frame(); }
-	if (n > 0) { scrollTo(0, 0); await frame(); }
+	if (n > 0) scrollTo(0, 0);
+	await frame(); await frame(); // what the page asked frames for has run
 	r(n);
 })`
 

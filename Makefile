@@ -18,9 +18,12 @@ run: build
 	./scripts/ensure-chromium.sh
 	./scripts/run-demo.sh
 
-# test: formatting, vet, every test with the race detector (unit and e2e,
-# with real Chromium), then each fuzz target briefly.
+# test: formatting, vet, go.mod tidy; every test as on a machine without a
+# browser (PRISM_TEST_CHROME=none: the browser tests skip, the rest must
+# pass); then every test with the race detector (unit and e2e, with real
+# Chromium), then each fuzz target briefly.
 test: check
+	PRISM_TEST_CHROME=none $(GO) test -count=1 -timeout 10m ./...
 	./scripts/ensure-chromium.sh
 	$(GO) test -race -count=1 -timeout 20m ./...
 	FUZZTIME=$(FUZZTIME) ./scripts/fuzz-smoke.sh
@@ -28,6 +31,7 @@ test: check
 check:
 	@out=$$(gofmt -l . | grep -v '^vendor/'); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) mod tidy -diff
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

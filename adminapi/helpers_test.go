@@ -5,7 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
-	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -161,7 +161,7 @@ func (e *env) refresh(ctx context.Context, k cachestore.Key, class prerender.Cla
 		return proxy.Outcome{}, prerender.ErrNoCapacity
 	}
 	if e.failURL != "" && k.URL == e.failURL {
-		return proxy.Outcome{}, errors.New("prerender: chrome crashed")
+		return proxy.Outcome{}, fmt.Errorf("render https://internal.example/%s: dial 10.0.0.7: %w", k.URL, prerender.ErrUnavailable)
 	}
 	prev := "MISS"
 	if _, ok := e.store.Get(k); ok {

@@ -482,9 +482,15 @@ func TestRender(t *testing.T) {
 	t.Run("render failure is 500", func(t *testing.T) {
 		e.failURL = "/broken"
 		defer func() { e.failURL = "" }()
-		code, m := render(`{"url":"/broken"}`)
-		if code != 500 || !strings.Contains(m["error"].(string), "chrome crashed") {
-			t.Fatalf("render = %d %v, want 500 with the cause", code, m)
+		code, m := render(`{"url":"/broken","dimension":"desktop"}`)
+		// A short cause for the client; the chain (addresses, URLs) only
+		// in the log.
+		if msg, _ := m["error"].(string); code != 500 || msg != "render failed (desktop): browser unavailable" {
+			t.Fatalf("render = %d %v, want 500 with a short cause", code, m)
+		}
+		code, m = render(`{"url":"/broken"}`)
+		if msg, _ := m["error"].(string); code != 500 || strings.Contains(msg, "10.0.0.7") || strings.Contains(msg, "internal.example") {
+			t.Fatalf("render (every dimension) = %d %v, want 500 without the chain", code, m)
 		}
 	})
 }

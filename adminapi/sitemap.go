@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prismproxy/prism/prerender"
 	"github.com/prismproxy/prism/site"
 )
 
@@ -222,7 +223,7 @@ func (t *originTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		out.URL.Path = p + req.URL.Path
 		out.URL.RawPath = ""
 	}
-	out.Header.Set("X-Prism-Render", "1")
+	out.Header.Set(prerender.RenderHeader, "1")
 	return t.base.RoundTrip(out)
 }
 

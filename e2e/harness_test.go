@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
 
 	"fmt"
 	"io"
@@ -21,16 +22,30 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/prismproxy/prism/prerender"
 )
 
 // prismBin is the binary under test, built once by TestMain.
 var prismBin string
+
+// noBrowser says why the tests skip: no browser PRISM could launch (found
+// as PRISM finds it), or PRISM_TEST_CHROME=none.
+var noBrowser error
 
 func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
 }
 
 func runMain(m *testing.M) int {
+	if os.Getenv("PRISM_TEST_CHROME") == "none" {
+		noBrowser = errors.New("PRISM_TEST_CHROME=none")
+	} else if _, err := prerender.FindChrome(os.Getenv("PRISM_TEST_CHROME")); err != nil {
+		noBrowser = err
+	}
+	if noBrowser != nil {
+		return m.Run() // every test skips in startPrism
+	}
 	dir, err := os.MkdirTemp("", "prism-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
@@ -173,6 +188,9 @@ func freeAddr(t *testing.T) string {
 // or server) is retried with fresh ports.
 func startPrism(t *testing.T, c Conf) *Prism {
 	t.Helper()
+	if noBrowser != nil {
+		t.Skipf("e2e test skipped: %v (install Chromium: apt-get install chromium)", noBrowser)
+	}
 	for attempt := 1; ; attempt++ {
 		p, err := tryStartPrism(t, c)
 		if err == nil {

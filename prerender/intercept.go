@@ -251,7 +251,7 @@ func (r *Renderer) fetch(st *renderState, req *proto.NetworkRequest, u *url.URL)
 		// by Host (virtual hosts, ALLOWED_HOSTS, host authorization)
 		// answers the renderer as it answers people.
 		hr.Host = u.Host
-		hr.Header.Set("X-Prism-Render", "1")
+		hr.Header.Set(RenderHeader, "1")
 		hr.Header.Set("X-Forwarded-Host", u.Host)
 		hr.Header.Set("X-Forwarded-Proto", u.Scheme)
 	}

@@ -21,6 +21,11 @@ import (
 	"golang.org/x/sync/semaphore"
 )
 
+// RenderHeader marks every request PRISM itself sends to an origin (the
+// browser's, sitemap fetches): "1". The proxy passes such requests
+// straight through, so a render never loops back into the bot path.
+const RenderHeader = "X-Prism-Render"
+
 // Class is a render's capacity class.
 type Class int
 
@@ -190,7 +195,7 @@ var chromeCandidates = []string{
 
 // New checks opts and locates the browser; Run starts it.
 func New(opts Options) (*Renderer, error) {
-	bin, err := findChrome(opts.ChromePath)
+	bin, err := FindChrome(opts.ChromePath)
 	if err != nil {
 		return nil, err
 	}
@@ -270,8 +275,10 @@ func New(opts Options) (*Renderer, error) {
 	return r, nil
 }
 
-// findChrome returns the browser binary to launch.
-func findChrome(path string) (string, error) {
+// FindChrome returns the browser binary PRISM launches for path (empty:
+// the usual Debian and Chrome locations, then PATH), or an error that says
+// how to install one.
+func FindChrome(path string) (string, error) {
 	const hint = "install one with `apt-get install chromium` or set render.chrome_path"
 	if path != "" {
 		p, err := exec.LookPath(path)

@@ -237,7 +237,7 @@ func headerValue(h http.Header, canonicalKey string) string {
 
 // isRenderRequest reports requests made by PRISM's own browser.
 func isRenderRequest(r *http.Request) bool {
-	_, ok := r.Header["X-Prism-Render"]
+	_, ok := r.Header[prerender.RenderHeader]
 	return ok
 }
 

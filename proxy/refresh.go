@@ -157,7 +157,7 @@ func (p *Proxy) render(ctx context.Context, k cachestore.Key, h *site.Host, d *s
 	out.Duration = time.Since(start)
 	switch {
 	case err != nil:
-		return out, false, fmt.Errorf("proxy: render %s: %w", req.URL, err)
+		return out, false, err // the renderer's errors name the URL already
 	case res == nil:
 		return out, false, fmt.Errorf("proxy: render %s: no result", req.URL)
 	case res.Status < 100 || res.Status > 999:

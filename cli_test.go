@@ -75,7 +75,7 @@ func newCLIEnv(t *testing.T) *cliEnv {
 			if err := e.store.Put(ent); err != nil {
 				return proxy.Outcome{}, err
 			}
-			return proxy.Outcome{Entry: ent, Stored: true, Previous: "MISS"}, nil
+			return proxy.Outcome{Entry: ent, Stored: true, Previous: proxy.CacheMiss}, nil
 		},
 	})
 	if err != nil {

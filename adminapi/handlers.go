@@ -254,10 +254,7 @@ func (s *Server) renderDimension(ctx context.Context, h *site.Host, d *site.Dime
 	if out.Duration > 0 {
 		elapsed = out.Duration
 	}
-	prev := out.Previous
-	if prev == "" {
-		prev = "MISS"
-	}
+	prev := out.Previous.String()
 	s.opts.Logger.Info("admin: render", "key", k.String(), "cache_status", prev, "duration", elapsed)
 	return renderDim{Dimension: d.Name, CacheStatus: prev, RenderTimeMS: elapsed.Milliseconds(), HTMLBytes: uncompressedSize(out.Entry.Body)}, nil
 }

@@ -163,9 +163,9 @@ func (e *env) refresh(ctx context.Context, k cachestore.Key, class prerender.Cla
 	if e.failURL != "" && k.URL == e.failURL {
 		return proxy.Outcome{}, fmt.Errorf("render https://internal.example/%s: dial 10.0.0.7: %w", k.URL, prerender.ErrUnavailable)
 	}
-	prev := "MISS"
+	prev := proxy.CacheMiss
 	if _, ok := e.store.Get(k); ok {
-		prev = "HIT"
+		prev = proxy.CacheHit
 	}
 	ent := &cachestore.Entry{
 		Key:    k,

@@ -6,14 +6,40 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 )
 
-// outcomes are the label values of prism_render_total.
-var outcomes = []string{"ok", "partial", "redirect", "error_status", "blank", "error",
+// outcome is how a render ended; its String is the outcome label of
+// prism_render_total.
+type outcome int
+
+const (
+	outcomeOK outcome = iota
+	outcomePartial
+	outcomeRedirect
+	outcomeErrorStatus
+	outcomeBlank
+	outcomeError
+	outcomeTimeout
+	outcomeUnavailable
+	outcomeNoCapacity
+	outcomeBadRequest
+	outcomeCrashed
+	outcomeOverLimit
+	numOutcomes
+)
+
+var outcomeNames = [numOutcomes]string{"ok", "partial", "redirect", "error_status", "blank", "error",
 	"timeout", "unavailable", "no_capacity", "bad_request", "crashed", "over_limit"}
+
+func (o outcome) String() string {
+	if o < 0 || o >= numOutcomes {
+		return "unknown"
+	}
+	return outcomeNames[o]
+}
 
 // rendererMetrics holds the Renderer's metrics; a nil *rendererMetrics
 // records nothing.
 type rendererMetrics struct {
-	total    map[string]*metrics.Counter
+	total    [numOutcomes]*metrics.Counter
 	duration *metrics.Histogram
 	crashes  *metrics.Counter
 	restarts *metrics.Counter
@@ -32,9 +58,9 @@ func newRendererMetrics(s *metrics.Set, r *Renderer) *rendererMetrics {
 	if s == nil {
 		return nil
 	}
-	m := &rendererMetrics{total: map[string]*metrics.Counter{}}
-	for _, o := range outcomes {
-		m.total[o] = s.GetOrCreateCounter(`prism_render_total{outcome="` + o + `"}`)
+	m := &rendererMetrics{}
+	for o := range numOutcomes {
+		m.total[o] = s.GetOrCreateCounter(`prism_render_total{outcome="` + o.String() + `"}`)
 	}
 	m.duration = s.GetOrCreateHistogram(`prism_render_duration_seconds`)
 	m.crashes = s.GetOrCreateCounter(`prism_browser_crashes_total`)
@@ -62,15 +88,15 @@ func newRendererMetrics(s *metrics.Set, r *Renderer) *rendererMetrics {
 
 // observe records a finished render; shown: its page had to be shown
 // (painted) rather than rendered hidden.
-func (m *rendererMetrics) observe(outcome string, d time.Duration, shown bool) {
+func (m *rendererMetrics) observe(o outcome, d time.Duration, shown bool) {
 	if m == nil {
 		return
 	}
 	if shown {
 		m.shown.Inc()
 	}
-	if c := m.total[outcome]; c != nil {
-		c.Inc()
+	if o >= 0 && o < numOutcomes {
+		m.total[o].Inc()
 	}
 	m.duration.Update(d.Seconds())
 }

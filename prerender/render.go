@@ -28,18 +28,18 @@ var (
 // renderOn renders req on slot s of inst's pool and gives s back to the
 // pool once the tab is clean again (in the background: the caller does not
 // wait for the reset).
-func (inst *instance) renderOn(ctx context.Context, s *slot, pub *url.URL, req Request) (*Result, string, error) {
+func (inst *instance) renderOn(ctx context.Context, s *slot, pub *url.URL, req Request) (*Result, outcome, error) {
 	r := inst.r
 	// Renders in flight fail fast when the browser goes down.
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stop := context.AfterFunc(inst.ctx, func() { cancel(context.Cause(inst.ctx)) })
 	defer stop()
-	down := func(err error) (*Result, string, error) {
+	down := func(err error) (*Result, outcome, error) {
 		if c := context.Cause(ctx); c != nil && errors.Is(c, ErrUnavailable) {
-			return nil, "unavailable", c
+			return nil, outcomeUnavailable, c
 		}
-		return nil, "error", err
+		return nil, outcomeError, err
 	}
 	tctx, tcancel := context.WithTimeout(ctx, r.opts.Timeout)
 	defer tcancel()
@@ -65,17 +65,17 @@ func (inst *instance) renderOn(ctx context.Context, s *slot, pub *url.URL, req R
 		}()
 	}()
 
-	res, outcome, err := t.run(ctx, rctx, st, req)
+	res, oc, err := t.run(ctx, rctx, st, req)
 	if t.broken.Load() || errors.Is(context.Cause(rctx), ErrPageCrashed) {
-		return nil, "crashed", ErrPageCrashed
+		return nil, outcomeCrashed, ErrPageCrashed
 	}
 	if err != nil {
 		if errors.Is(err, errTimeout) {
-			return nil, "timeout", err
+			return nil, outcomeTimeout, err
 		}
 		return down(err)
 	}
-	return res, outcome, nil
+	return res, oc, nil
 }
 
 // finish clears slot s's tab for the next render (or drops it when that
@@ -101,15 +101,15 @@ func (inst *instance) finish(s *slot, st *renderState) {
 
 // run navigates, waits and captures. ctx is the caller's (plus browser
 // liveness), rctx the same bounded by the render timeout.
-func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request) (*Result, string, error) {
+func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request) (*Result, outcome, error) {
 	r := t.inst.r
 	if r.opts.AlwaysVisible {
 		if _, err := t.show(rctx, st); err != nil {
-			return nil, "", err
+			return nil, outcomeError, err
 		}
 	}
 	if err := t.emulate(rctx, req); err != nil {
-		return nil, "", fmt.Errorf("emulate: %w", err)
+		return nil, outcomeError, fmt.Errorf("emulate: %w", err)
 	}
 	p := t.page.Context(rctx)
 	// The tab is on the about:blank of its reset, so even a URL with a
@@ -119,19 +119,19 @@ func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request) (*Res
 	if m != nil && m.location != "" {
 		h := http.Header{}
 		h.Set("Location", m.location)
-		return &Result{Status: m.status, Header: h}, "redirect", nil
+		return &Result{Status: m.status, Header: h}, outcomeRedirect, nil
 	}
 	if m != nil && m.err != nil {
 		if errors.Is(m.err, context.DeadlineExceeded) && ctx.Err() == nil {
-			return nil, "", fmt.Errorf("%w: %w", errTimeout, m.err)
+			return nil, outcomeError, fmt.Errorf("%w: %w", errTimeout, m.err)
 		}
-		return nil, "", fmt.Errorf("main document: %w", m.err)
+		return nil, outcomeError, fmt.Errorf("main document: %w", m.err)
 	}
 	if navErr != nil {
 		if rctx.Err() != nil && ctx.Err() == nil {
-			return nil, "", fmt.Errorf("%w: navigate: %w", errTimeout, navErr)
+			return nil, outcomeError, fmt.Errorf("%w: navigate: %w", errTimeout, navErr)
 		}
-		return nil, "", fmt.Errorf("navigate: %w", navErr)
+		return nil, outcomeError, fmt.Errorf("navigate: %w", navErr)
 	}
 	status, header := http.StatusOK, http.Header{}
 	if m != nil {
@@ -141,13 +141,13 @@ func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request) (*Res
 		}
 	}
 	if status >= 500 {
-		return &Result{Status: status, Header: header}, "error_status", nil
+		return &Result{Status: status, Header: header}, outcomeErrorStatus, nil
 	}
 	if nav.ErrorText != "" {
 		if m != nil && status >= 400 { // an empty error page from the origin
-			return &Result{Status: status, Header: header}, "error_status", nil
+			return &Result{Status: status, Header: header}, outcomeErrorStatus, nil
 		}
-		return nil, "", fmt.Errorf("navigate: %s", nav.ErrorText)
+		return nil, outcomeError, fmt.Errorf("navigate: %s", nav.ErrorText)
 	}
 
 	partial := false
@@ -155,7 +155,7 @@ func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request) (*Res
 		// Only the render timeout makes a partial capture; a crash or the
 		// caller going away ends the render.
 		if !errors.Is(context.Cause(rctx), context.DeadlineExceeded) || ctx.Err() != nil {
-			return nil, "", fmt.Errorf("wait: %w", err)
+			return nil, outcomeError, fmt.Errorf("wait: %w", err)
 		}
 		partial = true
 	}
@@ -166,30 +166,30 @@ func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request) (*Res
 	defer ccancel()
 	c, err := t.capture(cctx, r.keepTypes)
 	if err != nil {
-		return nil, "", fmt.Errorf("capture: %w", err)
+		return nil, outcomeError, fmt.Errorf("capture: %w", err)
 	}
 	if c.Blank {
-		return nil, "blank", ErrBlank
+		return nil, outcomeBlank, ErrBlank
 	}
 	header.Set("Content-Type", "text/html; charset=utf-8")
 	status, header = applyMeta(st.pub, status, header, c.Metas)
 	overLimit := st.overLimit.Load()
 	res := &Result{Status: status, Header: header, HTML: []byte(c.HTML), Partial: partial || overLimit, Shown: st.shown.Load()}
-	outcome := "ok"
+	oc := outcomeOK
 	switch {
 	case isRedirect(status) && header.Get("Location") != "":
 		res.HTML = nil
-		outcome = "redirect"
+		oc = outcomeRedirect
 	case overLimit:
 		// Some of what the page asked for was refused: not the page as a
 		// browser shows it, so served as partial, never over a complete entry.
-		outcome = "over_limit"
+		oc = outcomeOverLimit
 	case partial:
-		outcome = "partial"
+		oc = outcomePartial
 	case status >= 400:
-		outcome = "error_status"
+		oc = outcomeErrorStatus
 	}
-	return res, outcome, nil
+	return res, oc, nil
 }
 
 // emulate applies req's viewport, touch and user agent when they differ

@@ -306,7 +306,7 @@ func FindChrome(path string) (string, error) {
 // down and with ErrNoCapacity when the class has no tab and ctx ends.
 func (r *Renderer) Render(ctx context.Context, req Request) (*Result, error) {
 	start := r.opts.Now()
-	res, outcome, err := r.render(ctx, req)
+	res, oc, err := r.render(ctx, req)
 	d := r.opts.Now().Sub(start)
 	if res != nil {
 		res.Duration = d
@@ -315,19 +315,19 @@ func (r *Renderer) Render(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		r.failures.Add(1)
 	}
-	r.metrics.observe(outcome, d, res != nil && res.Shown)
+	r.metrics.observe(oc, d, res != nil && res.Shown)
 	return res, err
 }
 
-func (r *Renderer) render(ctx context.Context, req Request) (*Result, string, error) {
+func (r *Renderer) render(ctx context.Context, req Request) (*Result, outcome, error) {
 	pub, err := parsePublicURL(req.URL)
 	if err != nil {
-		return nil, "bad_request", err
+		return nil, outcomeBadRequest, err
 	}
 	for {
 		inst := r.cur.Load()
 		if inst == nil {
-			return nil, "unavailable", fmt.Errorf("render %s: %w", pub, ErrUnavailable)
+			return nil, outcomeUnavailable, fmt.Errorf("render %s: %w", pub, ErrUnavailable)
 		}
 		r.waiting.Add(1)
 		s, err := inst.pool.acquire(ctx, req.Class)
@@ -336,13 +336,13 @@ func (r *Renderer) render(ctx context.Context, req Request) (*Result, string, er
 			continue // the browser is being recycled: use the new one
 		}
 		if errors.Is(err, ErrNoCapacity) {
-			return nil, "no_capacity", fmt.Errorf("render %s: %w", pub, err)
+			return nil, outcomeNoCapacity, fmt.Errorf("render %s: %w", pub, err)
 		}
 		if err != nil {
-			return nil, "unavailable", fmt.Errorf("render %s: %w", pub, err)
+			return nil, outcomeUnavailable, fmt.Errorf("render %s: %w", pub, err)
 		}
 		r.active.Add(1)
-		res, outcome, err := inst.renderOn(ctx, s, pub, req) // releases s
+		res, oc, err := inst.renderOn(ctx, s, pub, req) // releases s
 		r.active.Add(-1)
 		if n := inst.renders.Add(1); n >= int64(r.opts.RecycleAfter) {
 			select {
@@ -351,9 +351,9 @@ func (r *Renderer) render(ctx context.Context, req Request) (*Result, string, er
 			}
 		}
 		if err != nil {
-			return res, outcome, fmt.Errorf("render %s: %w", pub, err)
+			return res, oc, fmt.Errorf("render %s: %w", pub, err)
 		}
-		return res, outcome, nil
+		return res, oc, nil
 	}
 }
 

@@ -33,7 +33,7 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 	k := cachestore.Key{HostID: h.ID, DimensionID: dim.ID, URL: norm}
 
 	e, ok := p.opts.Store.Get(k)
-	state := cacheMiss
+	state := CacheMiss
 	if ok {
 		now := start
 		if !p.systemClock {
@@ -44,15 +44,15 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 	var renderErr error
 	rendered := false // this request waited for a render (or joined one)
 	switch state {
-	case cacheHit:
-	case cacheStale:
+	case CacheHit:
+	case CacheStale:
 		if p.opts.Enqueue != nil {
 			p.opts.Enqueue(k)
 		}
 	default:
 		if p.overloaded(k) {
 			p.m.overload.Inc()
-			renderErr, state = errOverloaded, cacheBypass
+			renderErr, state = errOverloaded, CacheBypass
 			break
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), p.opts.RenderWait)
@@ -62,9 +62,9 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 		rendered = true
 		switch {
 		case err == nil && out.Entry != nil:
-			e, state = out.Entry, cacheMiss
+			e, state = out.Entry, CacheMiss
 			if cached {
-				state = cacheHit
+				state = CacheHit
 			}
 		case r.Context().Err() != nil:
 			p.log.Info("proxy: crawler left during render", "host", h.Name, "dimension", dim.Name, "path", k.URL,
@@ -73,9 +73,9 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 		default:
 			renderErr = err
 			// A concurrent render may have stored something servable.
-			state = cacheBypass
+			state = CacheBypass
 			if e2, ok := p.opts.Store.Get(k); ok {
-				if s := p.stateOf(e2, p.opts.Now()); s != cacheMiss {
+				if s := p.stateOf(e2, p.opts.Now()); s != CacheMiss {
 					e, state = e2, s
 				}
 			}
@@ -83,11 +83,11 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 	}
 
 	*wrote = true
-	if (state == cacheHit || state == cacheStale) && p.opts.OnServe != nil {
+	if (state == CacheHit || state == CacheStale) && p.opts.OnServe != nil {
 		p.opts.OnServe(k)
 	}
 	var status int
-	if state == cacheBypass {
+	if state == CacheBypass {
 		status = p.bypass(w, r, dim)
 	} else {
 		status = p.serveEntry(w, r, e, state, dim)
@@ -97,13 +97,13 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 	// to the log per request) cost about a quarter of a hit's CPU, so they
 	// are logged at Debug. Renders, stale serves and fallbacks stay at Info.
 	level := slog.LevelInfo
-	if state == cacheHit && renderErr == nil && !rendered {
+	if state == CacheHit && renderErr == nil && !rendered {
 		level = slog.LevelDebug
 	}
 	if !p.log.Enabled(r.Context(), level) {
 		return
 	}
-	attrs := []any{"host", h.Name, "dimension", dim.Name, "path", k.URL, "cache", state, "status", status,
+	attrs := []any{"host", h.Name, "dimension", dim.Name, "path", k.URL, "cache", state.String(), "status", status,
 		"render_ms", time.Since(start).Milliseconds()}
 	if renderErr != nil {
 		attrs = append(attrs, "err", renderErr)
@@ -144,7 +144,7 @@ func (p *Proxy) overloaded(k cachestore.Key) bool {
 // Options.FallbackTimeout.
 func (p *Proxy) bypass(w http.ResponseWriter, r *http.Request, dim *site.Dimension) int {
 	h := w.Header()
-	h.Set("X-Prism-Cache", cacheBypass)
+	h["X-Prism-Cache"] = p.hdr.state(CacheBypass)
 	h.Set("X-Prism-Dimension", dim.Name)
 	r, cancel := withFallbackDeadline(r, p.opts.FallbackTimeout)
 	defer cancel()
@@ -153,7 +153,7 @@ func (p *Proxy) bypass(w http.ResponseWriter, r *http.Request, dim *site.Dimensi
 
 // serveEntry writes e (headers, conditional 304, gzip or identity body) and
 // returns the status sent.
-func (p *Proxy) serveEntry(w http.ResponseWriter, r *http.Request, e *cachestore.Entry, state string, dim *site.Dimension) int {
+func (p *Proxy) serveEntry(w http.ResponseWriter, r *http.Request, e *cachestore.Entry, state CacheState, dim *site.Dimension) int {
 	notMod := e.Status == http.StatusOK && notModified(r, e)
 	head := r.Method == http.MethodHead
 	gz := acceptsGzip(r.Header["Accept-Encoding"])

@@ -54,7 +54,7 @@ const maxRememberedETag = 128
 
 func newHeaderValues(sites *site.Table) *headerValues {
 	v := &headerValues{
-		hit: []string{cacheHit}, miss: []string{cacheMiss}, stale: []string{cacheStale}, bypass: []string{cacheBypass},
+		hit: []string{CacheHit.String()}, miss: []string{CacheMiss.String()}, stale: []string{CacheStale.String()}, bypass: []string{CacheBypass.String()},
 		vary:     []string{"User-Agent, Accept-Encoding"},
 		gzip:     []string{"gzip"},
 		one:      []string{"1"},
@@ -72,18 +72,16 @@ func newHeaderValues(sites *site.Table) *headerValues {
 	return v
 }
 
-func (v *headerValues) state(s string) []string {
+func (v *headerValues) state(s CacheState) []string {
 	switch s {
-	case cacheHit:
+	case CacheHit:
 		return v.hit
-	case cacheMiss:
+	case CacheMiss:
 		return v.miss
-	case cacheStale:
+	case CacheStale:
 		return v.stale
-	case cacheBypass:
-		return v.bypass
 	}
-	return []string{s}
+	return v.bypass
 }
 
 // dimension returns the X-Prism-Dimension value for d.

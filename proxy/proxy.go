@@ -79,17 +79,33 @@ type Options struct {
 type Outcome struct {
 	Entry    *cachestore.Entry // the stored (or, when not cacheable, rendered) entry
 	Stored   bool              // the render replaced the cache entry
-	Previous string            // "HIT", "STALE" or "MISS": the key's state before
+	Previous CacheState        // CacheHit, CacheStale or CacheMiss: the key's state before
 	Duration time.Duration
 }
 
-// Cache states, as sent in X-Prism-Cache and Outcome.Previous.
+// CacheState is a key's state, as X-Prism-Cache says it. The zero value is
+// CacheMiss.
+type CacheState uint8
+
+// Cache states.
 const (
-	cacheHit    = "HIT"
-	cacheMiss   = "MISS"
-	cacheStale  = "STALE"
-	cacheBypass = "BYPASS"
+	CacheMiss   CacheState = iota // not cached, or too old to serve: rendered
+	CacheHit                      // fresh
+	CacheStale                    // past its TTL, within stale_ttl: served, recached
+	CacheBypass                   // the origin's own answer (the render failed)
 )
+
+func (s CacheState) String() string {
+	switch s {
+	case CacheHit:
+		return "HIT"
+	case CacheStale:
+		return "STALE"
+	case CacheBypass:
+		return "BYPASS"
+	}
+	return "MISS"
+}
 
 var (
 	// ErrUnknownKey is returned by Refresh for a key whose host or dimension
@@ -338,13 +354,13 @@ func newProxyMetrics(s *metrics.Set) proxyMetrics {
 }
 
 // counter returns the request counter for a cache state.
-func (m *proxyMetrics) counter(state string) *metrics.Counter {
+func (m *proxyMetrics) counter(state CacheState) *metrics.Counter {
 	switch state {
-	case cacheHit:
+	case CacheHit:
 		return m.hit
-	case cacheMiss:
+	case CacheMiss:
 		return m.miss
-	case cacheStale:
+	case CacheStale:
 		return m.stale
 	}
 	return m.bypass

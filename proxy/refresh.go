@@ -130,10 +130,10 @@ func (p *Proxy) render(ctx context.Context, k cachestore.Key, h *site.Host, d *s
 	// Taken first: a purge from here on keeps this render out of the cache.
 	gen := p.opts.Store.Generation(k)
 	prev, ok := p.opts.Store.Get(k)
-	out := Outcome{Previous: cacheMiss}
+	out := Outcome{Previous: CacheMiss}
 	if ok {
 		out.Previous = p.stateOf(prev, p.opts.Now())
-		if recheck && out.Previous == cacheHit {
+		if recheck && out.Previous == CacheHit {
 			out.Entry = prev
 			return out, true, nil
 		}
@@ -208,7 +208,7 @@ func cacheableStatus(status int) bool {
 
 // stateOf classifies e at now: fresh (HIT), servable stale (STALE) or too
 // old to serve (MISS).
-func (p *Proxy) stateOf(e *cachestore.Entry, now time.Time) string {
+func (p *Proxy) stateOf(e *cachestore.Entry, now time.Time) CacheState {
 	ttl := p.opts.TTL
 	if e.Status == http.StatusNotFound || e.Status == http.StatusGone {
 		ttl = p.opts.NotFoundTTL
@@ -216,11 +216,11 @@ func (p *Proxy) stateOf(e *cachestore.Entry, now time.Time) string {
 	age := now.Sub(e.RenderedAt)
 	switch {
 	case age < ttl:
-		return cacheHit
+		return CacheHit
 	case age < ttl+p.opts.StaleTTL:
-		return cacheStale
+		return CacheStale
 	}
-	return cacheMiss
+	return CacheMiss
 }
 
 // skipStoredHeader lists response headers never stored with an entry: the

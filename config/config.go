@@ -259,6 +259,13 @@ func LoadWith(path string, lookupEnv func(string) (string, bool)) (*Config, erro
 	if err == nil {
 		c.ApplyEnv(lookupEnv)
 		err = c.Validate()
+	} else if rest, ok := withoutProblems(data, err); ok {
+		// Decoding failed on some keys: validate the rest of the file too,
+		// so that every problem is reported at once, not in two rounds.
+		if c2, err2 := Parse(rest); err2 == nil {
+			c2.ApplyEnv(lookupEnv)
+			err = mergeProblems(err, c2.Validate())
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("config %s:\n%w", path, err)

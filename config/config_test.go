@@ -515,3 +515,60 @@ func TestWarnsWhenReservationTakesEveryTab(t *testing.T) {
 		}
 	}
 }
+
+// Decoding and semantic problems come back together, in one run, each with
+// its key and line.
+func TestLoadAllProblemsAtOnce(t *testing.T) {
+	doc := `[render]
+wrokers = 4
+tabs = "four"
+timeout = "15 seconds"
+
+[cahce]
+dir = "x"
+
+[[hosts]]
+id = 1
+name = "a.example"
+origin = "http://127.0.0.1:3000"
+
+  [[hosts.dimensions]]
+  id = 1
+  name = "desktop"
+  match_ua = ["Googlebot"]
+
+[[hosts]]
+id = 1
+name = "b.example"
+
+  [[hosts.dimensions]]
+  id = 1
+  name = "desktop"
+  match_ua = ["Googlebot"]
+`
+	_, err := LoadWith(writeFile(t, doc), env(nil))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	got := map[string]int{}
+	for _, p := range problems(err) {
+		got[p.Key] = p.Line
+	}
+	want := map[string]int{
+		"render.wrokers":  2,  // unknown key
+		"render.tabs":     3,  // wrong type
+		"render.timeout":  4,  // bad duration
+		"cahce":           6,  // unknown table
+		"hosts[1].id":     20, // duplicate host id
+		"hosts[1].origin": 0,  // missing origin: the host's line
+	}
+	for k, line := range want {
+		l, ok := got[k]
+		if !ok || (line != 0 && l != line) {
+			t.Errorf("%s: line %d (reported: %v), want line %d\n%v", k, l, ok, line, err)
+		}
+	}
+	if _, ok := got["hosts[1].origin"]; ok && got["hosts[1].origin"] == 0 {
+		t.Errorf("missing origin has no line: %v", err)
+	}
+}

@@ -51,6 +51,71 @@ func joinProblems(ps []*Problem) error {
 	return errors.Join(errs...)
 }
 
+// problemsOf returns the Problems joined in err.
+func problemsOf(err error) []*Problem {
+	var ps []*Problem
+	var walk func(error)
+	walk = func(e error) {
+		if p, ok := e.(*Problem); ok {
+			ps = append(ps, p)
+			return
+		}
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				walk(e)
+			}
+		}
+	}
+	walk(err)
+	return ps
+}
+
+// withoutProblems returns data with the lines of err's decoding problems
+// blanked (an unknown table's whole section), so that the rest of the file
+// can be decoded and validated; ok is false when a problem has no line (a
+// syntax error: nothing after it can be trusted).
+func withoutProblems(data []byte, err error) ([]byte, bool) {
+	ps := problemsOf(err)
+	if len(ps) == 0 {
+		return nil, false
+	}
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	blank := func(i int) {
+		if i >= 0 && i < len(lines) {
+			lines[i] = []byte("\n")
+		}
+	}
+	for _, p := range ps {
+		if p.Line <= 0 || p.Key == "" {
+			return nil, false
+		}
+		blank(p.Line - 1)
+		if p.Msg == "unknown table" {
+			for i := p.Line; i < len(lines) && !bytes.HasPrefix(bytes.TrimSpace(lines[i]), []byte("[")); i++ {
+				blank(i)
+			}
+		}
+	}
+	return bytes.Join(lines, nil), true
+}
+
+// mergeProblems joins the problems of a and b, in line order, dropping
+// repeats (a key that failed to decode keeps only its decoding problem).
+func mergeProblems(a, b error) error {
+	ps := problemsOf(a)
+	seen := map[string]bool{}
+	for _, p := range ps {
+		seen[p.Key] = true
+	}
+	for _, p := range problemsOf(b) {
+		if !seen[p.Key] {
+			ps = append(ps, p)
+		}
+	}
+	sort.SliceStable(ps, func(i, j int) bool { return ps[i].Line < ps[j].Line })
+	return joinProblems(ps)
+}
+
 // docIndex records where each key path is set in a document.
 type docIndex struct {
 	lines  map[string]int   // key path -> line

@@ -85,7 +85,12 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		return err
 	}
 	defer store.Close()
+	// One transport reaches the origins, for people, crawler fallbacks and
+	// the browser's requests. Its header wait lets an origin's 504 go out
+	// before the public port's write timeout cuts the connection.
+	originRT := site.NewOriginTransport(min(30*time.Second, cfg.Server.WriteTimeout.Duration/2))
 	renderer, err := prerender.New(prerender.Options{
+		Transport:                originRT,
 		ChromePath:               cfg.Render.ChromePath,
 		Tabs:                     cfg.Render.Tabs,
 		Timeout:                  cfg.Render.Timeout.Duration,
@@ -135,11 +140,9 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		// A crawler waits for a tab and a full render, then gets the stale
 		// copy or the origin's page.
 		RenderWait: cfg.Render.Timeout.Duration + 5*time.Second,
-		// The origin's headers must come in time for its 504 to be sent
-		// before the public port's write timeout cuts the connection.
-		OriginHeaderTimeout: min(30*time.Second, cfg.Server.WriteTimeout.Duration/2),
-		Logger:              logger.With("component", "proxy"),
-		Metrics:             set,
+		Transport:  originRT,
+		Logger:     logger.With("component", "proxy"),
+		Metrics:    set,
 	})
 	if err != nil {
 		return err

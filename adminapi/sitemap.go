@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -217,26 +216,14 @@ func (t *originTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	out := req.Clone(req.Context())
 	out.Host = req.URL.Host
-	out.URL.Scheme = origin.Scheme
-	out.URL.Host = origin.Host
-	if p := strings.TrimSuffix(origin.Path, "/"); p != "" {
-		out.URL.Path = p + req.URL.Path
-		out.URL.RawPath = ""
-	}
+	out.URL = site.OriginURL(origin, req.URL)
 	out.Header.Set(prerender.RenderHeader, "1")
 	return t.base.RoundTrip(out)
 }
 
 // originClient is the default sitemap client.
 func originClient(sites *site.Table) *http.Client {
-	base := &http.Transport{
-		Proxy:                 nil,
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: 30 * time.Second,
-		IdleConnTimeout:       30 * time.Second,
-		MaxIdleConnsPerHost:   2,
-	}
+	base := site.NewOriginTransport(30 * time.Second)
 	return &http.Client{
 		Transport: &originTransport{sites: sites, base: base},
 		Timeout:   2 * time.Minute,

@@ -10,12 +10,13 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"path"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/go-rod/rod/lib/proto"
+
+	"github.com/prismproxy/prism/site"
 )
 
 // Every request a page makes is paused (Fetch domain) and decided here:
@@ -96,16 +97,6 @@ func refuseNonPublic(_, address string, _ syscall.RawConn) error {
 		return fmt.Errorf("%w: %s", errPrivateAddress, host)
 	}
 	return nil
-}
-
-func newOriginTransport() *http.Transport {
-	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	return &http.Transport{
-		DialContext:         d.DialContext,
-		MaxIdleConnsPerHost: 16,
-		IdleConnTimeout:     90 * time.Second,
-		TLSHandshakeTimeout: 10 * time.Second,
-	}
 }
 
 func newPublicTransport() *http.Transport {
@@ -212,11 +203,7 @@ func (r *Renderer) fetch(st *renderState, req *proto.NetworkRequest, u *url.URL)
 	rt := r.publicRT
 	origin, fromOrigin := r.opts.Origin(u.Host)
 	if fromOrigin && origin != nil {
-		target.Scheme, target.Host = origin.Scheme, origin.Host
-		if p := strings.TrimSuffix(origin.Path, "/"); p != "" {
-			target.Path = p + path.Clean("/"+u.Path)
-			target.RawPath = ""
-		}
+		target = *site.OriginURL(origin, u)
 		rt = r.originRT
 	} else if ip, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil && !publicAddr(ip) {
 		return nil, nil, nil, fmt.Errorf("%w: %s", errPrivateAddress, ip)

@@ -19,6 +19,8 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 	"golang.org/x/sync/semaphore"
+
+	"github.com/prismproxy/prism/site"
 )
 
 // RenderHeader marks every request PRISM itself sends to an origin (the
@@ -268,7 +270,7 @@ func New(opts Options) (*Renderer, error) {
 	}
 	r.originRT = opts.Transport
 	if r.originRT == nil {
-		r.originRT = newOriginTransport()
+		r.originRT = site.NewOriginTransport(0) // a render's context bounds it
 	}
 	r.publicRT = newPublicTransport()
 	r.metrics = newRendererMetrics(opts.Metrics, r)

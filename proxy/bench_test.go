@@ -103,7 +103,7 @@ func BenchmarkBareReverseProxy(b *testing.B) {
 			pr.Out.Host = pr.In.Host
 			pr.SetXForwarded()
 		},
-		Transport: newTransport(30 * time.Second),
+		Transport: site.NewOriginTransport(30 * time.Second),
 	}
 	benchPass(b, rp)
 }

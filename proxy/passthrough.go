@@ -9,31 +9,9 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strings"
-	"time"
 
 	"github.com/prismproxy/prism/site"
 )
-
-// newTransport returns the default origin transport: no environment proxy,
-// bounded dials and header waits, and enough idle connections per origin that
-// a busy site does not redial for every request.
-func newTransport(headerTimeout time.Duration) *http.Transport {
-	return &http.Transport{
-		Proxy: nil, // origins are reached directly, never through $HTTP_PROXY
-		DialContext: (&net.Dialer{
-			Timeout:   10 * time.Second,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
-		ForceAttemptHTTP2:      true,
-		MaxIdleConns:           1024,
-		MaxIdleConnsPerHost:    256,
-		IdleConnTimeout:        90 * time.Second,
-		TLSHandshakeTimeout:    10 * time.Second,
-		ExpectContinueTimeout:  time.Second,
-		ResponseHeaderTimeout:  headerTimeout,
-		MaxResponseHeaderBytes: 1 << 20,
-	}
-}
 
 // newReverseProxy builds the reverse proxy used for pass-through and for
 // BYPASS fallbacks.

@@ -192,7 +192,7 @@ func New(opts Options) (*Proxy, error) {
 		opts.OriginHeaderTimeout = 30 * time.Second
 	}
 	if opts.Transport == nil {
-		opts.Transport = newTransport(opts.OriginHeaderTimeout)
+		opts.Transport = site.NewOriginTransport(opts.OriginHeaderTimeout)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

@@ -20,8 +20,8 @@ import (
 
 	"github.com/prismproxy/prism/adminapi"
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/fill"
 	"github.com/prismproxy/prism/prerender"
-	"github.com/prismproxy/prism/proxy"
 	"github.com/prismproxy/prism/site"
 )
 
@@ -63,9 +63,9 @@ func newCLIEnv(t *testing.T) *cliEnv {
 	}
 	srv, err := adminapi.New(adminapi.Options{
 		Token: cliTestToken, Sites: sites, Store: e.store, Logger: quiet,
-		Refresh: func(ctx context.Context, k cachestore.Key, class prerender.Class) (proxy.Outcome, error) {
+		Refresh: func(ctx context.Context, k cachestore.Key, class prerender.Class) (fill.Outcome, error) {
 			if k.URL == e.failURL.Load().(string) {
-				return proxy.Outcome{}, errors.New("render failed")
+				return fill.Outcome{}, errors.New("render failed")
 			}
 			var b bytes.Buffer
 			zw := gzip.NewWriter(&b)
@@ -73,9 +73,9 @@ func newCLIEnv(t *testing.T) *cliEnv {
 			zw.Close()
 			ent := &cachestore.Entry{Key: k, Status: 200, Body: b.Bytes()}
 			if err := e.store.Put(ent); err != nil {
-				return proxy.Outcome{}, err
+				return fill.Outcome{}, err
 			}
-			return proxy.Outcome{Entry: ent, Stored: true, Previous: proxy.CacheMiss}, nil
+			return fill.Outcome{Entry: ent, Stored: true, Previous: fill.CacheMiss}, nil
 		},
 	})
 	if err != nil {

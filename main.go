@@ -26,6 +26,7 @@ import (
 	"github.com/prismproxy/prism/adminapi"
 	"github.com/prismproxy/prism/cachestore"
 	"github.com/prismproxy/prism/config"
+	"github.com/prismproxy/prism/fill"
 	"github.com/prismproxy/prism/internalapi"
 	"github.com/prismproxy/prism/prerender"
 	"github.com/prismproxy/prism/proxy"
@@ -118,31 +119,18 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		maxRenders = 16 * cfg.Render.Tabs
 	}
 
-	// The proxy and the scheduler refer to each other through hooks: stale
-	// hits and stored entries feed the scheduler, whose workers render
-	// through the proxy's shared render path.
-	var sched *recache.Scheduler
-	px, err := proxy.New(proxy.Options{
+	// One cache-fill pipeline serves crawler misses (proxy), recache
+	// workers (sched), /render and warmup (admin); each of them tells the
+	// scheduler what it stored.
+	pipe, err := fill.New(fill.Options{
 		Sites:       sites,
 		Store:       store,
 		Render:      renderer.Render,
 		TTL:         cfg.Cache.TTL.Duration,
 		StaleTTL:    staleTTL(cfg.Cache.StaleTTL.Duration),
 		NotFoundTTL: cfg.Cache.NotFoundTTL.Duration,
-		// A stale hit offers an autorecache due now: it never waits for the
-		// scheduler's lock or disk, and the next stale hit asks again if an
-		// offer is dropped.
-		Enqueue:        func(k cachestore.Key) { sched.Offer(k) },
-		OnStore:        func(e *cachestore.Entry) { sched.Track(e) },
-		OnServe:        func(k cachestore.Key) { sched.Served(k) },
-		TrustedProxies: cfg.Server.TrustedPrefixes(),
-		MaxRenders:     maxRenders,
-		// A crawler waits for a tab and a full render, then gets the stale
-		// copy or the origin's page.
-		RenderWait: cfg.Render.Timeout.Duration + 5*time.Second,
-		Transport:  originRT,
-		Logger:     logger.With("component", "proxy"),
-		Metrics:    set,
+		Logger:      logger.With("component", "fill"),
+		Metrics:     set,
 	})
 	if err != nil {
 		return err
@@ -155,13 +143,12 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 	// while the renderer's figure already leaves out the tabs recache
 	// renders hold: add those back so they are not counted twice.
 	var recaching atomic.Int64
-	sched, err = recache.New(recache.Options{
+	sched, err := recache.New(recache.Options{
 		Sites: sites,
-		Refresh: func(ctx context.Context, k cachestore.Key) error {
+		Refresh: func(ctx context.Context, k cachestore.Key, class prerender.Class) (fill.Outcome, error) {
 			recaching.Add(1)
 			defer recaching.Add(-1)
-			_, err := px.Refresh(ctx, k, prerender.Recache)
-			return err
+			return pipe.Refresh(ctx, k, class)
 		},
 		Capacity: func() int {
 			return renderer.Capacity().AvailableForRecache + int(recaching.Load())
@@ -181,11 +168,34 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
+	px, err := proxy.New(proxy.Options{
+		Sites: sites,
+		Store: store,
+		Fill:  pipe,
+		// A stale hit offers an autorecache due now: it never waits for the
+		// scheduler's lock or disk, and the next stale hit asks again if an
+		// offer is dropped.
+		Offer:          sched.Offer,
+		Served:         sched.Served,
+		Track:          sched.Track,
+		TrustedProxies: cfg.Server.TrustedPrefixes(),
+		MaxRenders:     maxRenders,
+		// A crawler waits for a tab and a full render, then gets the stale
+		// copy or the origin's page.
+		RenderWait: cfg.Render.Timeout.Duration + 5*time.Second,
+		Transport:  originRT,
+		Logger:     logger.With("component", "proxy"),
+		Metrics:    set,
+	})
+	if err != nil {
+		return err
+	}
 	admin, err := adminapi.New(adminapi.Options{
 		Token:      cfg.Admin.BearerToken,
 		Sites:      sites,
 		Store:      store,
-		Refresh:    px.Refresh,
+		Refresh:    pipe.Refresh,
+		Track:      sched.Track,
 		Health:     renderer.Healthy,
 		Renders:    renderer.Stats,
 		Pool:       renderer.Capacity,

@@ -16,8 +16,8 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/fill"
 	"github.com/prismproxy/prism/prerender"
-	"github.com/prismproxy/prism/proxy"
 	"github.com/prismproxy/prism/site"
 )
 
@@ -225,7 +225,7 @@ func renderFailure(err error) string {
 		return "the page rendered blank"
 	case errors.Is(err, prerender.ErrPageCrashed):
 		return "the page crashed its renderer"
-	case errors.Is(err, proxy.ErrServerStatus):
+	case errors.Is(err, fill.ErrServerStatus):
 		return "the page rendered with a server error status"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timed out"
@@ -250,6 +250,9 @@ func (s *Server) renderDimension(ctx context.Context, h *site.Host, d *site.Dime
 	}
 	if !out.Stored {
 		return renderDim{}, errorf(http.StatusInternalServerError, "render failed (%s): status %d is not cacheable, nothing stored", d.Name, out.Entry.Status)
+	}
+	if s.opts.Track != nil {
+		s.opts.Track(out.Entry)
 	}
 	if out.Duration > 0 {
 		elapsed = out.Duration

@@ -20,8 +20,8 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/fill"
 	"github.com/prismproxy/prism/prerender"
-	"github.com/prismproxy/prism/proxy"
 	"github.com/prismproxy/prism/site"
 )
 
@@ -146,26 +146,26 @@ func (e *env) setFile(path string, body []byte) {
 	e.files[path] = body
 }
 
-// refresh is the fake proxy.Refresh: it stores a small page for k.
-func (e *env) refresh(ctx context.Context, k cachestore.Key, class prerender.Class) (proxy.Outcome, error) {
+// refresh is the fake fill.Pipeline.Refresh: it stores a small page for k.
+func (e *env) refresh(ctx context.Context, k cachestore.Key, class prerender.Class) (fill.Outcome, error) {
 	e.refreshes.Add(1)
 	e.classes.Store(k, class)
 	if e.block != nil {
 		select {
 		case <-e.block:
 		case <-ctx.Done():
-			return proxy.Outcome{}, ctx.Err()
+			return fill.Outcome{}, ctx.Err()
 		}
 	}
 	if e.noCap.Load() > 0 && e.noCap.Add(-1) >= 0 {
-		return proxy.Outcome{}, prerender.ErrNoCapacity
+		return fill.Outcome{}, prerender.ErrNoCapacity
 	}
 	if e.failURL != "" && k.URL == e.failURL {
-		return proxy.Outcome{}, fmt.Errorf("render https://internal.example/%s: dial 10.0.0.7: %w", k.URL, prerender.ErrUnavailable)
+		return fill.Outcome{}, fmt.Errorf("render https://internal.example/%s: dial 10.0.0.7: %w", k.URL, prerender.ErrUnavailable)
 	}
-	prev := proxy.CacheMiss
+	prev := fill.CacheMiss
 	if _, ok := e.store.Get(k); ok {
-		prev = proxy.CacheHit
+		prev = fill.CacheHit
 	}
 	ent := &cachestore.Entry{
 		Key:    k,
@@ -174,9 +174,9 @@ func (e *env) refresh(ctx context.Context, k cachestore.Key, class prerender.Cla
 		Body:   gz([]byte(pageHTML(k))),
 	}
 	if err := e.store.Put(ent); err != nil {
-		return proxy.Outcome{}, err
+		return fill.Outcome{}, err
 	}
-	return proxy.Outcome{Entry: ent, Stored: true, Previous: prev, Duration: 12 * time.Millisecond}, nil
+	return fill.Outcome{Entry: ent, Stored: true, Previous: prev, Duration: 12 * time.Millisecond}, nil
 }
 
 func pageHTML(k cachestore.Key) string {

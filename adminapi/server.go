@@ -36,8 +36,8 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/fill"
 	"github.com/prismproxy/prism/prerender"
-	"github.com/prismproxy/prism/proxy"
 	"github.com/prismproxy/prism/site"
 )
 
@@ -54,8 +54,11 @@ type Options struct {
 	// Store is the render cache; required.
 	Store *cachestore.Store
 	// Refresh renders k now in the given capacity class and stores the
-	// result; required (proxy.Proxy.Refresh in production).
-	Refresh func(ctx context.Context, k cachestore.Key, class prerender.Class) (proxy.Outcome, error)
+	// result; required (fill.Pipeline.Refresh in production).
+	Refresh func(ctx context.Context, k cachestore.Key, class prerender.Class) (fill.Outcome, error)
+	// Track is told of every entry /render and warmup stored, e.g. the
+	// scheduler's Track (to schedule its autorecache); nil: none.
+	Track func(e *cachestore.Entry)
 	// Health reports whether PRISM can render; nil means always healthy. A
 	// non-nil error's text is the 503 reason.
 	Health func() error

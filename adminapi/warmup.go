@@ -338,6 +338,9 @@ func (s *Server) renderOne(ctx context.Context, k cachestore.Key) error {
 		case err == nil && (out.Entry == nil || !out.Stored):
 			return errors.New("adminapi: render result not cacheable")
 		case err == nil:
+			if s.opts.Track != nil {
+				s.opts.Track(out.Entry)
+			}
 			return nil
 		case ctx.Err() != nil:
 			return ctx.Err()

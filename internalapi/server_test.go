@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/fill"
 	"github.com/prismproxy/prism/prerender"
 	"github.com/prismproxy/prism/recache"
 	"github.com/prismproxy/prism/site"
@@ -45,7 +46,11 @@ func (e *env) Now() time.Time {
 	return e.now
 }
 
-func (e *env) refresh(_ context.Context, k cachestore.Key) error {
+func (e *env) refresh(ctx context.Context, k cachestore.Key, _ prerender.Class) (fill.Outcome, error) {
+	return fill.Outcome{}, e.refreshKey(ctx, k)
+}
+
+func (e *env) refreshKey(_ context.Context, k cachestore.Key) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.renders = append(e.renders, k)

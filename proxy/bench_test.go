@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/fill"
 	"github.com/prismproxy/prism/prerender"
 	"github.com/prismproxy/prism/site"
 )
@@ -31,7 +32,7 @@ func (d *discardWriter) reset() {
 }
 
 // benchProxy builds a Proxy in front of a tiny origin, with a real store.
-func benchProxy(b *testing.B) (*Proxy, *url.URL) {
+func benchProxy(b *testing.B) (*Proxy, *fill.Pipeline, *url.URL) {
 	b.Helper()
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html")
@@ -51,19 +52,23 @@ func benchProxy(b *testing.B) (*Proxy, *url.URL) {
 	}
 	b.Cleanup(func() { store.Close() })
 	page := "<!DOCTYPE html><html><body>" + strings.Repeat("<p>rendered content</p>", 500) + "</body></html>"
-	p, err := New(Options{Sites: sites, Store: store, Logger: logger,
+	fp, err := fill.New(fill.Options{Sites: sites, Store: store, Logger: logger,
 		Render: func(context.Context, prerender.Request) (*prerender.Result, error) {
 			return &prerender.Result{Status: 200, HTML: []byte(page)}, nil
 		}})
 	if err != nil {
 		b.Fatal(err)
 	}
-	return p, ou
+	p, err := New(Options{Sites: sites, Store: store, Fill: fp, Logger: logger})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p, fp, ou
 }
 
 func BenchmarkHitMemory(b *testing.B) {
-	p, _ := benchProxy(b)
-	if _, err := p.Refresh(context.Background(), cachestore.Key{HostID: 1, DimensionID: 1, URL: "/page"}, prerender.Online); err != nil {
+	p, fp, _ := benchProxy(b)
+	if _, err := fp.Refresh(context.Background(), cachestore.Key{HostID: 1, DimensionID: 1, URL: "/page"}, prerender.Online); err != nil {
 		b.Fatal(err)
 	}
 	for _, bc := range []struct{ name, accept string }{{"gzip", "gzip, deflate, br"}, {"identity", ""}} {
@@ -91,12 +96,12 @@ func BenchmarkHitMemory(b *testing.B) {
 // to the same origin, through PRISM and through a plain ReverseProxy with the
 // same transport: the difference is PRISM's routing and detection.
 func BenchmarkPassThrough(b *testing.B) {
-	p, _ := benchProxy(b)
+	p, _, _ := benchProxy(b)
 	benchPass(b, p)
 }
 
 func BenchmarkBareReverseProxy(b *testing.B) {
-	_, ou := benchProxy(b)
+	_, _, ou := benchProxy(b)
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(ou)

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/prismproxy/prism/cachestore"
-	"github.com/prismproxy/prism/prerender"
+	"github.com/prismproxy/prism/fill"
 	"github.com/prismproxy/prism/site"
 )
 
@@ -39,15 +39,15 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 		if !p.systemClock {
 			now = p.opts.Now()
 		}
-		state = p.stateOf(e, now)
+		state = p.opts.Fill.StateOf(e, now)
 	}
 	var renderErr error
 	rendered := false // this request waited for a render (or joined one)
 	switch state {
 	case CacheHit:
 	case CacheStale:
-		if p.opts.Enqueue != nil {
-			p.opts.Enqueue(k)
+		if p.opts.Offer != nil {
+			p.opts.Offer(k)
 		}
 	default:
 		if p.overloaded(k) {
@@ -56,7 +56,7 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 			break
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), p.opts.RenderWait)
-		out, cached, err := p.do(ctx, k, h, dim, prerender.Online, true, p.publicScheme(r))
+		out, cached, err := p.opts.Fill.Fill(ctx, k, h, dim, p.publicScheme(r))
 		cancel()
 		p.m.renderWait.UpdateDuration(start)
 		rendered = true
@@ -65,6 +65,9 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 			e, state = out.Entry, CacheMiss
 			if cached {
 				state = CacheHit
+			}
+			if out.Stored && p.opts.Track != nil {
+				p.opts.Track(e) // each waiter of the render: Track is idempotent
 			}
 		case r.Context().Err() != nil:
 			p.log.Info("proxy: crawler left during render", "host", h.Name, "dimension", dim.Name, "path", k.URL,
@@ -75,7 +78,7 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 			// A concurrent render may have stored something servable.
 			state = CacheBypass
 			if e2, ok := p.opts.Store.Get(k); ok {
-				if s := p.stateOf(e2, p.opts.Now()); s != CacheMiss {
+				if s := p.opts.Fill.StateOf(e2, p.opts.Now()); s != CacheMiss {
 					e, state = e2, s
 				}
 			}
@@ -83,8 +86,8 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 	}
 
 	*wrote = true
-	if (state == CacheHit || state == CacheStale) && p.opts.OnServe != nil {
-		p.opts.OnServe(k)
+	if (state == CacheHit || state == CacheStale) && p.opts.Served != nil {
+		p.opts.Served(k)
 	}
 	var status int
 	if state == CacheBypass {
@@ -132,12 +135,8 @@ var errOverloaded = errors.New("proxy: too many renders in flight")
 // overloaded reports whether a miss for k would start a render beyond
 // Options.MaxRenders; joining a render already in flight is always allowed.
 func (p *Proxy) overloaded(k cachestore.Key) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if _, ok := p.flights[k]; ok {
-		return false
-	}
-	return len(p.flights) >= p.opts.MaxRenders
+	inFlight, n := p.opts.Fill.Busy(k)
+	return !inFlight && n >= p.opts.MaxRenders
 }
 
 // bypass answers a crawler with the origin's own response, fetched within
@@ -169,7 +168,7 @@ func (p *Proxy) serveEntry(w http.ResponseWriter, r *http.Request, e *cachestore
 	}
 	h := w.Header()
 	for name, vv := range e.Header {
-		if skipStoredHeader(name) {
+		if fill.SkipStoredHeader(name) {
 			continue
 		}
 		// The entry may be shared with other requests: a full slice

@@ -17,6 +17,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/fill"
 	"github.com/prismproxy/prism/prerender"
 	"github.com/prismproxy/prism/site"
 )
@@ -100,6 +101,7 @@ func newClock() *clock {
 type harness struct {
 	t       testing.TB
 	p       *Proxy
+	fill    *fill.Pipeline
 	origin  *httptest.Server
 	olog    *originLog
 	store   *cachestore.Store
@@ -113,7 +115,14 @@ type harness struct {
 	stored   []*cachestore.Entry
 }
 
-type harnessOpt func(*Options)
+// testOptions are a harness's Proxy options and the options of the fill
+// pipeline under it.
+type testOptions struct {
+	Options
+	FillOpts fill.Options
+}
+
+type harnessOpt func(*testOptions)
 
 func newHarness(t testing.TB, opts ...harnessOpt) *harness {
 	t.Helper()
@@ -157,20 +166,37 @@ func newHarness(t testing.TB, opts ...harnessOpt) *harness {
 	go func() { defer close(done); store.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done; store.Close() })
 	h.store = store
-	o := Options{
-		Sites: sites, Store: store, Render: h.render.render,
-		TTL: time.Hour, StaleTTL: 2 * time.Hour, NotFoundTTL: 10 * time.Minute,
-		Enqueue:        func(k cachestore.Key) { h.mu.Lock(); h.enqueued = append(h.enqueued, k); h.mu.Unlock() },
-		OnStore:        func(e *cachestore.Entry) { h.mu.Lock(); h.stored = append(h.stored, e); h.mu.Unlock() },
-		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
-		Logger:         logger,
-		Metrics:        h.metrics,
-		Now:            h.clock.now,
+	o := testOptions{
+		Options: Options{
+			Sites: sites, Store: store,
+			Offer: func(k cachestore.Key) bool {
+				h.mu.Lock()
+				h.enqueued = append(h.enqueued, k)
+				h.mu.Unlock()
+				return true
+			},
+			Track:          func(e *cachestore.Entry) { h.mu.Lock(); h.stored = append(h.stored, e); h.mu.Unlock() },
+			TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
+			Logger:         logger,
+			Metrics:        h.metrics,
+			Now:            h.clock.now,
+		},
+		FillOpts: fill.Options{
+			Sites: sites, Store: store, Render: h.render.render,
+			TTL: time.Hour, StaleTTL: 2 * time.Hour, NotFoundTTL: 10 * time.Minute,
+			Logger: logger, Metrics: h.metrics, Now: h.clock.now,
+		},
 	}
 	for _, f := range opts {
 		f(&o)
 	}
-	p, err := New(o)
+	fp, err := fill.New(o.FillOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.fill = fp
+	o.Options.Fill = fp
+	p, err := New(o.Options)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,13 +243,4 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(time.Millisecond) // polling a condition, not waiting for time
 	}
-}
-
-func (p *Proxy) waiters(k cachestore.Key) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if f, ok := p.flights[k]; ok {
-		return f.waiters
-	}
-	return 0
 }

@@ -35,7 +35,7 @@ func TestIdentityHits(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t, func(o *Options) { o.IdentityCacheBytes = tt.budget })
+			h := newHarness(t, func(o *testOptions) { o.IdentityCacheBytes = tt.budget })
 			h.render.set(htmlResult(200, page))
 			for i, want := range []string{"MISS", "HIT", "HIT"} {
 				w := h.do("GET", "/id", uaGooglebot)

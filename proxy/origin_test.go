@@ -110,7 +110,7 @@ func originHarness(t *testing.T, ou *url.URL, opts ...harnessOpt) (*harness, str
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts = append([]harnessOpt{func(o *Options) { o.Sites = sites }}, opts...)
+	opts = append([]harnessOpt{func(o *testOptions) { o.Sites = sites }}, opts...)
 	h := newHarness(t, opts...)
 	h.render.set(func(context.Context, prerender.Request) (*prerender.Result, error) {
 		return nil, errors.New("render failed")
@@ -210,7 +210,7 @@ func TestOriginTruncated(t *testing.T) {
 }
 
 func TestOriginTrickleAndSilence(t *testing.T) {
-	_, addr := lyingHarness(t, func(o *Options) {
+	_, addr := lyingHarness(t, func(o *testOptions) {
 		o.FallbackTimeout = 1500 * time.Millisecond
 		o.OriginHeaderTimeout = 700 * time.Millisecond
 	})

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/fill"
 	"github.com/prismproxy/prism/prerender"
 )
 
@@ -29,7 +30,7 @@ func blockRender(release <-chan struct{}) (func(context.Context, prerender.Reque
 }
 
 func TestMaxRendersBypassesBeyondBound(t *testing.T) {
-	h := newHarness(t, func(o *Options) { o.MaxRenders = 1 })
+	h := newHarness(t, func(o *testOptions) { o.MaxRenders = 1 })
 	release := make(chan struct{})
 	fn, started := blockRender(release)
 	h.render.set(fn)
@@ -61,7 +62,7 @@ func TestMaxRendersBypassesBeyondBound(t *testing.T) {
 }
 
 func TestMaxRendersLetsSameKeyJoin(t *testing.T) {
-	h := newHarness(t, func(o *Options) { o.MaxRenders = 1 })
+	h := newHarness(t, func(o *testOptions) { o.MaxRenders = 1 })
 	release := make(chan struct{})
 	fn, started := blockRender(release)
 	h.render.set(fn)
@@ -71,7 +72,7 @@ func TestMaxRendersLetsSameKeyJoin(t *testing.T) {
 	}
 	<-started
 	waitFor(t, "both requests to wait on one render", func() bool {
-		return h.p.waiters(cachestore.Key{HostID: 1, DimensionID: 2, URL: "/same"}) == 2
+		return h.fill.Waiters(cachestore.Key{HostID: 1, DimensionID: 2, URL: "/same"}) == 2
 	})
 	close(release)
 	for range 2 {
@@ -82,7 +83,7 @@ func TestMaxRendersLetsSameKeyJoin(t *testing.T) {
 }
 
 func TestRenderWaitFallsBack(t *testing.T) {
-	h := newHarness(t, func(o *Options) { o.RenderWait = 50 * time.Millisecond })
+	h := newHarness(t, func(o *testOptions) { o.RenderWait = 50 * time.Millisecond })
 	release := make(chan struct{})
 	defer close(release)
 	fn, _ := blockRender(release)
@@ -97,7 +98,7 @@ func TestRenderWaitFallsBack(t *testing.T) {
 }
 
 func TestNegativeStaleTTLNeverServesStale(t *testing.T) {
-	h := newHarness(t, func(o *Options) { o.StaleTTL = -1 })
+	h := newHarness(t, func(o *testOptions) { o.FillOpts.StaleTTL = -1 })
 	if got := h.do(http.MethodGet, "/s", uaGooglebot).Header().Get("X-Prism-Cache"); got != "MISS" {
 		t.Fatalf("first request: %q, want MISS", got)
 	}
@@ -118,9 +119,9 @@ func TestPurgeDuringRenderNotStored(t *testing.T) {
 	fn, started := blockRender(release)
 	h.render.set(fn)
 	k := cachestore.Key{HostID: 1, DimensionID: 2, URL: "/purged"}
-	done := make(chan Outcome, 1)
+	done := make(chan fill.Outcome, 1)
 	go func() {
-		out, _ := h.p.Refresh(context.Background(), k, prerender.Recache)
+		out, _ := h.fill.Refresh(context.Background(), k, prerender.Recache)
 		done <- out
 	}()
 	<-started
@@ -150,9 +151,9 @@ func TestRefreshDoesNotJoinOlderRender(t *testing.T) {
 	go func() { crawler <- h.do(http.MethodGet, "/fresh", uaGooglebot).Header().Get("X-Prism-Cache") }()
 	<-started
 	k := cachestore.Key{HostID: 1, DimensionID: 2, URL: "/fresh"}
-	refreshed := make(chan Outcome, 1)
+	refreshed := make(chan fill.Outcome, 1)
 	go func() {
-		out, err := h.p.Refresh(context.Background(), k, prerender.Recache)
+		out, err := h.fill.Refresh(context.Background(), k, prerender.Recache)
 		if err != nil {
 			t.Errorf("Refresh: %v", err)
 		}
@@ -174,8 +175,8 @@ func TestRefreshDoesNotJoinOlderRender(t *testing.T) {
 func TestOnServeForCacheAnswersOnly(t *testing.T) {
 	var mu sync.Mutex
 	var served []string
-	h := newHarness(t, func(o *Options) {
-		o.OnServe = func(k cachestore.Key) { mu.Lock(); served = append(served, k.URL); mu.Unlock() }
+	h := newHarness(t, func(o *testOptions) {
+		o.Served = func(k cachestore.Key) { mu.Lock(); served = append(served, k.URL); mu.Unlock() }
 	})
 	h.do(http.MethodGet, "/o", uaGooglebot) // MISS
 	h.do(http.MethodGet, "/o", uaGooglebot) // HIT

@@ -4,7 +4,6 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,28 +18,28 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/fill"
 	"github.com/prismproxy/prism/prerender"
 	"github.com/prismproxy/prism/site"
 )
 
 // Options configures a Proxy.
 type Options struct {
-	Sites  *site.Table                                                         // required
-	Store  *cachestore.Store                                                   // required
-	Render func(context.Context, prerender.Request) (*prerender.Result, error) // required
-	// TTL is how long an entry is fresh (0: 24h); StaleTTL how long after
-	// that it may still be served stale while a recache runs (0: 72h;
-	// negative: never); NotFoundTTL the freshness of 404/410 entries (0: 1h).
-	TTL, StaleTTL, NotFoundTTL time.Duration
-	// Enqueue asks for a recache of k (stale hits); nil: none. It must not
-	// block: it runs on the request's goroutine.
-	Enqueue func(k cachestore.Key)
-	// OnServe is told of every crawler request answered from the cache
-	// (HIT or STALE), e.g. to keep autorecaching pages crawlers ask for; nil:
-	// none. It must not block.
-	OnServe func(k cachestore.Key)
-	// OnStore is told of every entry stored (to schedule its autorecache); nil: none.
-	OnStore func(e *cachestore.Entry)
+	Sites *site.Table       // required
+	Store *cachestore.Store // required: hits are read from it
+	Fill  *fill.Pipeline    // required: misses are rendered and stored through it
+	// Offer asks for a recache of k (stale hits), e.g. the scheduler's
+	// Offer, and reports whether it was taken (the proxy goes on either
+	// way); nil: none. It must not block: it runs on the request's
+	// goroutine.
+	Offer func(k cachestore.Key) bool
+	// Served is told of every crawler request answered from the cache
+	// (HIT or STALE), e.g. the scheduler's Served, to keep autorecaching
+	// pages crawlers ask for; nil: none. It must not block.
+	Served func(k cachestore.Key)
+	// Track is told of every entry a crawler's miss stored, e.g. the
+	// scheduler's Track (to schedule its autorecache); nil: none.
+	Track func(e *cachestore.Entry)
 	// TrustedProxies may set X-Forwarded-Host/-For/-Proto. Empty: nobody;
 	// those headers from clients are ignored and replaced.
 	TrustedProxies []netip.Prefix
@@ -75,46 +74,16 @@ type Options struct {
 	Now       func() time.Time
 }
 
-// Outcome is the result of Refresh.
-type Outcome struct {
-	Entry    *cachestore.Entry // the stored (or, when not cacheable, rendered) entry
-	Stored   bool              // the render replaced the cache entry
-	Previous CacheState        // CacheHit, CacheStale or CacheMiss: the key's state before
-	Duration time.Duration
-}
-
-// CacheState is a key's state, as X-Prism-Cache says it. The zero value is
-// CacheMiss.
-type CacheState uint8
-
-// Cache states.
+// Cache states, as sent in X-Prism-Cache.
 const (
-	CacheMiss   CacheState = iota // not cached, or too old to serve: rendered
-	CacheHit                      // fresh
-	CacheStale                    // past its TTL, within stale_ttl: served, recached
-	CacheBypass                   // the origin's own answer (the render failed)
+	CacheMiss   = fill.CacheMiss
+	CacheHit    = fill.CacheHit
+	CacheStale  = fill.CacheStale
+	CacheBypass = fill.CacheBypass
 )
 
-func (s CacheState) String() string {
-	switch s {
-	case CacheHit:
-		return "HIT"
-	case CacheStale:
-		return "STALE"
-	case CacheBypass:
-		return "BYPASS"
-	}
-	return "MISS"
-}
-
-var (
-	// ErrUnknownKey is returned by Refresh for a key whose host or dimension
-	// is not configured.
-	ErrUnknownKey = errors.New("proxy: unknown host or dimension")
-	// ErrServerStatus is returned by Refresh when the page rendered with a
-	// 5xx status: such renders are never cached nor served to crawlers.
-	ErrServerStatus = errors.New("proxy: page rendered with a server error status")
-)
+// CacheState is fill.CacheState.
+type CacheState = fill.CacheState
 
 // Proxy serves the public port. It is safe for concurrent use.
 type Proxy struct {
@@ -127,12 +96,7 @@ type Proxy struct {
 	rp          *httputil.ReverseProxy
 	bufs        *bufferPool // copy buffers of rp and of originWriter
 
-	mu        sync.Mutex
-	flights   map[cachestore.Key]*flight
-	flightSeq uint64 // ids of flights, in start order
-
 	gzReaders sync.Pool // *gzipReader
-	gzWriters sync.Pool // *gzip.Writer
 	ident     *identityCache
 	hdr       *headerValues
 
@@ -150,11 +114,8 @@ func New(opts Options) (*Proxy, error) {
 	if opts.Store == nil {
 		errs = append(errs, errors.New("Options.Store is required"))
 	}
-	if opts.Render == nil {
-		errs = append(errs, errors.New("Options.Render is required"))
-	}
-	if opts.TTL < 0 || opts.NotFoundTTL < 0 {
-		errs = append(errs, errors.New("negative TTL"))
+	if opts.Fill == nil {
+		errs = append(errs, errors.New("Options.Fill is required"))
 	}
 	for _, pfx := range opts.TrustedProxies {
 		if !pfx.IsValid() {
@@ -163,18 +124,6 @@ func New(opts Options) (*Proxy, error) {
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("proxy: %w", errors.Join(errs...))
-	}
-	if opts.TTL == 0 {
-		opts.TTL = 24 * time.Hour
-	}
-	switch {
-	case opts.StaleTTL == 0:
-		opts.StaleTTL = 72 * time.Hour
-	case opts.StaleTTL < 0:
-		opts.StaleTTL = 0
-	}
-	if opts.NotFoundTTL == 0 {
-		opts.NotFoundTTL = time.Hour
 	}
 	if opts.MaxRenders <= 0 {
 		opts.MaxRenders = 64
@@ -206,7 +155,6 @@ func New(opts Options) (*Proxy, error) {
 		opts:        opts,
 		systemClock: systemClock,
 		log:         opts.Logger,
-		flights:     make(map[cachestore.Key]*flight),
 		ident:       newIdentityCache(opts.IdentityCacheBytes),
 		hdr:         newHeaderValues(opts.Sites),
 		m:           newProxyMetrics(opts.Metrics),
@@ -365,7 +313,3 @@ func (m *proxyMetrics) counter(state CacheState) *metrics.Counter {
 	}
 	return m.bypass
 }
-
-// detach returns a context carrying ctx's values but not its cancellation,
-// for work shared by several requests.
-func detach(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/fill"
 	"github.com/prismproxy/prism/prerender"
 )
 
@@ -36,7 +37,7 @@ func TestNewRequiresOptions(t *testing.T) {
 	if err == nil {
 		t.Fatal("New(Options{}) succeeded")
 	}
-	for _, want := range []string{"Sites", "Store", "Render"} {
+	for _, want := range []string{"Sites", "Store", "Fill"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
@@ -319,7 +320,7 @@ func TestStaleServedAndEnqueued(t *testing.T) {
 }
 
 func TestStaleWithoutEnqueue(t *testing.T) {
-	h := newHarness(t, func(o *Options) { o.Enqueue = nil })
+	h := newHarness(t, func(o *testOptions) { o.Offer = nil })
 	h.do("GET", "/s", uaGooglebot)
 	h.clock.advance(90 * time.Minute)
 	if got := h.do("GET", "/s", uaGooglebot).Header().Get("X-Prism-Cache"); got != "STALE" {
@@ -366,7 +367,7 @@ func TestRenderFailureFallsBack(t *testing.T) {
 }
 
 func TestRenderFailureKeepsGoodEntry(t *testing.T) {
-	h := newHarness(t, func(o *Options) { o.Enqueue = nil })
+	h := newHarness(t, func(o *testOptions) { o.Offer = nil })
 	h.do("GET", "/k", uaGooglebot)
 	k := cachestore.Key{HostID: 1, DimensionID: 2, URL: "/k"}
 	good, _ := h.store.Get(k)
@@ -375,16 +376,16 @@ func TestRenderFailureKeepsGoodEntry(t *testing.T) {
 		func(context.Context, prerender.Request) (*prerender.Result, error) { return nil, prerender.ErrBlank },
 	} {
 		h.render.set(fn)
-		out, err := h.p.Refresh(context.Background(), k, prerender.Recache)
+		out, err := h.fill.Refresh(context.Background(), k, prerender.Recache)
 		if err == nil || out.Stored {
 			t.Errorf("Refresh = %+v, %v; want an error, nothing stored", out, err)
 		}
 	}
-	var out Outcome
+	var out fill.Outcome
 	h.render.set(htmlResult(500, "<html>error</html>"))
-	out, err := h.p.Refresh(context.Background(), k, prerender.Recache)
-	if !errors.Is(err, ErrServerStatus) || out.Entry == nil || out.Entry.Status != 500 {
-		t.Errorf("5xx Refresh = %+v, %v; want ErrServerStatus with the rendered entry", out, err)
+	out, err := h.fill.Refresh(context.Background(), k, prerender.Recache)
+	if !errors.Is(err, fill.ErrServerStatus) || out.Entry == nil || out.Entry.Status != 500 {
+		t.Errorf("5xx Refresh = %+v, %v; want fill.ErrServerStatus with the rendered entry", out, err)
 	}
 	now, _ := h.store.Get(k)
 	if now.ETag != good.ETag {
@@ -452,7 +453,7 @@ func TestConcurrentMissesShareOneRender(t *testing.T) {
 	for i := range n {
 		wg.Go(func() { results[i] = h.do("GET", "/shared", uaGooglebot) })
 	}
-	waitFor(t, "8 waiters", func() bool { return h.p.waiters(k) == n })
+	waitFor(t, "8 waiters", func() bool { return h.fill.Waiters(k) == n })
 	close(release)
 	wg.Wait()
 	if c := h.render.calls.Load(); c != 1 {
@@ -486,7 +487,7 @@ func TestWaiterCancelDoesNotCancelOthers(t *testing.T) {
 	}()
 	done2 := make(chan *httptest.ResponseRecorder)
 	go func() { done2 <- h.do("GET", "/w", uaGooglebot) }()
-	waitFor(t, "2 waiters", func() bool { return h.p.waiters(k) == 2 })
+	waitFor(t, "2 waiters", func() bool { return h.fill.Waiters(k) == 2 })
 	rctx := <-renderCtx
 	cancel1()
 	w1 := <-done1
@@ -513,7 +514,7 @@ func TestWaiterCancelDoesNotCancelOthers(t *testing.T) {
 	done3 := make(chan struct{})
 	go func() {
 		defer close(done3)
-		h.p.Refresh(ctx3, cachestore.Key{HostID: 1, DimensionID: 2, URL: "/w2"}, prerender.Online)
+		h.fill.Refresh(ctx3, cachestore.Key{HostID: 1, DimensionID: 2, URL: "/w2"}, prerender.Online)
 	}()
 	rctx = <-renderCtx
 	cancel3()
@@ -533,7 +534,7 @@ func TestPartialNeverReplacesComplete(t *testing.T) {
 	}
 	// No entry: a partial capture is stored, and marked when served.
 	h.render.set(partial)
-	out, err := h.p.Refresh(context.Background(), k, prerender.Recache)
+	out, err := h.fill.Refresh(context.Background(), k, prerender.Recache)
 	if err != nil || !out.Stored || out.Previous != CacheMiss {
 		t.Fatalf("Refresh = %+v, %v", out, err)
 	}
@@ -542,13 +543,13 @@ func TestPartialNeverReplacesComplete(t *testing.T) {
 	}
 	// A complete render replaces the partial one.
 	h.render.set(htmlResult(200, "<html>complete</html>"))
-	out, err = h.p.Refresh(context.Background(), k, prerender.Recache)
+	out, err = h.fill.Refresh(context.Background(), k, prerender.Recache)
 	if err != nil || !out.Stored || out.Previous != CacheHit {
 		t.Fatalf("Refresh = %+v, %v", out, err)
 	}
 	// A partial render never replaces the complete one.
 	h.render.set(partial)
-	out, err = h.p.Refresh(context.Background(), k, prerender.Recache)
+	out, err = h.fill.Refresh(context.Background(), k, prerender.Recache)
 	if err != nil || out.Stored {
 		t.Fatalf("Refresh = %+v, %v; want not stored", out, err)
 	}
@@ -561,7 +562,7 @@ func TestPartialNeverReplacesComplete(t *testing.T) {
 func TestRefresh(t *testing.T) {
 	h := newHarness(t)
 	k := cachestore.Key{HostID: 1, DimensionID: 1, URL: "/r?x=1"}
-	out, err := h.p.Refresh(context.Background(), k, prerender.Online)
+	out, err := h.fill.Refresh(context.Background(), k, prerender.Online)
 	if err != nil || !out.Stored || out.Previous != CacheMiss || out.Entry == nil || out.Entry.Key != k {
 		t.Fatalf("Refresh = %+v, %v", out, err)
 	}
@@ -569,18 +570,18 @@ func TestRefresh(t *testing.T) {
 		t.Errorf("stored body %q", got)
 	}
 	h.clock.advance(90 * time.Minute)
-	if out, _ = h.p.Refresh(context.Background(), k, prerender.Recache); out.Previous != CacheStale {
+	if out, _ = h.fill.Refresh(context.Background(), k, prerender.Recache); out.Previous != CacheStale {
 		t.Errorf("Previous %v, want STALE", out.Previous)
 	}
-	if out, _ = h.p.Refresh(context.Background(), k, prerender.Recache); out.Previous != CacheHit {
+	if out, _ = h.fill.Refresh(context.Background(), k, prerender.Recache); out.Previous != CacheHit {
 		t.Errorf("Previous %v, want HIT (Refresh always renders)", out.Previous)
 	}
 	if n := h.render.calls.Load(); n != 3 {
 		t.Errorf("Render called %d times, want 3", n)
 	}
 	for _, bad := range []cachestore.Key{{HostID: 9, DimensionID: 1, URL: "/"}, {HostID: 1, DimensionID: 9, URL: "/"}} {
-		if _, err := h.p.Refresh(context.Background(), bad, prerender.Online); !errors.Is(err, ErrUnknownKey) {
-			t.Errorf("Refresh(%v) error %v, want ErrUnknownKey", bad, err)
+		if _, err := h.fill.Refresh(context.Background(), bad, prerender.Online); !errors.Is(err, fill.ErrUnknownKey) {
+			t.Errorf("Refresh(%v) error %v, want fill.ErrUnknownKey", bad, err)
 		}
 	}
 }
@@ -614,7 +615,7 @@ func TestHostileInput(t *testing.T) {
 }
 
 func TestPanicRecovered(t *testing.T) {
-	h := newHarness(t, func(o *Options) { o.Enqueue = func(cachestore.Key) { panic("enqueue exploded") } })
+	h := newHarness(t, func(o *testOptions) { o.Offer = func(cachestore.Key) bool { panic("enqueue exploded") } })
 	h.do("GET", "/x", uaGooglebot)
 	h.clock.advance(90 * time.Minute)
 	w := h.do("GET", "/x", uaGooglebot)
@@ -641,7 +642,7 @@ func TestOriginDown(t *testing.T) {
 }
 
 func TestOriginTimeout(t *testing.T) {
-	h := newHarness(t, func(o *Options) {
+	h := newHarness(t, func(o *testOptions) {
 		o.Transport = &http.Transport{ResponseHeaderTimeout: 50 * time.Millisecond}
 	})
 	if w := h.do("GET", "/slow", uaPerson); w.Code != http.StatusGatewayTimeout {

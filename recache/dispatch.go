@@ -140,9 +140,12 @@ func (s *Scheduler) work(ctx context.Context, j job) {
 			return
 		}
 	}
-	err := s.opts.Refresh(ctx, k)
+	out, err := s.opts.Refresh(ctx, k, prerender.Recache)
 	switch {
 	case err == nil:
+		if out.Stored {
+			s.Track(out.Entry)
+		}
 		s.finish(j.it, outcomeOK, nil)
 	case ctx.Err() != nil || errors.Is(err, prerender.ErrNoCapacity):
 		s.finish(j.it, outcomeRequeue, err)

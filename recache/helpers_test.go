@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/fill"
+	"github.com/prismproxy/prism/prerender"
 	"github.com/prismproxy/prism/site"
 )
 
@@ -83,7 +85,11 @@ type refresher struct {
 	started  chan cachestore.Key // optional: told of every call
 }
 
-func (r *refresher) Refresh(ctx context.Context, k cachestore.Key) error {
+func (r *refresher) Refresh(ctx context.Context, k cachestore.Key, _ prerender.Class) (fill.Outcome, error) {
+	return fill.Outcome{}, r.refresh(ctx, k)
+}
+
+func (r *refresher) refresh(ctx context.Context, k cachestore.Key) error {
 	r.mu.Lock()
 	r.calls = append(r.calls, k)
 	n := len(r.calls)

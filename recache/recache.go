@@ -22,6 +22,8 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/fill"
+	"github.com/prismproxy/prism/prerender"
 	"github.com/prismproxy/prism/site"
 )
 
@@ -85,10 +87,12 @@ type Options struct {
 	// Sites lists the hosts and their dimensions (required). Keys of other
 	// hosts or dimensions are refused; journaled ones are dropped at start.
 	Sites *site.Table
-	// Refresh renders k and stores it with the recache class (required).
-	// An error matching prerender.ErrNoCapacity (errors.Is) requeues the
-	// entry without counting an attempt.
-	Refresh func(ctx context.Context, k cachestore.Key) error
+	// Refresh renders k in the given class and stores it (required): the
+	// fill pipeline's Refresh. Workers call it with prerender.Recache, and
+	// schedule the next autorecache of what it stored. An error matching
+	// prerender.ErrNoCapacity (errors.Is) requeues the entry without
+	// counting an attempt.
+	Refresh func(ctx context.Context, k cachestore.Key, class prerender.Class) (fill.Outcome, error)
 	// Capacity returns the tabs recache may use now (required), e.g. the
 	// renderer's Capacity().AvailableForRecache. Entries already dispatched
 	// and not finished are subtracted from it, so a burst never takes more
@@ -449,8 +453,9 @@ func (s *Scheduler) enqueueLocked(k cachestore.Key, p Priority, due time.Time) {
 }
 
 // Track schedules e's next autorecache at e.RenderedAt plus the host's
-// interval. It is meant for the proxy's OnStore hook: every stored entry
-// gets refreshed before it goes stale. An existing autorecache entry for the
+// interval. The scheduler tracks what its workers store; the proxy and the
+// admin API call it for what crawler misses, /render and warmup store:
+// every stored entry gets refreshed before it goes stale. An existing autorecache entry for the
 // key is moved to the new time; high and normal entries are left alone.
 func (s *Scheduler) Track(e *cachestore.Entry) {
 	if e == nil || s.checkKey(e.Key) != nil {

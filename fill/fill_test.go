@@ -1,0 +1,184 @@
+package fill_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/fill"
+	"github.com/prismproxy/prism/prerender"
+	"github.com/prismproxy/prism/recache"
+	"github.com/prismproxy/prism/site"
+)
+
+// fakeRenderer is the browser seam: a page per URL, counted.
+type fakeRenderer struct {
+	calls atomic.Int64
+	mu    sync.Mutex
+	reqs  []prerender.Request
+	gate  chan struct{} // when non-nil, each render waits for it
+}
+
+func (f *fakeRenderer) render(ctx context.Context, req prerender.Request) (*prerender.Result, error) {
+	f.calls.Add(1)
+	f.mu.Lock()
+	f.reqs = append(f.reqs, req)
+	f.mu.Unlock()
+	if f.gate != nil {
+		select {
+		case <-f.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if strings.HasSuffix(req.URL, "/broken") {
+		return &prerender.Result{Status: 503, Header: http.Header{}, HTML: []byte("<p>down</p>")}, nil
+	}
+	return &prerender.Result{Status: 200, Header: http.Header{"Content-Type": {"text/html; charset=utf-8"}},
+		HTML: []byte("<!DOCTYPE html><html><body>rendered " + req.URL + "</body></html>")}, nil
+}
+
+type env struct {
+	sites *site.Table
+	store *cachestore.Store
+	pipe  *fill.Pipeline
+	r     *fakeRenderer
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ou, _ := url.Parse("http://127.0.0.1:1")
+	sites, err := site.New(site.Options{Hosts: []site.Host{{
+		ID: 1, Name: "example.com", Origin: ou,
+		Dimensions: []site.Dimension{{ID: 1, Name: "desktop", MatchUA: []string{"@crawlers"}, Width: 1366, Height: 768}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	store, err := cachestore.New(cachestore.Options{Dir: t.TempDir(), Logger: logger, MemoryBytes: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); store.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; store.Close() })
+	r := &fakeRenderer{}
+	pipe, err := fill.New(fill.Options{Sites: sites, Store: store, Render: r.render, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{sites: sites, store: store, pipe: pipe, r: r}
+}
+
+// A recache travels scheduler -> pipeline -> renderer and store, and the
+// scheduler then schedules the entry's next autorecache: no proxy, no
+// closure in between.
+func TestRecacheEndToEnd(t *testing.T) {
+	e := newEnv(t)
+	sched, err := recache.New(recache.Options{
+		Sites:      e.sites,
+		Refresh:    e.pipe.Refresh,
+		Capacity:   func() int { return 1 },
+		Store:      e.store,
+		Interval:   time.Hour,
+		Tick:       time.Hour, // ticks come from the test
+		JournalDir: t.TempDir(),
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sched.Run(ctx) }()
+	defer func() { cancel(); <-done; sched.Close() }()
+
+	k := cachestore.Key{HostID: 1, DimensionID: 1, URL: "/products/1"}
+	if n, err := sched.Enqueue([]cachestore.Key{k}, recache.High); err != nil || n != 1 {
+		t.Fatalf("Enqueue = %d, %v", n, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		sched.Tick(time.Now())
+		if ent, ok := e.store.Get(k); ok {
+			if len(ent.Body) == 0 || ent.Status != 200 {
+				t.Fatalf("stored %+v", ent)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the recache never stored the page")
+		}
+		time.Sleep(5 * time.Millisecond) // polling the store, not waiting for time
+	}
+	e.r.mu.Lock()
+	req := e.r.reqs[0]
+	e.r.mu.Unlock()
+	if req.Class != prerender.Recache || req.URL != "https://example.com/products/1" {
+		t.Errorf("render request %+v, want the recache class at the public URL", req)
+	}
+	// The stored entry's next autorecache is scheduled, an interval out.
+	deadline = time.Now().Add(10 * time.Second)
+	for sched.Status().Hosts[1].Auto.Total != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("autorecache not scheduled: %+v", sched.Status().Hosts[1])
+		}
+		time.Sleep(5 * time.Millisecond) // polling the scheduler
+	}
+	if due := sched.Status().Hosts[1].Auto.DueNow; due != 0 {
+		t.Errorf("autorecache due now: %d, want 0 (an interval from now)", due)
+	}
+}
+
+// Concurrent fills of one key share one render; a 5xx is never stored.
+func TestFillSharesRenderAndKeepsErrorsOut(t *testing.T) {
+	e := newEnv(t)
+	e.r.gate = make(chan struct{})
+	h, _ := e.sites.ByID(1)
+	d, _ := h.Dimension(1)
+	k := cachestore.Key{HostID: 1, DimensionID: 1, URL: "/shared"}
+	var wg sync.WaitGroup
+	outs := make([]fill.Outcome, 5)
+	for i := range outs {
+		wg.Go(func() { outs[i], _, _ = e.pipe.Fill(context.Background(), k, h, d, "") })
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.pipe.Waiters(k) != len(outs) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d waiters, want %d", e.pipe.Waiters(k), len(outs))
+		}
+		time.Sleep(time.Millisecond) // polling the pipeline
+	}
+	close(e.r.gate)
+	wg.Wait()
+	if n := e.r.calls.Load(); n != 1 {
+		t.Errorf("%d renders for 5 concurrent fills, want 1", n)
+	}
+	for i, o := range outs {
+		if !o.Stored || o.Entry == nil {
+			t.Errorf("fill %d: %+v", i, o)
+		}
+	}
+	bad := cachestore.Key{HostID: 1, DimensionID: 1, URL: "/broken"}
+	out, err := e.pipe.Refresh(context.Background(), bad, prerender.Recache)
+	if !errors.Is(err, fill.ErrServerStatus) || out.Stored {
+		t.Errorf("5xx: %+v, %v; want ErrServerStatus, not stored", out, err)
+	}
+	if _, ok := e.store.Get(bad); ok {
+		t.Error("a 5xx render was stored")
+	}
+	if s := fill.CacheStale.String(); s != "STALE" || fill.CacheState(0).String() != "MISS" {
+		t.Errorf("CacheState strings: %q, %q", s, fill.CacheState(0))
+	}
+}

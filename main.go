@@ -114,11 +114,6 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		return err
 	}
 
-	maxRenders := cfg.Render.MaxPendingRenders
-	if maxRenders == 0 {
-		maxRenders = 16 * cfg.Render.Tabs
-	}
-
 	// One cache-fill pipeline serves crawler misses (proxy), recache
 	// workers (sched), /render and warmup (admin); each of them tells the
 	// scheduler what it stored.
@@ -134,10 +129,6 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 	})
 	if err != nil {
 		return err
-	}
-	workers := cfg.Recache.Workers
-	if workers == 0 {
-		workers = cfg.Render.Tabs
 	}
 	// The scheduler subtracts the renders it has dispatched from Capacity,
 	// while the renderer's figure already leaves out the tabs recache
@@ -159,7 +150,7 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		Interval:    cfg.Recache.Interval.Duration,
 		Tick:        cfg.Recache.Tick.Duration,
 		QueueSize:   cfg.Recache.QueueSize,
-		Workers:     workers,
+		Workers:     cfg.Recache.Workers, // config's default: render.tabs
 		MaxAttempts: cfg.Recache.MaxAttempts,
 		JournalDir:  cfg.Recache.JournalDir,
 		Logger:      logger.With("component", "recache"),
@@ -179,13 +170,12 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		Served:         sched.Served,
 		Track:          sched.Track,
 		TrustedProxies: cfg.Server.TrustedPrefixes(),
-		MaxRenders:     maxRenders,
-		// A crawler waits for a tab and a full render, then gets the stale
-		// copy or the origin's page.
-		RenderWait: cfg.Render.Timeout.Duration + 5*time.Second,
-		Transport:  originRT,
-		Logger:     logger.With("component", "proxy"),
-		Metrics:    set,
+		MaxRenders:     cfg.Render.MaxPendingRenders,
+		Tabs:           cfg.Render.Tabs,
+		RenderTimeout:  cfg.Render.Timeout.Duration,
+		Transport:      originRT,
+		Logger:         logger.With("component", "proxy"),
+		Metrics:        set,
 	})
 	if err != nil {
 		return err

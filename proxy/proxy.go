@@ -51,12 +51,19 @@ type Options struct {
 	// MaxRenders bounds the renders in flight (waiting for a tab or
 	// rendering). A crawler's miss beyond it is not queued: it gets the
 	// origin's own response (BYPASS), so a flood of unique URLs cannot pile
-	// up behind the browser. 0: 64.
+	// up behind the browser. 0: 16 per tab (Tabs).
 	MaxRenders int
+	// Tabs is the renderer's tab count, which sizes MaxRenders' default;
+	// 0: 4.
+	Tabs int
 	// RenderWait is the longest a crawler waits for a render before it gets
 	// the stale copy or the origin's response instead (the render goes on
-	// for the other waiters). 0: 30s.
+	// for the other waiters). 0: RenderTimeout + 5s (a tab may free up
+	// while the render waits for it).
 	RenderWait time.Duration
+	// RenderTimeout is the renderer's timeout per render, which sizes
+	// RenderWait's default; 0: 15s.
+	RenderTimeout time.Duration
 	// FallbackTimeout bounds the origin fetch that answers a crawler when
 	// its render failed (BYPASS), body included: past it the crawler gets
 	// a 504, or, when the status line already went out, a cut transfer.
@@ -125,11 +132,17 @@ func New(opts Options) (*Proxy, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("proxy: %w", errors.Join(errs...))
 	}
+	if opts.Tabs <= 0 {
+		opts.Tabs = 4
+	}
 	if opts.MaxRenders <= 0 {
-		opts.MaxRenders = 64
+		opts.MaxRenders = 16 * opts.Tabs
+	}
+	if opts.RenderTimeout <= 0 {
+		opts.RenderTimeout = 15 * time.Second
 	}
 	if opts.RenderWait <= 0 {
-		opts.RenderWait = 30 * time.Second
+		opts.RenderWait = opts.RenderTimeout + 5*time.Second
 	}
 	if opts.IdentityCacheBytes == 0 {
 		opts.IdentityCacheBytes = 16 << 20

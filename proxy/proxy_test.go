@@ -717,3 +717,16 @@ func TestRenderScheme(t *testing.T) {
 		}
 	}
 }
+
+// The defaults sized by the renderer: 16 pending renders per tab, and a
+// crawler waits a render's timeout plus 5s.
+func TestDefaultsFromRenderer(t *testing.T) {
+	h := newHarness(t, func(o *testOptions) { o.Tabs = 3; o.RenderTimeout = 10 * time.Second })
+	if h.p.opts.MaxRenders != 48 || h.p.opts.RenderWait != 15*time.Second {
+		t.Errorf("MaxRenders %d, RenderWait %v; want 48, 15s", h.p.opts.MaxRenders, h.p.opts.RenderWait)
+	}
+	h = newHarness(t)
+	if h.p.opts.MaxRenders != 64 || h.p.opts.RenderWait != 20*time.Second {
+		t.Errorf("zero options: MaxRenders %d, RenderWait %v; want 64, 20s", h.p.opts.MaxRenders, h.p.opts.RenderWait)
+	}
+}

@@ -122,7 +122,7 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		Store:       store,
 		Render:      renderer.Render,
 		TTL:         cfg.Cache.TTL.Duration,
-		StaleTTL:    staleTTL(cfg.Cache.StaleTTL.Duration),
+		StaleTTL:    cfg.Cache.StaleTTL.Duration,
 		NotFoundTTL: cfg.Cache.NotFoundTTL.Duration,
 		Logger:      logger.With("component", "fill"),
 		Metrics:     set,
@@ -355,13 +355,4 @@ func siteOptions(cfg *config.Config) site.Options {
 		opts.Hosts = append(opts.Hosts, host)
 	}
 	return opts
-}
-
-// staleTTL maps cache.stale_ttl onto proxy.Options.StaleTTL, where 0 means
-// the default: in the config, "0s" means never serve stale.
-func staleTTL(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
-	}
-	return d
 }

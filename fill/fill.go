@@ -35,8 +35,9 @@ type Options struct {
 	Store  *cachestore.Store                                                   // required
 	Render func(context.Context, prerender.Request) (*prerender.Result, error) // required
 	// TTL is how long an entry is fresh (0: 24h); StaleTTL how long after
-	// that it may still be served stale while a recache runs (0: 72h;
-	// negative: never); NotFoundTTL the freshness of 404/410 entries (0: 1h).
+	// that it may still be served stale while a recache runs (0 or
+	// negative: never, as cache.stale_ttl = "0s" says); NotFoundTTL the
+	// freshness of 404/410 entries (0: 1h).
 	TTL, StaleTTL, NotFoundTTL time.Duration
 	Logger                     *slog.Logger // nil: slog.Default()
 	Metrics                    *metrics.Set // nil: no metrics registered
@@ -117,12 +118,7 @@ func New(opts Options) (*Pipeline, error) {
 	if opts.TTL == 0 {
 		opts.TTL = 24 * time.Hour
 	}
-	switch {
-	case opts.StaleTTL == 0:
-		opts.StaleTTL = 72 * time.Hour
-	case opts.StaleTTL < 0:
-		opts.StaleTTL = 0
-	}
+	opts.StaleTTL = max(opts.StaleTTL, 0)
 	if opts.NotFoundTTL == 0 {
 		opts.NotFoundTTL = time.Hour
 	}

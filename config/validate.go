@@ -5,10 +5,11 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prismproxy/prism/site"
 )
 
 // validator collects problems with their lines.
@@ -268,26 +269,8 @@ func validateDimensions(v *validator, hk string, dims []Dimension) {
 }
 
 func checkMatcher(m string) string {
-	// The "@name" matchers the site package provides.
-	builtinUALists := []string{"@crawlers", "@search", "@social", "@ai"}
-	switch {
-	case strings.TrimSpace(m) == "":
-		return "must not be empty"
-	case strings.HasPrefix(m, "re:"):
-		expr := strings.TrimPrefix(m, "re:")
-		if expr == "" {
-			return "empty regular expression"
-		}
-		if _, err := regexp.Compile("(?i)" + expr); err != nil {
-			return fmt.Sprintf("bad regular expression: %v", err)
-		}
-	case strings.HasPrefix(m, "@"):
-		for _, l := range builtinUALists {
-			if strings.EqualFold(m, l) {
-				return ""
-			}
-		}
-		return fmt.Sprintf("unknown crawler list %q (want one of %s)", m, strings.Join(builtinUALists, ", "))
+	if err := site.CheckMatcher(m); err != nil {
+		return err.Error()
 	}
 	return ""
 }

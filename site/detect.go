@@ -2,6 +2,7 @@ package site
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"regexp"
@@ -26,33 +27,49 @@ type matcher struct {
 	groups crawlerGroup   // matchGroup
 }
 
+// CrawlerLists are the "@name" matchers of the built-in crawler list.
+var CrawlerLists = []string{"@crawlers", "@search", "@social", "@ai"}
+
+// CheckMatcher reports why e is not a valid MatchUA entry, or nil: the one
+// check, used by New and by configuration validation.
+func CheckMatcher(e string) error {
+	_, err := compileMatcher(e)
+	return err
+}
+
+func compileMatcher(e string) (matcher, error) {
+	switch {
+	case strings.HasPrefix(e, "re:"):
+		expr := e[len("re:"):]
+		if expr == "" {
+			return matcher{}, errors.New("empty regular expression")
+		}
+		re, err := regexp.Compile("(?i)" + expr)
+		if err != nil {
+			return matcher{}, fmt.Errorf("bad regular expression: %w", err)
+		}
+		return matcher{kind: matchRegexp, re: re}, nil
+	case strings.HasPrefix(e, "@"):
+		g, ok := groupByName(strings.ToLower(e))
+		if !ok {
+			return matcher{}, fmt.Errorf("unknown crawler list %q: unknown group (want one of %s)", e, strings.Join(CrawlerLists, ", "))
+		}
+		return matcher{kind: matchGroup, groups: g}, nil
+	case strings.TrimSpace(e) == "":
+		return matcher{}, errors.New("must not be empty (it would match every user agent)")
+	}
+	return matcher{kind: matchSubstring, sub: appendLowerASCII(nil, e)}, nil
+}
+
 // compileMatchers compiles a dimension's MatchUA entries.
 func compileMatchers(entries []string) ([]matcher, error) {
 	ms := make([]matcher, 0, len(entries))
 	for _, e := range entries {
-		switch {
-		case strings.HasPrefix(e, "re:"):
-			expr := e[len("re:"):]
-			if expr == "" {
-				return nil, fmt.Errorf("match_ua %q: empty regular expression", e)
-			}
-			re, err := regexp.Compile("(?i)" + expr)
-			if err != nil {
-				return nil, fmt.Errorf("match_ua %q: %w", e, err)
-			}
-			ms = append(ms, matcher{kind: matchRegexp, re: re})
-		case strings.HasPrefix(e, "@"):
-			g, ok := groupByName(strings.ToLower(e))
-			if !ok {
-				return nil, fmt.Errorf("match_ua %q: unknown group (want @crawlers, @search, @social or @ai)", e)
-			}
-			ms = append(ms, matcher{kind: matchGroup, groups: g})
-		default:
-			if strings.TrimSpace(e) == "" {
-				return nil, fmt.Errorf("match_ua %q: empty string would match every user agent", e)
-			}
-			ms = append(ms, matcher{kind: matchSubstring, sub: appendLowerASCII(nil, e)})
+		m, err := compileMatcher(e)
+		if err != nil {
+			return nil, fmt.Errorf("match_ua %q: %w", e, err)
 		}
+		ms = append(ms, m)
 	}
 	return ms, nil
 }

@@ -165,8 +165,8 @@ func detach(ctx context.Context) context.Context { return context.WithoutCancel(
 //
 // Cacheable results are 200, 301, 302, 307, 308, 404 and 410; a partial
 // capture is stored only when no complete entry exists. A failed render, a
-// blank page or a 5xx status (ErrServerStatus, with the rendered entry in
-// Outcome.Entry) returns an error and never replaces the cached entry.
+// blank page or a 5xx status (ErrServerStatus) returns a zero Outcome and an
+// error, and never replaces the cached entry.
 func (p *Pipeline) Refresh(ctx context.Context, k cachestore.Key, class prerender.Class) (Outcome, error) {
 	h, ok := p.opts.Sites.ByID(k.HostID)
 	if !ok {
@@ -309,21 +309,21 @@ func (p *Pipeline) render(ctx context.Context, k cachestore.Key, h *site.Host, d
 	out.Duration = time.Since(start)
 	switch {
 	case err != nil:
-		return out, false, err // the renderer's errors name the URL already
+		return Outcome{}, false, err // the renderer's errors name the URL already
 	case res == nil:
-		return out, false, fmt.Errorf("fill: render %s: no result", req.URL)
+		return Outcome{}, false, fmt.Errorf("fill: render %s: no result", req.URL)
 	case res.Status < 100 || res.Status > 999:
-		return out, false, fmt.Errorf("fill: render %s: invalid status %d", req.URL, res.Status)
+		return Outcome{}, false, fmt.Errorf("fill: render %s: invalid status %d", req.URL, res.Status)
 	case res.Status >= 200 && res.Status < 300 && len(bytes.TrimSpace(res.HTML)) == 0:
-		return out, false, fmt.Errorf("fill: render %s: %w", req.URL, prerender.ErrBlank)
+		return Outcome{}, false, fmt.Errorf("fill: render %s: %w", req.URL, prerender.ErrBlank)
 	}
 	e, err := p.newEntry(k, res)
 	if err != nil {
-		return out, false, fmt.Errorf("fill: render %s: %w", req.URL, err)
+		return Outcome{}, false, fmt.Errorf("fill: render %s: %w", req.URL, err)
 	}
 	out.Entry = e
 	if res.Status >= 500 {
-		return out, false, fmt.Errorf("%w: %s: %d", ErrServerStatus, req.URL, res.Status)
+		return Outcome{}, false, fmt.Errorf("%w: %s: %d", ErrServerStatus, req.URL, res.Status)
 	}
 	if !cacheableStatus(res.Status) {
 		return out, false, nil

@@ -384,8 +384,8 @@ func TestRenderFailureKeepsGoodEntry(t *testing.T) {
 	var out fill.Outcome
 	h.render.set(htmlResult(500, "<html>error</html>"))
 	out, err := h.fill.Refresh(context.Background(), k, prerender.Recache)
-	if !errors.Is(err, fill.ErrServerStatus) || out.Entry == nil || out.Entry.Status != 500 {
-		t.Errorf("5xx Refresh = %+v, %v; want fill.ErrServerStatus with the rendered entry", out, err)
+	if !errors.Is(err, fill.ErrServerStatus) || !strings.HasSuffix(err.Error(), ": 500") || out.Entry != nil || out.Stored {
+		t.Errorf("5xx Refresh = %+v, %v; want fill.ErrServerStatus naming the status, and no outcome", out, err)
 	}
 	now, _ := h.store.Get(k)
 	if now.ETag != good.ETag {

@@ -51,43 +51,10 @@ func splitTarget(raw string) (isPath bool, err error) {
 		}
 		path = u.EscapedPath()
 	}
-	if escapesRoot(path) {
+	if site.EscapesRoot(path) {
 		return false, errorf(http.StatusBadRequest, "invalid url %q: path traversal", raw)
 	}
 	return isPath, nil
-}
-
-// escapesRoot reports whether the escaped path p, decoded up to three times
-// (so %252e%252e counts too), climbs above "/" with ".." segments, or cannot
-// be decoded at all.
-func escapesRoot(p string) bool {
-	for range 3 {
-		if !strings.Contains(p, "%") {
-			break
-		}
-		d, err := url.PathUnescape(p)
-		if err != nil {
-			return true
-		}
-		p = d
-	}
-	if strings.ContainsAny(p, "\x00\\") {
-		return true
-	}
-	depth := 0
-	for _, seg := range strings.Split(p, "/") {
-		switch seg {
-		case "", ".":
-		case "..":
-			if depth == 0 {
-				return true
-			}
-			depth--
-		default:
-			depth++
-		}
-	}
-	return false
 }
 
 // resolveError maps a site.Table.Resolve failure to a 400.

@@ -488,3 +488,38 @@ func (t *Table) Resolve(raw string, h *Host) (*Host, string, error) {
 	}
 	return h, n, nil
 }
+
+// EscapesRoot reports whether the escaped path p, decoded up to three times
+// (so %252e%252e counts too), climbs above "/" with ".." segments, holds a
+// NUL or a backslash, or cannot be decoded at all. The admin API refuses
+// such paths outright (a traversal attempt); Normalize, for crawlers,
+// resolves ".." within the root instead.
+func EscapesRoot(p string) bool {
+	for range 3 {
+		if !strings.Contains(p, "%") {
+			break
+		}
+		d, err := url.PathUnescape(p)
+		if err != nil {
+			return true
+		}
+		p = d
+	}
+	if strings.ContainsAny(p, "\x00\\") {
+		return true
+	}
+	depth := 0
+	for _, seg := range strings.Split(p, "/") {
+		switch seg {
+		case "", ".":
+		case "..":
+			if depth == 0 {
+				return true
+			}
+			depth--
+		default:
+			depth++
+		}
+	}
+	return false
+}

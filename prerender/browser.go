@@ -77,6 +77,11 @@ func (r *Renderer) Run(ctx context.Context) error {
 	if n := sweepStaleProfiles(parent, time.Now()); n > 0 {
 		r.log.Info("removed browser profiles left by killed browsers", "dir", parent, "count", n)
 	}
+	streams, err := r.startStreams(ctx)
+	if err != nil {
+		return fmt.Errorf("prerender: stream server: %w", err)
+	}
+	r.streams = streams
 	backoff := backoffMin
 	everUp := false
 	failures := 0
@@ -256,7 +261,9 @@ func (r *Renderer) launch(ctx context.Context) (*instance, error) {
 		// intercept.go); anything that escapes interception (WebSockets,
 		// workers, Chromium's own background traffic) meets a dead proxy.
 		Set(flags.ProxyServer, "http://127.0.0.1:9").
-		Set("proxy-bypass-list", "<-loopback>").
+		// Loopback goes to the dead proxy too, but for PRISM's own stream
+		// server (stream.go).
+		Set("proxy-bypass-list", r.bypassList()).
 		// WebRTC sends UDP outside any proxy unless told not to: with
 		// non-proxied UDP off it can only use the dead proxy above.
 		Set("force-webrtc-ip-handling-policy", "disable_non_proxied_udp").
@@ -274,7 +281,12 @@ func (r *Renderer) launch(ctx context.Context) (*instance, error) {
 		// A new frame host per cross-document navigation made the reset's
 		// navigation to about:blank cost a quarter of PRISM's renders/s
 		// (bench/README.md); one frame host per tab does.
-		Append("disable-features", "RenderDocument")
+		Append("disable-features", "RenderDocument").
+		// Local network access checks would stop the browser from taking a
+		// streamed body from PRISM's loopback stream server (stream.go).
+		// Every request a page makes is decided by PRISM, which refuses
+		// private addresses itself (intercept.go).
+		Append("disable-features", "LocalNetworkAccessChecks", "BlockInsecurePrivateNetworkRequests", "PrivateNetworkAccessSendPreflights")
 	if os.Geteuid() == 0 {
 		l.NoSandbox(true)
 	}
@@ -431,6 +443,15 @@ func (inst *instance) teardown(cause error, graceful bool) {
 		inst.wg.Wait()
 		_ = os.RemoveAll(inst.dir)
 	})
+}
+
+// bypassList is the browser's proxy bypass list: nothing (not even
+// loopback) but the stream server's address.
+func (r *Renderer) bypassList() string {
+	if r.streams == nil {
+		return "<-loopback>"
+	}
+	return "<-loopback>;" + r.streams.addr()
 }
 
 // waitClosed waits up to d for ch to close and reports whether it did.

@@ -3,6 +3,8 @@ package prerender
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -118,6 +120,12 @@ let el = document.body; for (let i = 0; i < 100000; i++) { const d = document.cr
 el.textContent = 'deep'; document.body.offsetHeight; document.body.insertAdjacentHTML('beforeend', '<p>survived</p>');
 </script></body></html>`,
 	"/wait-forever": `<!DOCTYPE html><html><head><script>window.prerenderReady = false</script></head><body><p>waiting</p></body></html>`,
+	// Large bodies, streamed to the browser whole: a script of 3 MB (known
+	// length) and a JSON of 2 MB (chunked), checked by the page.
+	"/stream-ok": `<!DOCTYPE html><html><head><script>window.prerenderReady = false;
+Promise.all([fetch('/big3').then(r => r.text()), fetch('/chunked2').then(r => r.text())]).then(([a, b]) => {
+	document.body.insertAdjacentHTML('beforeend', '<p id="s">lengths ' + a.length + ' ' + b.length + ' ends ' + a.slice(-3) + ' ' + b.slice(-3) + '</p>'); window.prerenderReady = true; });
+</script></head><body><p>streams</p></body></html>`,
 	"/fetch-big": `<!DOCTYPE html><html><head><title>big</title><script>window.prerenderReady = false;
 let ok = 0, failed = 0;
 Promise.all(Array.from({length: 30}, (_, i) => fetch('/big?' + i).then(r => r.arrayBuffer()).then(() => ok++, () => failed++))).then(() => {
@@ -139,6 +147,21 @@ func hostileOrigin(w http.ResponseWriter, r *http.Request) bool {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("Content-Length", strconv.Itoa(len(bigBody)))
 		w.Write(bigBody)
+		return true
+	case "/big3":
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		w.Header().Set("Content-Length", strconv.Itoa(3<<20))
+		w.Write(bigBody[:3<<20-3])
+		io.WriteString(w, "END")
+		return true
+	case "/chunked2":
+		w.Header().Set("Content-Type", "application/json")
+		for range 2 {
+			w.Write(bigBody[:1<<20])
+			w.(http.Flusher).Flush()
+		}
+		io.WriteString(w, "EOF")
 		return true
 	case "/beacon":
 		// Those a page sends while it renders are its own; only those from
@@ -384,6 +407,18 @@ func TestHostileCrash(t *testing.T) {
 	}
 	if res := mustRender(t, e, Request{URL: "/js"}); !strings.Contains(string(res.HTML), "written by js") {
 		t.Errorf("render after /nest: %s", res.HTML)
+	}
+}
+
+// Bodies past streamThreshold reach the page whole, streamed.
+func TestLargeBodiesStreamed(t *testing.T) {
+	e := getEnv(t)
+	res := mustRender(t, e, Request{URL: "/stream-ok"})
+	if got := between(string(res.HTML), `<p id="s">`, "</p>"); got != fmt.Sprintf("lengths %d %d ends END EOF", 3<<20, 2<<20+3) {
+		t.Errorf("streamed bodies: %q", got)
+	}
+	if res.Partial {
+		t.Error("partial")
 	}
 }
 

@@ -166,7 +166,7 @@ func (t *tab) handlePaused(st *renderState, e *proto.FetchRequestPaused) {
 	if e.ResourceType == proto.NetworkResourceTypeDocument {
 		st.addOrigin(u)
 	}
-	resp, body, release, err := r.fetch(st, e.Request, u)
+	resp, body, release, streamed, err := r.fetch(st, e.Request, u, !isMain)
 	if err != nil {
 		if reason := limitReason(err); reason != "" {
 			r.metrics.fetchRefused(reason)
@@ -177,6 +177,12 @@ func (t *tab) handlePaused(st *renderState, e *proto.FetchRequestPaused) {
 		return
 	}
 	defer release()
+	if streamed {
+		if err := r.streams.hand(t, e.RequestID, st, resp, body); err != nil && st.ctx.Err() == nil {
+			r.log.Debug("render: streamed response failed", "url", u.String(), "err", err)
+		}
+		return
+	}
 	if isMain {
 		m := &mainDoc{status: resp.StatusCode, header: resp.Header.Clone()}
 		if loc := resp.Header.Get("Location"); isRedirect(resp.StatusCode) && loc != "" {
@@ -196,7 +202,13 @@ func (t *tab) handlePaused(st *renderState, e *proto.FetchRequestPaused) {
 // Options.MaxBodyBytes for it, Options.MaxPageBytes for all of the page's,
 // and Options.MaxInflightBytes for every body held across the browser until
 // it is handed over; release gives the last back.
-func (r *Renderer) fetch(st *renderState, req *proto.NetworkRequest, u *url.URL) (*http.Response, []byte, func(), error) {
+//
+// With mayStream, a body past streamThreshold is not read: streamed is
+// set, data holds what was read of it already (peeked, when its length was
+// unknown), and the body is left open for streamServer.hand, which closes
+// it. A main document is never streamed: it is small, and its status is
+// decided here.
+func (r *Renderer) fetch(st *renderState, req *proto.NetworkRequest, u *url.URL, mayStream bool) (resp *http.Response, data []byte, release func(), streamed bool, err error) {
 	ctx := st.ctx
 	target := *u
 	target.Fragment, target.RawFragment = "", ""
@@ -206,7 +218,7 @@ func (r *Renderer) fetch(st *renderState, req *proto.NetworkRequest, u *url.URL)
 		target = *site.OriginURL(origin, u)
 		rt = r.originRT
 	} else if ip, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil && !publicAddr(ip) {
-		return nil, nil, nil, fmt.Errorf("%w: %s", errPrivateAddress, ip)
+		return nil, nil, nil, false, fmt.Errorf("%w: %s", errPrivateAddress, ip)
 	}
 	var body io.Reader
 	if req.HasPostData || req.PostData != "" {
@@ -221,7 +233,7 @@ func (r *Renderer) fetch(st *renderState, req *proto.NetworkRequest, u *url.URL)
 	}
 	hr, err := http.NewRequestWithContext(ctx, req.Method, target.String(), body)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("request %s: %w", u, err)
+		return nil, nil, nil, false, fmt.Errorf("request %s: %w", u, err)
 	}
 	for k, v := range req.Headers {
 		name := http.CanonicalHeaderKey(k)
@@ -246,19 +258,50 @@ func (r *Renderer) fetch(st *renderState, req *proto.NetworkRequest, u *url.URL)
 		Transport:     rt,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	resp, err := client.Do(hr)
+	resp, err = client.Do(hr)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("fetch %s: %w", u, err)
+		return nil, nil, nil, false, fmt.Errorf("fetch %s: %w", u, err)
 	}
-	defer resp.Body.Close()
+	defer func() {
+		if !streamed {
+			resp.Body.Close()
+		}
+	}()
 	if resp.StatusCode < 100 || resp.StatusCode > 999 {
-		return nil, nil, nil, fmt.Errorf("fetch %s: %w: %d", u, errBadStatus, resp.StatusCode)
+		return nil, nil, nil, false, fmt.Errorf("fetch %s: %w: %d", u, errBadStatus, resp.StatusCode)
+	}
+	if mayStream && r.streams != nil && resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		switch n := resp.ContentLength; {
+		case n > r.opts.MaxBodyBytes:
+			return nil, nil, nil, false, fmt.Errorf("fetch %s: %w", u, errBodyTooLarge)
+		case n > streamThreshold:
+			return resp, nil, func() {}, true, nil
+		case n < 0:
+			// Unknown length: read up to the threshold; past it, stream
+			// what is read and the rest.
+			if err := r.inflight.Acquire(ctx, streamThreshold+1); err != nil {
+				return nil, nil, nil, false, fmt.Errorf("fetch %s: %w: %w", u, errInflightBytes, err)
+			}
+			peek, err := io.ReadAll(io.LimitReader(resp.Body, streamThreshold+1))
+			if err != nil {
+				r.inflight.Release(streamThreshold + 1)
+				return nil, nil, nil, false, fmt.Errorf("fetch %s: %w", u, err)
+			}
+			if len(peek) > streamThreshold {
+				return resp, peek, func() { r.inflight.Release(streamThreshold + 1) }, true, nil
+			}
+			if !st.takeBytes(int64(len(peek)), r.opts.MaxPageBytes) {
+				r.inflight.Release(streamThreshold + 1)
+				return nil, nil, nil, false, fmt.Errorf("fetch %s: %w", u, errPageBytes)
+			}
+			return resp, peek, func() { r.inflight.Release(streamThreshold + 1) }, false, nil
+		}
 	}
 	data, held, err := r.readBody(st, resp)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("fetch %s: %w", u, err)
+		return nil, nil, nil, false, fmt.Errorf("fetch %s: %w", u, err)
 	}
-	return resp, data, func() { r.inflight.Release(held) }, nil
+	return resp, data, func() { r.inflight.Release(held) }, false, nil
 }
 
 // readBody reads resp's body within the bounds fetch describes and returns

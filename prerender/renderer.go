@@ -146,8 +146,9 @@ type Options struct {
 	// MaxInflightBytes caps the response bodies held in memory across the
 	// browser at once, between fetch and hand-over to Chromium (each costs
 	// PRISM about three times its size while it is encoded for DevTools);
-	// 0 means 32 MiB, and never less than MaxBodyBytes. A request waits for
-	// room when its length is known, else fails when there is none.
+	// bodies past 1 MiB are streamed instead (stream.go) and hold none of
+	// it. 0 means 32 MiB, and never less than MaxBodyBytes. A request waits
+	// for room when its length is known, else fails when there is none.
 	MaxInflightBytes int64
 	// AlwaysVisible shows every page for its whole render. By default a
 	// page renders hidden (not painted) and is shown only once it uses an
@@ -167,6 +168,7 @@ type Renderer struct {
 	originRT   http.RoundTripper
 	publicRT   http.RoundTripper
 	inflight   *semaphore.Weighted // Options.MaxInflightBytes
+	streams    *streamServer       // large bodies to the browser; set by Run
 
 	running atomic.Bool
 	cur     atomic.Pointer[instance] // nil while the browser is down

@@ -151,6 +151,9 @@ type Prism struct {
 	cmd  *exec.Cmd
 	done chan error
 	log  *os.File
+	// ended is set by Stop or Kill (the test's goroutine only): the process
+	// is gone, and done has been read.
+	ended bool
 	// Public, AdminURL and InternalURL are base URLs ("http://127.0.0.1:port").
 	Public, AdminURL, InternalURL string
 }
@@ -273,10 +276,17 @@ func (p *Prism) waitHealthy(limit time.Duration) error {
 }
 
 // Stop sends SIGTERM and waits for the process; it returns the exit error
-// and how long the exit took. Calling Stop again is a no-op.
+// and how long the exit took (0 when it had exited by itself). Calling Stop
+// or Kill again is a no-op.
 func (p *Prism) Stop() (error, time.Duration) {
-	if p.cmd.ProcessState != nil {
+	if p.ended {
 		return nil, 0
+	}
+	p.ended = true
+	select {
+	case err := <-p.done: // it exited by itself (cmd.Wait returned)
+		return err, 0
+	default:
 	}
 	start := time.Now()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
@@ -292,9 +302,10 @@ func (p *Prism) Stop() (error, time.Duration) {
 
 // Kill sends SIGKILL and waits for the process to be gone.
 func (p *Prism) Kill() {
-	if p.cmd.ProcessState != nil {
+	if p.ended {
 		return
 	}
+	p.ended = true
 	_ = p.cmd.Process.Kill()
 	<-p.done
 }

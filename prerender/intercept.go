@@ -258,50 +258,50 @@ func (r *Renderer) fetch(st *renderState, req *proto.NetworkRequest, u *url.URL,
 		Transport:     rt,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	resp, err = client.Do(hr)
+	hresp, err := client.Do(hr)
 	if err != nil {
 		return nil, nil, nil, false, fmt.Errorf("fetch %s: %w", u, err)
 	}
 	defer func() {
-		if !streamed {
-			resp.Body.Close()
+		if !streamed { // a streamed body is closed by streamServer.hand
+			hresp.Body.Close()
 		}
 	}()
-	if resp.StatusCode < 100 || resp.StatusCode > 999 {
-		return nil, nil, nil, false, fmt.Errorf("fetch %s: %w: %d", u, errBadStatus, resp.StatusCode)
+	if hresp.StatusCode < 100 || hresp.StatusCode > 999 {
+		return nil, nil, nil, false, fmt.Errorf("fetch %s: %w: %d", u, errBadStatus, hresp.StatusCode)
 	}
-	if mayStream && r.streams != nil && resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		switch n := resp.ContentLength; {
+	if mayStream && r.streams != nil && hresp.StatusCode >= 200 && hresp.StatusCode < 300 {
+		switch n := hresp.ContentLength; {
 		case n > r.opts.MaxBodyBytes:
 			return nil, nil, nil, false, fmt.Errorf("fetch %s: %w", u, errBodyTooLarge)
 		case n > streamThreshold:
-			return resp, nil, func() {}, true, nil
+			return hresp, nil, func() {}, true, nil
 		case n < 0:
 			// Unknown length: read up to the threshold; past it, stream
 			// what is read and the rest.
 			if err := r.inflight.Acquire(ctx, streamThreshold+1); err != nil {
 				return nil, nil, nil, false, fmt.Errorf("fetch %s: %w: %w", u, errInflightBytes, err)
 			}
-			peek, err := io.ReadAll(io.LimitReader(resp.Body, streamThreshold+1))
+			peek, err := io.ReadAll(io.LimitReader(hresp.Body, streamThreshold+1))
 			if err != nil {
 				r.inflight.Release(streamThreshold + 1)
 				return nil, nil, nil, false, fmt.Errorf("fetch %s: %w", u, err)
 			}
 			if len(peek) > streamThreshold {
-				return resp, peek, func() { r.inflight.Release(streamThreshold + 1) }, true, nil
+				return hresp, peek, func() { r.inflight.Release(streamThreshold + 1) }, true, nil
 			}
 			if !st.takeBytes(int64(len(peek)), r.opts.MaxPageBytes) {
 				r.inflight.Release(streamThreshold + 1)
 				return nil, nil, nil, false, fmt.Errorf("fetch %s: %w", u, errPageBytes)
 			}
-			return resp, peek, func() { r.inflight.Release(streamThreshold + 1) }, false, nil
+			return hresp, peek, func() { r.inflight.Release(streamThreshold + 1) }, false, nil
 		}
 	}
-	data, held, err := r.readBody(st, resp)
+	data, held, err := r.readBody(st, hresp)
 	if err != nil {
 		return nil, nil, nil, false, fmt.Errorf("fetch %s: %w", u, err)
 	}
-	return resp, data, func() { r.inflight.Release(held) }, false, nil
+	return hresp, data, func() { r.inflight.Release(held) }, false, nil
 }
 
 // readBody reads resp's body within the bounds fetch describes and returns

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -255,10 +256,16 @@ func (t *tab) loop(events <-chan *rod.Message) {
 			t.inst.wg.Add(1)
 			go func() {
 				defer t.inst.wg.Done()
+				defer func() {
+					if v := recover(); v != nil { // a bug must not take PRISM down with the page
+						r.log.Error("render: panic deciding a request", "url", e.Request.URL, "panic", v, "stack", string(debug.Stack()))
+						t.fail(e.RequestID, proto.NetworkErrorReasonFailed)
+					}
+					if st != nil {
+						st.finished(e.RequestID, r.opts.Now())
+					}
+				}()
 				t.handlePaused(st, &e)
-				if st != nil {
-					st.finished(e.RequestID, r.opts.Now())
-				}
 			}()
 		case "Runtime.bindingCalled":
 			var e proto.RuntimeBindingCalled

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -139,9 +140,17 @@ var bigBody = []byte(strings.Repeat("b", 19<<20))
 // beacons counts requests to /beacon made from exit-time handlers.
 var beacons atomic.Int64
 
+// dynamicPages are pages a test builds at run time (path -> HTML).
+var dynamicPages sync.Map
+
 // hostileOrigin serves the hostile pages' special paths; it reports
 // whether it answered.
 func hostileOrigin(w http.ResponseWriter, r *http.Request) bool {
+	if v, ok := dynamicPages.Load(r.URL.Path); ok {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		io.WriteString(w, v.(string))
+		return true
+	}
 	switch r.URL.Path {
 	case "/big":
 		w.Header().Set("Content-Type", "application/octet-stream")
@@ -410,9 +419,22 @@ func TestHostileCrash(t *testing.T) {
 	}
 }
 
-// Bodies past streamThreshold reach the page whole, streamed.
+// Bodies past streamThreshold reach the page whole, streamed; a page that
+// aims at the stream server itself reaches nothing.
 func TestLargeBodiesStreamed(t *testing.T) {
 	e := getEnv(t)
+	addr := e.r.streams.addr()
+	dynamicPages.Store("/stream-probe", `<!DOCTYPE html><html><body><p>probe</p><script>
+fetch('http://`+addr+`/x').catch(() => {}); fetch('//`+addr+`/y', {mode: 'no-cors'}).catch(() => {});
+const i = document.createElement('iframe'); i.src = 'http://`+addr+`/z'; document.body.appendChild(i);
+</script></body></html>`)
+	mustRender(t, e, Request{URL: "/stream-probe"})
+	e.r.streams.mu.Lock()
+	unknown := e.r.streams.unknown
+	e.r.streams.mu.Unlock()
+	if unknown != 0 {
+		t.Errorf("a page reached the stream server %d times", unknown)
+	}
 	res := mustRender(t, e, Request{URL: "/stream-ok"})
 	if got := between(string(res.HTML), `<p id="s">`, "</p>"); got != fmt.Sprintf("lengths %d %d ends END EOF", 3<<20, 2<<20+3) {
 		t.Errorf("streamed bodies: %q", got)

@@ -39,6 +39,7 @@ type streamServer struct {
 
 	mu      sync.Mutex
 	pending map[string]*stream
+	unknown int // requests that named no pending stream (tests)
 }
 
 // stream is one response waiting for the browser to fetch it.
@@ -123,6 +124,9 @@ func (s *streamServer) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	delete(s.pending, token)
 	s.mu.Unlock()
 	if sm == nil {
+		s.mu.Lock()
+		s.unknown++
+		s.mu.Unlock()
 		http.NotFound(w, req)
 		return
 	}

@@ -397,16 +397,18 @@ func (inst *instance) browserEvent(msg *rod.Message) {
 	}
 }
 
-// foreignTarget reports targets no render may keep: pages opened by a page
-// (PRISM's own tabs have no opener) and shared or service workers.
+// foreignTarget reports targets closed as soon as they appear: what a page
+// can open (pageOwned), but PRISM's own tabs (pages without an opener) and
+// dedicated workers (they live and die with their document, which the
+// reset discards).
 func foreignTarget(ti *proto.TargetTargetInfo) bool {
-	switch ti.Type {
-	case proto.TargetTargetInfoTypePage:
+	switch {
+	case !pageOwned(ti.Type) || ti.Type == "worker":
+		return false
+	case ti.Type == proto.TargetTargetInfoTypePage:
 		return ti.OpenerID != "" || ti.OpenerFrameID != ""
-	case proto.TargetTargetInfoTypeSharedWorker, proto.TargetTargetInfoTypeServiceWorker:
-		return true
 	}
-	return false
+	return true
 }
 
 // teardown takes the instance down: renders in flight fail with cause, the

@@ -168,17 +168,13 @@ func (t *tab) handlePaused(st *renderState, e *proto.FetchRequestPaused) {
 	}
 	resp, body, release, streamed, err := r.fetch(st, e.Request, u, !isMain)
 	if err != nil {
-		if reason := limitReason(err); reason != "" {
-			r.metrics.fetchRefused(reason)
-			st.overLimit.Store(true)
-			r.log.Info("render: response refused", "page", st.pub.String(), "url", u.String(), "err", err)
-		}
+		r.refused(st, u.String(), err)
 		failMain(err, failReason(err))
 		return
 	}
 	defer release()
 	if streamed {
-		if err := r.streams.hand(t, e.RequestID, st, resp, body); err != nil && st.ctx.Err() == nil {
+		if err := r.streams.hand(t, e.RequestID, st, u.String(), resp, body); err != nil && st.ctx.Err() == nil {
 			r.log.Debug("render: streamed response failed", "url", u.String(), "err", err)
 		}
 		return
@@ -290,11 +286,14 @@ func (r *Renderer) fetch(st *renderState, req *proto.NetworkRequest, u *url.URL,
 			if len(peek) > streamThreshold {
 				return hresp, peek, func() { r.inflight.Release(streamThreshold + 1) }, true, nil
 			}
+			// A small body: hold only what it takes until it is handed over.
+			held := max(int64(len(peek)), 1)
+			r.inflight.Release(streamThreshold + 1 - held)
 			if !st.takeBytes(int64(len(peek)), r.opts.MaxPageBytes) {
-				r.inflight.Release(streamThreshold + 1)
+				r.inflight.Release(held)
 				return nil, nil, nil, false, fmt.Errorf("fetch %s: %w", u, errPageBytes)
 			}
-			return hresp, peek, func() { r.inflight.Release(streamThreshold + 1) }, false, nil
+			return hresp, peek, func() { r.inflight.Release(held) }, false, nil
 		}
 	}
 	data, held, err := r.readBody(st, hresp)
@@ -358,6 +357,19 @@ func (r *Renderer) readBody(st *renderState, resp *http.Response) ([]byte, int64
 	}
 }
 
+// refused accounts for a response one of the render's byte bounds refused
+// (err; others are left alone): the metric, the render marked as over its
+// limit (served as partial), a log line.
+func (r *Renderer) refused(st *renderState, u string, err error) {
+	reason := limitReason(err)
+	if reason == "" {
+		return
+	}
+	r.metrics.fetchRefused(reason)
+	st.overLimit.Store(true)
+	r.log.Info("render: response refused", "page", st.pub.String(), "url", u, "err", err)
+}
+
 // limitReason names the bound err reports, for the metric; "" for others.
 func limitReason(err error) string {
 	switch {
@@ -414,10 +426,14 @@ func (t *tab) fail(id proto.FetchRequestID, reason proto.NetworkErrorReason) {
 	_ = proto.FetchFailRequest{RequestID: id, ErrorReason: reason}.Call(t.page.Context(ctx))
 }
 
+// passedOn reports whether a fetched response's header k goes on to the
+// browser (fulfilled or streamed).
+func passedOn(k string) bool { return !hopHeaders[k] && !respDropHeaders[k] }
+
 func (t *tab) fulfil(id proto.FetchRequestID, resp *http.Response, body []byte) {
 	var hdrs []*proto.FetchHeaderEntry
 	for k, vs := range resp.Header {
-		if hopHeaders[k] || respDropHeaders[k] {
+		if !passedOn(k) {
 			continue
 		}
 		for _, v := range vs {

@@ -303,7 +303,7 @@ func (t *tab) waitShown(ctx context.Context, st *renderState) error {
 			return err
 		}
 	}
-	if idle && t.isShown() {
+	if idle { // shown by now
 		if _, err := t.evalString(ctx, scrollJS); err != nil {
 			return err
 		}

@@ -45,6 +45,7 @@ type streamServer struct {
 // stream is one response waiting for the browser to fetch it.
 type stream struct {
 	st     *renderState
+	url    string // the page's (public) URL of the response, for logs
 	resp   *http.Response
 	prefix []byte        // already read (a body of unknown length, peeked)
 	done   chan struct{} // closed when the copy ended, either way
@@ -87,11 +88,11 @@ func (s *streamServer) addr() string { return s.ln.Addr().String() }
 // hand continues paused request id to a one-time URL serving resp, and
 // returns when the browser has taken all of it (or failed to, or st's
 // render ended).
-func (s *streamServer) hand(t *tab, id proto.FetchRequestID, st *renderState, resp *http.Response, prefix []byte) error {
+func (s *streamServer) hand(t *tab, id proto.FetchRequestID, st *renderState, u string, resp *http.Response, prefix []byte) error {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	token := hex.EncodeToString(b[:])
-	sm := &stream{st: st, resp: resp, prefix: prefix, done: make(chan struct{})}
+	sm := &stream{st: st, url: u, resp: resp, prefix: prefix, done: make(chan struct{})}
 	s.mu.Lock()
 	s.pending[token] = sm
 	s.mu.Unlock()
@@ -122,11 +123,11 @@ func (s *streamServer) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	s.mu.Lock()
 	sm := s.pending[token]
 	delete(s.pending, token)
+	if sm == nil {
+		s.unknown++
+	}
 	s.mu.Unlock()
 	if sm == nil {
-		s.mu.Lock()
-		s.unknown++
-		s.mu.Unlock()
 		http.NotFound(w, req)
 		return
 	}
@@ -141,10 +142,9 @@ func (s *streamServer) copy(w http.ResponseWriter, sm *stream) error {
 	r, st, resp := s.r, sm.st, sm.resp
 	h := w.Header()
 	for k, vs := range resp.Header {
-		if hopHeaders[k] || respDropHeaders[k] {
-			continue
+		if passedOn(k) {
+			h[k] = vs
 		}
-		h[k] = vs
 	}
 	if resp.ContentLength >= 0 {
 		h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
@@ -164,6 +164,7 @@ func (s *streamServer) copy(w http.ResponseWriter, sm *stream) error {
 	}
 	if len(sm.prefix) > 0 {
 		if err := write(sm.prefix); err != nil {
+			r.refused(st, sm.url, err)
 			return err
 		}
 	}
@@ -172,9 +173,7 @@ func (s *streamServer) copy(w http.ResponseWriter, sm *stream) error {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
 			if err := write(buf[:n]); err != nil {
-				if reason := limitReason(err); reason != "" {
-					r.metrics.fetchRefused(reason)
-				}
+				r.refused(st, sm.url, err)
 				return err
 			}
 		}

@@ -338,7 +338,7 @@ func (t *tab) begin(ctx context.Context, cancel context.CancelCauseFunc, pub *ur
 //     and timers. The page is unfrozen and its history dropped.
 //  6. The context's cookies are cleared, and every touched origin's
 //     storage.
-
+//
 // An error means the tab must not be reused.
 func (t *tab) reset(ctx context.Context, st *renderState) error {
 	t.mu.Lock()

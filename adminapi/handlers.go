@@ -175,20 +175,9 @@ func (s *Server) handleRender(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	dims := make([]*site.Dimension, 0, len(h.Dimensions))
-	if raw := bytes.TrimSpace(req.Dimension); len(raw) == 0 || string(raw) == "null" {
-		if len(h.Dimensions) == 0 {
-			return errorf(http.StatusBadRequest, "host %s has no dimensions", h.Name)
-		}
-		for i := range h.Dimensions {
-			dims = append(dims, &h.Dimensions[i])
-		}
-	} else {
-		d, err := pickDimension(h, req.Dimension)
-		if err != nil {
-			return err
-		}
-		dims = append(dims, d)
+	dims, err := pickDimensions(h, req.Dimension)
+	if err != nil {
+		return err
 	}
 	results := make([]renderDim, len(dims))
 	errs := make([]error, len(dims))
@@ -262,25 +251,29 @@ func (s *Server) renderDimension(ctx context.Context, h *site.Host, d *site.Dime
 	return renderDim{Dimension: d.Name, CacheStatus: prev, RenderTimeMS: elapsed.Milliseconds(), HTMLBytes: uncompressedSize(out.Entry.Body)}, nil
 }
 
-// pickDimension finds h's dimension named (JSON string) or numbered (JSON
+// pickDimensions finds h's dimension named (JSON string) or numbered (JSON
 // number, or a string of digits naming no dimension) by raw; absent or null
-// means the host's first dimension.
-func pickDimension(h *site.Host, raw json.RawMessage) (*site.Dimension, error) {
+// means every dimension of the host, in configuration order.
+func pickDimensions(h *site.Host, raw json.RawMessage) ([]*site.Dimension, error) {
 	if len(h.Dimensions) == 0 {
 		return nil, errorf(http.StatusBadRequest, "host %s has no dimensions", h.Name)
 	}
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {
-		return &h.Dimensions[0], nil
+		all := make([]*site.Dimension, len(h.Dimensions))
+		for i := range h.Dimensions {
+			all[i] = &h.Dimensions[i]
+		}
+		return all, nil
 	}
 	var name string
 	if err := json.Unmarshal(raw, &name); err == nil {
 		if d, ok := h.DimensionByName(name); ok {
-			return d, nil
+			return []*site.Dimension{d}, nil
 		}
 		if id, err := strconv.Atoi(name); err == nil {
 			if d, ok := h.Dimension(id); ok {
-				return d, nil
+				return []*site.Dimension{d}, nil
 			}
 		}
 		return nil, errorf(http.StatusBadRequest, "unknown dimension %q for host %s", name, h.Name)
@@ -290,7 +283,7 @@ func pickDimension(h *site.Host, raw json.RawMessage) (*site.Dimension, error) {
 		return nil, errorf(http.StatusBadRequest, "dimension must be a name or an integer id")
 	}
 	if d, ok := h.Dimension(int(id)); ok {
-		return d, nil
+		return []*site.Dimension{d}, nil
 	}
 	return nil, errorf(http.StatusBadRequest, "unknown dimension %d for host %s", int(id), h.Name)
 }

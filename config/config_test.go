@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -37,29 +36,7 @@ func writeFile(t *testing.T, content string) string {
 }
 
 // problems returns the *Problem values inside err.
-func problems(err error) []*Problem {
-	var out []*Problem
-	var walk func(error)
-	walk = func(e error) {
-		if p, ok := e.(*Problem); ok {
-			out = append(out, p)
-			return
-		}
-		if j, ok := e.(interface{ Unwrap() []error }); ok {
-			for _, x := range j.Unwrap() {
-				walk(x)
-			}
-			return
-		}
-		if u := errors.Unwrap(e); u != nil {
-			walk(u)
-		}
-	}
-	if err != nil {
-		walk(err)
-	}
-	return out
-}
+func problems(err error) []*Problem { return problemsOf(err) }
 
 func TestExampleFile(t *testing.T) {
 	c, err := LoadWith("../prism.example.toml", env(nil))

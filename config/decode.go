@@ -51,7 +51,8 @@ func joinProblems(ps []*Problem) error {
 	return errors.Join(errs...)
 }
 
-// problemsOf returns the Problems joined in err.
+// problemsOf returns the Problems in err (joined, or wrapped as Load
+// wraps them).
 func problemsOf(err error) []*Problem {
 	var ps []*Problem
 	var walk func(error)
@@ -64,9 +65,15 @@ func problemsOf(err error) []*Problem {
 			for _, e := range j.Unwrap() {
 				walk(e)
 			}
+			return
+		}
+		if u := errors.Unwrap(e); u != nil {
+			walk(u)
 		}
 	}
-	walk(err)
+	if err != nil {
+		walk(err)
+	}
 	return ps
 }
 

@@ -130,7 +130,8 @@ func New(opts Options) (*Pipeline, error) {
 	}
 	p := &Pipeline{opts: opts, log: opts.Logger, flights: map[cachestore.Key]*flight{}, panics: new(metrics.Counter)}
 	if opts.Metrics != nil {
-		p.panics = opts.Metrics.GetOrCreateCounter(`prism_fill_panics_total`)
+		// The counter render panics went to before the pipeline left the proxy.
+		p.panics = opts.Metrics.GetOrCreateCounter(`prism_proxy_panics_total`)
 	}
 	return p, nil
 }
@@ -153,10 +154,6 @@ func (p *Pipeline) Waiters(k cachestore.Key) int {
 	}
 	return 0
 }
-
-// detach returns a context carrying ctx's values but not its cancellation,
-// for work shared by several callers.
-func detach(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
 
 // Refresh renders k now (class decides its tab share) and stores the result
 // when cacheable. Concurrent calls for one key share one render, with each
@@ -229,7 +226,9 @@ func (p *Pipeline) do(ctx context.Context, k cachestore.Key, h *site.Host, d *si
 		f, ok = p.flights[k]
 	}
 	if !ok {
-		fctx, cancel := context.WithCancel(detach(ctx))
+		// The shared render keeps ctx's values, not its cancellation: it
+		// ends when its last waiter goes (f.cancel).
+		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		p.flightSeq++
 		f = &flight{done: make(chan struct{}), cancel: cancel, id: p.flightSeq, recheck: recheck}
 		p.flights[k] = f

@@ -33,7 +33,7 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 	k := cachestore.Key{HostID: h.ID, DimensionID: dim.ID, URL: norm}
 
 	e, ok := p.opts.Store.Get(k)
-	state := CacheMiss
+	state := fill.CacheMiss
 	if ok {
 		now := start
 		if !p.systemClock {
@@ -44,15 +44,15 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 	var renderErr error
 	rendered := false // this request waited for a render (or joined one)
 	switch state {
-	case CacheHit:
-	case CacheStale:
+	case fill.CacheHit:
+	case fill.CacheStale:
 		if p.opts.Offer != nil {
 			p.opts.Offer(k)
 		}
 	default:
 		if p.overloaded(k) {
 			p.m.overload.Inc()
-			renderErr, state = errOverloaded, CacheBypass
+			renderErr, state = errOverloaded, fill.CacheBypass
 			break
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), p.opts.RenderWait)
@@ -62,9 +62,9 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 		rendered = true
 		switch {
 		case err == nil && out.Entry != nil:
-			e, state = out.Entry, CacheMiss
+			e, state = out.Entry, fill.CacheMiss
 			if cached {
-				state = CacheHit
+				state = fill.CacheHit
 			}
 			if out.Stored && p.opts.Track != nil {
 				p.opts.Track(e) // each waiter of the render: Track is idempotent
@@ -76,9 +76,9 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 		default:
 			renderErr = err
 			// A concurrent render may have stored something servable.
-			state = CacheBypass
+			state = fill.CacheBypass
 			if e2, ok := p.opts.Store.Get(k); ok {
-				if s := p.opts.Fill.StateOf(e2, p.opts.Now()); s != CacheMiss {
+				if s := p.opts.Fill.StateOf(e2, p.opts.Now()); s != fill.CacheMiss {
 					e, state = e2, s
 				}
 			}
@@ -86,11 +86,11 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 	}
 
 	*wrote = true
-	if (state == CacheHit || state == CacheStale) && p.opts.Served != nil {
+	if (state == fill.CacheHit || state == fill.CacheStale) && p.opts.Served != nil {
 		p.opts.Served(k)
 	}
 	var status int
-	if state == CacheBypass {
+	if state == fill.CacheBypass {
 		status = p.bypass(w, r, dim)
 	} else {
 		status = p.serveEntry(w, r, e, state, dim)
@@ -100,7 +100,7 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 	// to the log per request) cost about a quarter of a hit's CPU, so they
 	// are logged at Debug. Renders, stale serves and fallbacks stay at Info.
 	level := slog.LevelInfo
-	if state == CacheHit && renderErr == nil && !rendered {
+	if state == fill.CacheHit && renderErr == nil && !rendered {
 		level = slog.LevelDebug
 	}
 	if !p.log.Enabled(r.Context(), level) {
@@ -143,7 +143,7 @@ func (p *Proxy) overloaded(k cachestore.Key) bool {
 // Options.FallbackTimeout.
 func (p *Proxy) bypass(w http.ResponseWriter, r *http.Request, dim *site.Dimension) int {
 	h := w.Header()
-	h["X-Prism-Cache"] = p.hdr.state(CacheBypass)
+	h["X-Prism-Cache"] = p.hdr.state(fill.CacheBypass)
 	h.Set("X-Prism-Dimension", dim.Name)
 	r, cancel := withFallbackDeadline(r, p.opts.FallbackTimeout)
 	defer cancel()
@@ -152,7 +152,7 @@ func (p *Proxy) bypass(w http.ResponseWriter, r *http.Request, dim *site.Dimensi
 
 // serveEntry writes e (headers, conditional 304, gzip or identity body) and
 // returns the status sent.
-func (p *Proxy) serveEntry(w http.ResponseWriter, r *http.Request, e *cachestore.Entry, state CacheState, dim *site.Dimension) int {
+func (p *Proxy) serveEntry(w http.ResponseWriter, r *http.Request, e *cachestore.Entry, state fill.CacheState, dim *site.Dimension) int {
 	notMod := e.Status == http.StatusOK && notModified(r, e)
 	head := r.Method == http.MethodHead
 	gz := acceptsGzip(r.Header["Accept-Encoding"])

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prismproxy/prism/fill"
 	"github.com/prismproxy/prism/site"
 )
 
@@ -54,7 +55,7 @@ const maxRememberedETag = 128
 
 func newHeaderValues(sites *site.Table) *headerValues {
 	v := &headerValues{
-		hit: []string{CacheHit.String()}, miss: []string{CacheMiss.String()}, stale: []string{CacheStale.String()}, bypass: []string{CacheBypass.String()},
+		hit: []string{fill.CacheHit.String()}, miss: []string{fill.CacheMiss.String()}, stale: []string{fill.CacheStale.String()}, bypass: []string{fill.CacheBypass.String()},
 		vary:     []string{"User-Agent, Accept-Encoding"},
 		gzip:     []string{"gzip"},
 		one:      []string{"1"},
@@ -72,13 +73,13 @@ func newHeaderValues(sites *site.Table) *headerValues {
 	return v
 }
 
-func (v *headerValues) state(s CacheState) []string {
+func (v *headerValues) state(s fill.CacheState) []string {
 	switch s {
-	case CacheHit:
+	case fill.CacheHit:
 		return v.hit
-	case CacheMiss:
+	case fill.CacheMiss:
 		return v.miss
-	case CacheStale:
+	case fill.CacheStale:
 		return v.stale
 	}
 	return v.bypass

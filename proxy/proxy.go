@@ -81,17 +81,6 @@ type Options struct {
 	Now       func() time.Time
 }
 
-// Cache states, as sent in X-Prism-Cache.
-const (
-	CacheMiss   = fill.CacheMiss
-	CacheHit    = fill.CacheHit
-	CacheStale  = fill.CacheStale
-	CacheBypass = fill.CacheBypass
-)
-
-// CacheState is fill.CacheState.
-type CacheState = fill.CacheState
-
 // Proxy serves the public port. It is safe for concurrent use.
 type Proxy struct {
 	opts Options
@@ -315,13 +304,13 @@ func newProxyMetrics(s *metrics.Set) proxyMetrics {
 }
 
 // counter returns the request counter for a cache state.
-func (m *proxyMetrics) counter(state CacheState) *metrics.Counter {
+func (m *proxyMetrics) counter(state fill.CacheState) *metrics.Counter {
 	switch state {
-	case CacheHit:
+	case fill.CacheHit:
 		return m.hit
-	case CacheMiss:
+	case fill.CacheMiss:
 		return m.miss
-	case CacheStale:
+	case fill.CacheStale:
 		return m.stale
 	}
 	return m.bypass

@@ -535,7 +535,7 @@ func TestPartialNeverReplacesComplete(t *testing.T) {
 	// No entry: a partial capture is stored, and marked when served.
 	h.render.set(partial)
 	out, err := h.fill.Refresh(context.Background(), k, prerender.Recache)
-	if err != nil || !out.Stored || out.Previous != CacheMiss {
+	if err != nil || !out.Stored || out.Previous != fill.CacheMiss {
 		t.Fatalf("Refresh = %+v, %v", out, err)
 	}
 	if w := h.do("GET", "/p", uaGooglebot); w.Header().Get("X-Prism-Partial") != "1" {
@@ -544,7 +544,7 @@ func TestPartialNeverReplacesComplete(t *testing.T) {
 	// A complete render replaces the partial one.
 	h.render.set(htmlResult(200, "<html>complete</html>"))
 	out, err = h.fill.Refresh(context.Background(), k, prerender.Recache)
-	if err != nil || !out.Stored || out.Previous != CacheHit {
+	if err != nil || !out.Stored || out.Previous != fill.CacheHit {
 		t.Fatalf("Refresh = %+v, %v", out, err)
 	}
 	// A partial render never replaces the complete one.
@@ -563,17 +563,17 @@ func TestRefresh(t *testing.T) {
 	h := newHarness(t)
 	k := cachestore.Key{HostID: 1, DimensionID: 1, URL: "/r?x=1"}
 	out, err := h.fill.Refresh(context.Background(), k, prerender.Online)
-	if err != nil || !out.Stored || out.Previous != CacheMiss || out.Entry == nil || out.Entry.Key != k {
+	if err != nil || !out.Stored || out.Previous != fill.CacheMiss || out.Entry == nil || out.Entry.Key != k {
 		t.Fatalf("Refresh = %+v, %v", out, err)
 	}
 	if got := gunzip(t, out.Entry.Body); !strings.Contains(got, "rendered") {
 		t.Errorf("stored body %q", got)
 	}
 	h.clock.advance(90 * time.Minute)
-	if out, _ = h.fill.Refresh(context.Background(), k, prerender.Recache); out.Previous != CacheStale {
+	if out, _ = h.fill.Refresh(context.Background(), k, prerender.Recache); out.Previous != fill.CacheStale {
 		t.Errorf("Previous %v, want STALE", out.Previous)
 	}
-	if out, _ = h.fill.Refresh(context.Background(), k, prerender.Recache); out.Previous != CacheHit {
+	if out, _ = h.fill.Refresh(context.Background(), k, prerender.Recache); out.Previous != fill.CacheHit {
 		t.Errorf("Previous %v, want HIT (Refresh always renders)", out.Previous)
 	}
 	if n := h.render.calls.Load(); n != 3 {

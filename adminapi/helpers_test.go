@@ -47,6 +47,7 @@ type env struct {
 	failURL   string        // Refresh fails for keys with this URL
 	noCap     atomic.Int64  // Refresh answers ErrNoCapacity this many times first
 	classes   sync.Map      // cachestore.Key -> prerender.Class of the last Refresh
+	tracked   sync.Map      // cachestore.Key -> times Options.Track was told of it
 }
 
 type envOption func(*Options, *env)
@@ -86,6 +87,10 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		Sites:   e.sites,
 		Store:   e.store,
 		Refresh: e.refresh,
+		Track: func(ent *cachestore.Entry) {
+			n, _ := e.tracked.LoadOrStore(ent.Key, new(atomic.Int64))
+			n.(*atomic.Int64).Add(1)
+		},
 		Metrics: metrics.NewSet(),
 		Logger:  quietLogger(),
 	}

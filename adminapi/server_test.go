@@ -414,6 +414,11 @@ func TestRender(t *testing.T) {
 			if !e.has(k) || !e.has(k2) {
 				t.Fatalf("%v or %v not cached after render", k, k2)
 			}
+			for _, key := range []cachestore.Key{k, k2} {
+				if _, ok := e.tracked.Load(key); !ok {
+					t.Fatalf("%v stored but the scheduler was not told (Track)", key)
+				}
+			}
 		}
 		// One dimension named: the spec's fields alone.
 		code, m := render(`{"url":"/products/widget-pro","dimension":"mobile"}`)

@@ -140,6 +140,9 @@ func TestWarmup(t *testing.T) {
 				if c, _ := e.classes.Load(k); c != prerender.Recache {
 					t.Errorf("%v rendered in class %v, want Recache", k, c)
 				}
+				if _, ok := e.tracked.Load(k); !ok {
+					t.Errorf("%v warmed but the scheduler was not told (Track)", k)
+				}
 			}
 			if got := e.refreshes.Load(); got != int64(len(tt.cached)) {
 				t.Errorf("Refresh called %d times, want %d", got, len(tt.cached))

@@ -127,6 +127,10 @@ el.textContent = 'deep'; document.body.offsetHeight; document.body.insertAdjacen
 Promise.all([fetch('/big3').then(r => r.text()), fetch('/chunked2').then(r => r.text())]).then(([a, b]) => {
 	document.body.insertAdjacentHTML('beforeend', '<p id="s">lengths ' + a.length + ' ' + b.length + ' ends ' + a.slice(-3) + ' ' + b.slice(-3) + '</p>'); window.prerenderReady = true; });
 </script></head><body><p>streams</p></body></html>`,
+	"/fetch-huge": `<!DOCTYPE html><html><head><script>window.prerenderReady = false;
+fetch('/chunked-huge').then(r => r.arrayBuffer()).then(() => 'whole', () => 'cut').then(v => {
+	document.body.insertAdjacentHTML('beforeend', '<p id="h">' + v + '</p>'); window.prerenderReady = true; });
+</script></head><body><p>huge</p></body></html>`,
 	"/fetch-big": `<!DOCTYPE html><html><head><title>big</title><script>window.prerenderReady = false;
 let ok = 0, failed = 0;
 Promise.all(Array.from({length: 30}, (_, i) => fetch('/big?' + i).then(r => r.arrayBuffer()).then(() => ok++, () => failed++))).then(() => {
@@ -163,6 +167,12 @@ func hostileOrigin(w http.ResponseWriter, r *http.Request) bool {
 		w.Header().Set("Content-Length", strconv.Itoa(3<<20))
 		w.Write(bigBody[:3<<20-3])
 		io.WriteString(w, "END")
+		return true
+	case "/chunked-huge": // 38 MB of unknown length: past MaxBodyBytes while streamed
+		for range 2 {
+			w.Write(bigBody)
+			w.(http.Flusher).Flush()
+		}
 		return true
 	case "/chunked2":
 		w.Header().Set("Content-Type", "application/json")
@@ -441,6 +451,16 @@ const i = document.createElement('iframe'); i.src = 'http://`+addr+`/z'; documen
 	}
 	if res.Partial {
 		t.Error("partial")
+	}
+	// Past MaxBodyBytes while streaming: cut, counted, and the render is
+	// served as partial, as a body refused before it was read would be.
+	refused := e.r.metrics.refused["body_too_large"].Get()
+	res = mustRender(t, e, Request{URL: "/fetch-huge"})
+	if got := between(string(res.HTML), `<p id="h">`, "</p>"); got != "cut" || !res.Partial {
+		t.Errorf("38 MB streamed body: %q, partial %v; want cut, partial", got, res.Partial)
+	}
+	if e.r.metrics.refused["body_too_large"].Get() == refused {
+		t.Error("the cut body was not counted as refused")
 	}
 }
 

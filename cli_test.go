@@ -22,6 +22,7 @@ import (
 	"github.com/prismproxy/prism/cachestore"
 	"github.com/prismproxy/prism/fill"
 	"github.com/prismproxy/prism/prerender"
+	"github.com/prismproxy/prism/recache"
 	"github.com/prismproxy/prism/site"
 )
 
@@ -61,29 +62,38 @@ func newCLIEnv(t *testing.T) *cliEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	refresh := func(ctx context.Context, k cachestore.Key, class prerender.Class) (fill.Outcome, error) {
+		if k.URL == e.failURL.Load().(string) {
+			return fill.Outcome{}, errors.New("render failed")
+		}
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		zw.Write([]byte("<html>" + k.URL + "</html>"))
+		zw.Close()
+		ent := &cachestore.Entry{Key: k, Status: 200, Body: b.Bytes()}
+		if err := e.store.Put(ent); err != nil {
+			return fill.Outcome{}, err
+		}
+		return fill.Outcome{Entry: ent, Stored: true, Previous: fill.CacheMiss}, nil
+	}
+	sched, err := recache.New(recache.Options{
+		Sites: sites, Refresh: refresh, Capacity: func() int { return 2 }, Store: e.store,
+		Tick: 5 * time.Millisecond, Backoff: time.Millisecond, JournalDir: t.TempDir(), Logger: quiet,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv, err := adminapi.New(adminapi.Options{
 		Token: cliTestToken, Sites: sites, Store: e.store, Logger: quiet,
-		Refresh: func(ctx context.Context, k cachestore.Key, class prerender.Class) (fill.Outcome, error) {
-			if k.URL == e.failURL.Load().(string) {
-				return fill.Outcome{}, errors.New("render failed")
-			}
-			var b bytes.Buffer
-			zw := gzip.NewWriter(&b)
-			zw.Write([]byte("<html>" + k.URL + "</html>"))
-			zw.Close()
-			ent := &cachestore.Entry{Key: k, Status: 200, Body: b.Bytes()}
-			if err := e.store.Put(ent); err != nil {
-				return fill.Outcome{}, err
-			}
-			return fill.Outcome{Entry: ent, Stored: true, Previous: fill.CacheMiss}, nil
-		},
+		Refresh: refresh, Warm: sched.Warm,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 2)
+	done := make(chan struct{}, 3)
 	go func() { e.store.Run(ctx); done <- struct{}{} }()
+	go func() { sched.Run(ctx); done <- struct{}{} }()
 	go func() { srv.Run(ctx); done <- struct{}{} }()
 	e.admin = httptest.NewServer(srv)
 	t.Cleanup(func() {
@@ -91,6 +101,8 @@ func newCLIEnv(t *testing.T) *cliEnv {
 		cancel()
 		<-done
 		<-done
+		<-done
+		sched.Close()
 		e.store.Close()
 	})
 	deadline := time.Now().Add(10 * time.Second)

@@ -16,7 +16,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -130,21 +129,11 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// The scheduler subtracts the renders it has dispatched from Capacity,
-	// while the renderer's figure already leaves out the tabs recache
-	// renders hold: add those back so they are not counted twice.
-	var recaching atomic.Int64
 	sched, err := recache.New(recache.Options{
-		Sites: sites,
-		Refresh: func(ctx context.Context, k cachestore.Key, class prerender.Class) (fill.Outcome, error) {
-			recaching.Add(1)
-			defer recaching.Add(-1)
-			return pipe.Refresh(ctx, k, class)
-		},
-		Capacity: func() int {
-			return renderer.Capacity().AvailableForRecache + int(recaching.Load())
-		},
-		Store: store,
+		Sites:    sites,
+		Refresh:  pipe.Refresh,
+		Capacity: func() int { return renderer.Capacity().AvailableForRecache },
+		Store:    store,
 		// Autorecache what crawlers ask for, not every URL ever rendered.
 		ServedOnly:  true,
 		Interval:    cfg.Recache.Interval.Duration,
@@ -186,6 +175,7 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		Store:      store,
 		Refresh:    pipe.Refresh,
 		Track:      sched.Track,
+		Warm:       sched.Warm,
 		Health:     renderer.Healthy,
 		Renders:    renderer.Stats,
 		Pool:       renderer.Capacity,

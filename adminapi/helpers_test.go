@@ -22,6 +22,7 @@ import (
 	"github.com/prismproxy/prism/cachestore"
 	"github.com/prismproxy/prism/fill"
 	"github.com/prismproxy/prism/prerender"
+	"github.com/prismproxy/prism/recache"
 	"github.com/prismproxy/prism/site"
 )
 
@@ -36,6 +37,7 @@ type env struct {
 	origin *httptest.Server
 	store  *cachestore.Store
 	sites  *site.Table
+	sched  *recache.Scheduler
 
 	// origin content: path -> body, and header checks
 	mu          sync.Mutex
@@ -82,11 +84,31 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	go func() { defer close(storeDone); e.store.Run(ctx) }()
 	waitFor(t, "store index ready", func() bool { return e.store.Stats().IndexReady })
 
+	// Warmups go through a real scheduler, rendering with the fake Refresh.
+	e.sched, err = recache.New(recache.Options{
+		Sites:      e.sites,
+		Refresh:    e.refresh,
+		Capacity:   func() int { return 2 },
+		Store:      e.store,
+		ServedOnly: true,
+		Tick:       5 * time.Millisecond,
+		Workers:    2,
+		Backoff:    time.Millisecond,
+		JournalDir: t.TempDir(),
+		Logger:     quietLogger(),
+	})
+	if err != nil {
+		t.Fatalf("recache.New: %v", err)
+	}
+	schedDone := make(chan struct{})
+	go func() { defer close(schedDone); e.sched.Run(ctx) }()
+
 	o := Options{
 		Token:   testToken,
 		Sites:   e.sites,
 		Store:   e.store,
 		Refresh: e.refresh,
+		Warm:    e.sched.Warm,
 		Track: func(ent *cachestore.Entry) {
 			n, _ := e.tracked.LoadOrStore(ent.Key, new(atomic.Int64))
 			n.(*atomic.Int64).Add(1)
@@ -116,6 +138,8 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		}
 		cancel()
 		<-runDone
+		<-schedDone
+		e.sched.Close()
 		<-storeDone
 		e.store.Close()
 	})

@@ -54,11 +54,18 @@ type Options struct {
 	// Store is the render cache; required.
 	Store *cachestore.Store
 	// Refresh renders k now in the given capacity class and stores the
-	// result; required (fill.Pipeline.Refresh in production).
+	// result, for POST /render; required (fill.Pipeline.Refresh in
+	// production).
 	Refresh func(ctx context.Context, k cachestore.Key, class prerender.Class) (fill.Outcome, error)
-	// Track is told of every entry /render and warmup stored, e.g. the
-	// scheduler's Track (to schedule its autorecache); nil: none.
+	// Track is told of every entry /render stored, e.g. the scheduler's
+	// Track (to schedule its autorecache); nil: none.
 	Track func(e *cachestore.Entry)
+	// Warm renders a warmup's keys as background work and reports each
+	// once it is settled (nil error: stored), returning when all are or
+	// when ctx ends; required (recache.Scheduler.Warm in production, so
+	// that warmups share the recache queue's tabs, fairness and retry
+	// policy).
+	Warm func(ctx context.Context, keys []cachestore.Key, done func(cachestore.Key, error)) error
 	// Health reports whether PRISM can render; nil means always healthy. A
 	// non-nil error's text is the 503 reason.
 	Health func() error
@@ -76,8 +83,6 @@ type Options struct {
 	// configured hosts to their origins (with X-Prism-Render: 1) and refuses
 	// every other destination.
 	HTTPClient *http.Client
-	// WarmupConcurrency is how many warmup renders run at once; 0 means 2.
-	WarmupConcurrency int
 	// Start is when PRISM started, for uptime; zero means when New ran.
 	Start time.Time
 	// Now is the clock; nil means time.Now.
@@ -113,6 +118,7 @@ var (
 	ErrNoSites   = errors.New("adminapi: Sites is required")
 	ErrNoStore   = errors.New("adminapi: Store is required")
 	ErrNoRefresh = errors.New("adminapi: Refresh is required")
+	ErrNoWarm    = errors.New("adminapi: Warm is required")
 )
 
 // New checks opts, fills in defaults and builds a Server.
@@ -124,6 +130,8 @@ func New(opts Options) (*Server, error) {
 		return nil, ErrNoStore
 	case opts.Refresh == nil:
 		return nil, ErrNoRefresh
+	case opts.Warm == nil:
+		return nil, ErrNoWarm
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -133,9 +141,6 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
-	}
-	if opts.WarmupConcurrency <= 0 {
-		opts.WarmupConcurrency = 2
 	}
 	if opts.Renders == nil {
 		opts.Renders = func() prerender.Stats { return prerender.Stats{} }

@@ -3,6 +3,7 @@ package adminapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"sync"
@@ -10,7 +11,6 @@ import (
 	"time"
 
 	"github.com/prismproxy/prism/cachestore"
-	"github.com/prismproxy/prism/prerender"
 )
 
 // Warmup accounting: total is (page URLs on configured hosts, deduplicated)
@@ -166,11 +166,6 @@ func (s *Server) setRunning(v bool) {
 	}
 }
 
-// warmItem is one render a warmup does.
-type warmItem struct {
-	key cachestore.Key
-}
-
 // runWarmup runs job to the end (or until ctx or a cancel stops it).
 func (s *Server) runWarmup(parent context.Context, job *warmupJob) {
 	ctx, cancel := context.WithCancelCause(parent)
@@ -184,7 +179,7 @@ func (s *Server) runWarmup(parent context.Context, job *warmupJob) {
 
 	items, err := s.collect(ctx, job)
 	if err == nil {
-		s.renderAll(ctx, job, items)
+		err = s.renderAll(ctx, job, items)
 	}
 	msg := ""
 	switch {
@@ -206,7 +201,7 @@ func (s *Server) runWarmup(parent context.Context, job *warmupJob) {
 // collect fetches the sitemap tree breadth-first and returns every
 // (host, dimension, URL) to render. Only a failure of the root document is
 // fatal; bad children and bad URLs are counted as errors.
-func (s *Server) collect(ctx context.Context, job *warmupJob) ([]warmItem, error) {
+func (s *Server) collect(ctx context.Context, job *warmupJob) ([]cachestore.Key, error) {
 	type doc struct {
 		url   string
 		depth int
@@ -219,7 +214,7 @@ func (s *Server) collect(ctx context.Context, job *warmupJob) ([]warmItem, error
 	queue := []doc{{job.sitemapURL, 0}}
 	seenDocs := map[string]bool{job.sitemapURL: true}
 	seenPages := map[pageKey]bool{}
-	var items []warmItem
+	var items []cachestore.Key
 	skip := func() {
 		job.total.Add(1)
 		job.processed.Add(1)
@@ -284,7 +279,7 @@ func (s *Server) collect(ctx context.Context, job *warmupJob) ([]warmItem, error
 			}
 			seenPages[pk] = true
 			for _, dim := range h.Dimensions {
-				items = append(items, warmItem{cachestore.Key{HostID: h.ID, DimensionID: dim.ID, URL: norm}})
+				items = append(items, cachestore.Key{HostID: h.ID, DimensionID: dim.ID, URL: norm})
 			}
 		}
 	}
@@ -292,71 +287,20 @@ func (s *Server) collect(ctx context.Context, job *warmupJob) ([]warmItem, error
 	return items, nil
 }
 
-// renderAll renders items with WarmupConcurrency workers.
-func (s *Server) renderAll(ctx context.Context, job *warmupJob, items []warmItem) {
-	work := make(chan warmItem)
-	var wg sync.WaitGroup
-	for range min(s.opts.WarmupConcurrency, max(len(items), 1)) {
-		wg.Go(func() {
-			for it := range work {
-				if err := s.renderOne(ctx, it.key); err != nil {
-					if ctx.Err() != nil {
-						continue // cancelled: neither processed nor an error
-					}
-					job.errors.Add(1)
-					s.opts.Logger.Debug("admin: warmup render failed", "key", it.key.String(), "err", err)
-				}
-				job.processed.Add(1)
-			}
-		})
-	}
-feed:
-	for _, it := range items {
-		select {
-		case work <- it:
-		case <-ctx.Done():
-			break feed
+// renderAll hands items to the scheduler (Options.Warm) and counts each as
+// it is settled. A render the scheduler gives up on, or one kept out of the
+// cache, is an error; renders cancelled with ctx are neither processed nor
+// errors.
+func (s *Server) renderAll(ctx context.Context, job *warmupJob, items []cachestore.Key) error {
+	err := s.opts.Warm(ctx, items, func(k cachestore.Key, err error) {
+		if err != nil {
+			job.errors.Add(1)
+			s.opts.Logger.Debug("admin: warmup render failed", "key", k.String(), "err", err)
 		}
+		job.processed.Add(1)
+	})
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("queueing renders: %w", err)
 	}
-	close(work)
-	wg.Wait()
-}
-
-// renderOne refreshes k as recache work. When the pool has no tab for the
-// recache class (the online reservation keeps tabs for crawlers), it waits
-// and retries; a browser that is down is retried a few times.
-func (s *Server) renderOne(ctx context.Context, k cachestore.Key) error {
-	const (
-		firstBackoff   = 50 * time.Millisecond
-		maxBackoff     = 2 * time.Second
-		maxUnavailable = 5
-	)
-	backoff, unavailable := firstBackoff, 0
-	for {
-		out, err := s.opts.Refresh(ctx, k, prerender.Recache)
-		switch {
-		case err == nil && (out.Entry == nil || !out.Stored):
-			return errors.New("adminapi: render result not cacheable")
-		case err == nil:
-			if s.opts.Track != nil {
-				s.opts.Track(out.Entry)
-			}
-			return nil
-		case ctx.Err() != nil:
-			return ctx.Err()
-		case errors.Is(err, prerender.ErrNoCapacity):
-		case errors.Is(err, prerender.ErrUnavailable) && unavailable < maxUnavailable:
-			unavailable++
-		default:
-			return err
-		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		backoff = min(2*backoff, maxBackoff)
-	}
+	return nil
 }

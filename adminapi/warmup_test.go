@@ -140,8 +140,15 @@ func TestWarmup(t *testing.T) {
 				if c, _ := e.classes.Load(k); c != prerender.Recache {
 					t.Errorf("%v rendered in class %v, want Recache", k, c)
 				}
-				if _, ok := e.tracked.Load(k); !ok {
-					t.Errorf("%v warmed but the scheduler was not told (Track)", k)
+			}
+			// What warmup stored is queued for its autorecache.
+			perHost := map[int]int{}
+			for _, k := range tt.cached {
+				perHost[k.HostID]++
+			}
+			for id, hs := range e.sched.Status().Hosts {
+				if hs.Auto.Total != perHost[id] {
+					t.Errorf("host %d: %d autorecache entries after warmup, want %d", id, hs.Auto.Total, perHost[id])
 				}
 			}
 			if got := e.refreshes.Load(); got != int64(len(tt.cached)) {
@@ -265,7 +272,7 @@ func TestWarmupConflictAndCancel(t *testing.T) {
 }
 
 func TestWarmupRetriesNoCapacity(t *testing.T) {
-	e := newEnv(t, func(o *Options, _ *env) { o.WarmupConcurrency = 1 })
+	e := newEnv(t)
 	e.noCap.Store(3)
 	e.setFile("/s.xml", urlset("https://example.com/a", "https://shop.test/b"))
 	e.startWarmup("https://example.com/s.xml")

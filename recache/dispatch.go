@@ -80,11 +80,12 @@ func (s *Scheduler) drain() {
 
 // Tick is one dispatch step at now: unless paused, it moves due entries into
 // the internal queue, high before normal before autorecache and round-robin
-// across hosts within a level, never more than Capacity() minus the entries
-// already dispatched and unfinished, nor more than the queue bound. Run calls
-// it every Options.Tick; tests call it directly.
+// across hosts within a level, never more than the recache share (Capacity()
+// plus the scheduler's own running renders) minus the entries already
+// dispatched and unfinished, nor more than the queue bound. Run calls it every
+// Options.Tick; tests call it directly.
 func (s *Scheduler) Tick(now time.Time) {
-	capacity := s.opts.Capacity()
+	capacity := s.share()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lastTick = now
@@ -118,6 +119,11 @@ func (s *Scheduler) Tick(now time.Time) {
 	}
 }
 
+// share is the tabs recache may hold now, its running renders included.
+func (s *Scheduler) share() int {
+	return s.opts.Capacity() + int(s.rendering.Load())
+}
+
 type outcome int
 
 const (
@@ -130,23 +136,28 @@ const (
 
 func (s *Scheduler) work(ctx context.Context, j job) {
 	k := j.it.key
-	if j.prio == Auto && s.served != nil && !s.served.take(k) {
+	s.mu.Lock()
+	warm := len(j.it.warms) > 0 // rendered whether stored or served
+	s.mu.Unlock()
+	if j.prio == Auto && !warm && s.served != nil && !s.served.take(k) {
 		s.finish(j.it, outcomeIdle, nil)
 		return
 	}
-	if j.prio == Auto && s.opts.Store != nil {
+	if j.prio == Auto && !warm && s.opts.Store != nil {
 		if _, ok := s.opts.Store.Get(k); !ok {
 			s.finish(j.it, outcomeGone, nil)
 			return
 		}
 	}
+	s.rendering.Add(1)
 	out, err := s.opts.Refresh(ctx, k, prerender.Recache)
+	s.rendering.Add(-1)
 	switch {
-	case err == nil:
-		if out.Stored {
-			s.Track(out.Entry)
-		}
+	case err == nil && out.Stored:
+		s.Track(out.Entry)
 		s.finish(j.it, outcomeOK, nil)
+	case err == nil: // rendered, kept out of the cache: not retried
+		s.finish(j.it, outcomeOK, ErrNotStored)
 	case ctx.Err() != nil || errors.Is(err, prerender.ErrNoCapacity):
 		s.finish(j.it, outcomeRequeue, err)
 	default:
@@ -165,30 +176,41 @@ func (s *Scheduler) backoff(n int) time.Duration {
 
 // finish settles a dispatched item: it leaves the scheduler, goes back for a
 // retry, or takes up the request that arrived while it rendered.
+//
+// Warm renders waiting for it are settled when the render succeeded or the
+// entry leaves; they keep waiting through a retry.
 func (s *Scheduler) finish(it *item, o outcome, err error) {
+	var settled []warmDone
+	defer func() { report(settled) }()
 	now := s.opts.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.dispatched--
 	it.inflight = false
 	wasJournaled := it.journaled()
+	abandoned := it.forgotten || it.warmOnly && len(it.warms) == 0 // nobody wants it any more
 
 	retry := false
 	var due time.Time
 	switch o {
 	case outcomeOK:
 		s.m.ok.Inc()
-	case outcomeGone:
-		s.m.gone.Inc()
-	case outcomeIdle:
-		s.m.idle.Inc()
+		settled = settleWarmsLocked(it, err)
+	case outcomeGone, outcomeIdle:
+		if o == outcomeGone {
+			s.m.gone.Inc()
+		} else {
+			s.m.idle.Inc()
+		}
+		// A Warm that arrived while the entry was checked still wants it.
+		retry, due = len(it.warms) > 0, now
 	case outcomeRequeue:
 		s.m.requeued.Inc()
-		retry, due = !it.forgotten, now
+		retry, due = !abandoned, now
 	case outcomeFail:
 		it.attempts++
 		switch {
-		case it.forgotten:
+		case abandoned:
 		case it.attempts >= s.opts.MaxAttempts:
 			s.m.dropped.Inc()
 			s.log.Warn("recache: render failed, dropped", "key", it.key.String(),
@@ -199,6 +221,12 @@ func (s *Scheduler) finish(it *item, o outcome, err error) {
 			s.log.Debug("recache: render failed, will retry", "key", it.key.String(),
 				"attempt", it.attempts, "at", due, "err", err)
 		}
+	}
+	if !retry && len(it.warms) > 0 {
+		if err == nil || it.forgotten {
+			err = ErrForgotten
+		}
+		settled = settleWarmsLocked(it, err)
 	}
 
 	switch {
@@ -221,6 +249,7 @@ func (s *Scheduler) finish(it *item, o outcome, err error) {
 	}
 	it.pend, it.pendDue, it.forgotten = 0, time.Time{}, false
 	if s.closed {
+		settled = append(settled, settleWarmsLocked(it, ErrClosed)...)
 		delete(s.items, it.key)
 		return
 	}

@@ -83,10 +83,14 @@ type refresher struct {
 	result   func(k cachestore.Key, call int) error
 	gate     chan struct{}
 	started  chan cachestore.Key // optional: told of every call
+	stores   bool                // a success says it stored an entry
 }
 
 func (r *refresher) Refresh(ctx context.Context, k cachestore.Key, _ prerender.Class) (fill.Outcome, error) {
-	return fill.Outcome{}, r.refresh(ctx, k)
+	if err := r.refresh(ctx, k); err != nil || !r.stores {
+		return fill.Outcome{}, err
+	}
+	return fill.Outcome{Entry: &cachestore.Entry{Key: k, RenderedAt: epoch}, Stored: true}, nil
 }
 
 func (r *refresher) refresh(ctx context.Context, k cachestore.Key) error {
@@ -123,6 +127,12 @@ func (r *refresher) Calls() []cachestore.Key {
 	return append([]cachestore.Key(nil), r.calls...)
 }
 
+func (r *refresher) InFlight() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.inflight
+}
+
 func (r *refresher) MaxInFlight() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -137,15 +147,19 @@ type fixture struct {
 	dir string
 }
 
+// capacity models the renderer's recache share: n tabs, of which the fake
+// refresher's renders in flight are not free (as
+// prerender.Capacity.AvailableForRecache reports them).
 type capacity struct {
-	mu sync.Mutex
-	n  int
+	mu   sync.Mutex
+	n    int
+	held func() int
 }
 
 func (c *capacity) Get() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.n
+	return max(c.n-c.held(), 0)
 }
 
 func (c *capacity) Set(n int) {
@@ -162,6 +176,7 @@ func newFixture(t testing.TB, hosts, capN int, ref *refresher, mod func(*Options
 	if f.ref == nil {
 		f.ref = &refresher{}
 	}
+	f.cap.held = f.ref.InFlight
 	opts := Options{
 		Sites:      testSites(t, hosts),
 		Refresh:    f.ref.Refresh,

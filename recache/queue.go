@@ -22,6 +22,9 @@ type item struct {
 	forgotten bool      // Forget while in flight: do not retry
 	pend      Priority  // 0: nothing pending
 	pendDue   time.Time // due time of the pending request
+
+	warms    []*warmSet // Warm calls waiting for this key
+	warmOnly bool       // queued by Warm alone: nothing else asked for it since
 }
 
 // journaled reports whether the journal holds a live add record for it: it is

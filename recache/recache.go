@@ -93,10 +93,12 @@ type Options struct {
 	// prerender.ErrNoCapacity (errors.Is) requeues the entry without
 	// counting an attempt.
 	Refresh func(ctx context.Context, k cachestore.Key, class prerender.Class) (fill.Outcome, error)
-	// Capacity returns the tabs recache may use now (required), e.g. the
-	// renderer's Capacity().AvailableForRecache. Entries already dispatched
-	// and not finished are subtracted from it, so a burst never takes more
-	// than the reported share even if the figure lags.
+	// Capacity returns the free tabs recache may take now (required): the
+	// renderer's Capacity().AvailableForRecache, which already leaves out
+	// the tabs this scheduler's running renders hold. Tick adds those
+	// renders back and subtracts every entry dispatched and unfinished, so
+	// a burst never takes more than the recache share even if the figure
+	// lags, and a running render is not counted twice.
 	Capacity func() int
 	// Store, when set, rebuilds the autorecache queue from the cache index
 	// once it is ready (in Run), and autorecache entries whose key is no
@@ -173,7 +175,8 @@ type Scheduler struct {
 	items      map[cachestore.Key]*item
 	queues     map[int]*hostQueues
 	seq        uint64
-	dispatched int // in the internal queue or rendering
+	dispatched int          // in the internal queue or rendering
+	rendering  atomic.Int64 // workers inside Options.Refresh
 	lastTick   time.Time
 	cursor     [numPriorities]int // round-robin start per level
 	jr         *journal
@@ -424,6 +427,9 @@ func bestDurable(it *item) Priority {
 // enqueueLocked merges a request for k at p due at due.
 func (s *Scheduler) enqueueLocked(k cachestore.Key, p Priority, due time.Time) {
 	it, ok := s.items[k]
+	if ok {
+		it.warmOnly = false
+	}
 	switch {
 	case !ok:
 		s.insert(k, p, due)
@@ -481,6 +487,9 @@ func (s *Scheduler) trackLocked(k cachestore.Key, due time.Time, replace bool) {
 		return
 	}
 	it, ok := s.items[k]
+	if ok {
+		it.warmOnly = false
+	}
 	switch {
 	case !ok:
 		s.insert(k, Auto, due)
@@ -498,7 +507,11 @@ func (s *Scheduler) trackLocked(k cachestore.Key, due time.Time, replace bool) {
 
 // Forget removes keys from every queue (after an invalidation). A render in
 // flight finishes but is not retried.
+// Warm renders waiting for a key that is not rendering are settled with
+// ErrForgotten.
 func (s *Scheduler) Forget(keys ...cachestore.Key) {
+	var settled []warmDone
+	defer func() { report(settled) }()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var recs []record
@@ -515,6 +528,7 @@ func (s *Scheduler) Forget(keys ...cachestore.Key) {
 			it.prio, it.pend = Auto, 0 // no longer journaled
 			continue
 		}
+		settled = append(settled, settleWarmsLocked(it, ErrForgotten)...)
 		if q, ok := s.queues[k.HostID]; ok {
 			q.remove(it)
 		}
@@ -635,7 +649,10 @@ func (s *Scheduler) Status() Status {
 
 // Close closes the journal. Enqueue fails afterwards; call it after Run has
 // returned.
+// Warm renders still waiting are settled with ErrClosed.
 func (s *Scheduler) Close() error {
+	var settled []warmDone
+	defer func() { report(settled) }()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -643,5 +660,8 @@ func (s *Scheduler) Close() error {
 	}
 	s.flushDoneLocked()
 	s.closed = true
+	for _, it := range s.items {
+		settled = append(settled, settleWarmsLocked(it, ErrClosed)...)
+	}
 	return s.jr.close()
 }

@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -68,15 +67,22 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 	start := time.Now()
 	set := metrics.NewSet()
 
-	sites, err := site.New(siteOptions(cfg))
+	sites, err := site.New(cfg.SiteOptions())
 	if err != nil {
 		return fmt.Errorf("hosts: %w", err)
 	}
+	fillOpts := fill.Options{
+		Sites:       sites,
+		TTL:         cfg.Cache.TTL.Duration,
+		StaleTTL:    cfg.Cache.StaleTTL.Duration,
+		NotFoundTTL: cfg.Cache.NotFoundTTL.Duration,
+		Logger:      logger.With("component", "fill"),
+		Metrics:     set,
+	}
 	store, err := cachestore.New(cachestore.Options{
-		Dir:         cfg.Cache.Dir,
-		MemoryBytes: int64(cfg.Cache.MemoryMB) << 20,
-		// Past its freshness and stale windows an entry is never served.
-		MaxAge:       max(cfg.Cache.TTL.Duration, cfg.Cache.NotFoundTTL.Duration) + cfg.Cache.StaleTTL.Duration,
+		Dir:          cfg.Cache.Dir,
+		MemoryBytes:  int64(cfg.Cache.MemoryMB) << 20,
+		MaxAge:       fillOpts.MaxAge(),
 		MaxDiskBytes: int64(cfg.Cache.DiskMaxMB) << 20,
 		Logger:       logger.With("component", "cache"),
 		Metrics:      set,
@@ -88,7 +94,7 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 	// One transport reaches the origins, for people, crawler fallbacks and
 	// the browser's requests. Its header wait lets an origin's 504 go out
 	// before the public port's write timeout cuts the connection.
-	originRT := site.NewOriginTransport(min(30*time.Second, cfg.Server.WriteTimeout.Duration/2))
+	originRT := site.NewOriginTransport(site.OriginHeaderTimeout(cfg.Server.WriteTimeout.Duration))
 	renderer, err := prerender.New(prerender.Options{
 		Transport:                originRT,
 		ChromePath:               cfg.Render.ChromePath,
@@ -116,16 +122,8 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 	// One cache-fill pipeline serves crawler misses (proxy), recache
 	// workers (sched), /render and warmup (admin); each of them tells the
 	// scheduler what it stored.
-	pipe, err := fill.New(fill.Options{
-		Sites:       sites,
-		Store:       store,
-		Render:      renderer.Render,
-		TTL:         cfg.Cache.TTL.Duration,
-		StaleTTL:    cfg.Cache.StaleTTL.Duration,
-		NotFoundTTL: cfg.Cache.NotFoundTTL.Duration,
-		Logger:      logger.With("component", "fill"),
-		Metrics:     set,
-	})
+	fillOpts.Store, fillOpts.Render = store, renderer.Render
+	pipe, err := fill.New(fillOpts)
 	if err != nil {
 		return err
 	}
@@ -318,31 +316,4 @@ func newLogger(c config.Log, out io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(out, opts))
 	}
 	return slog.New(slog.NewTextHandler(out, opts))
-}
-
-// siteOptions maps the [[hosts]] tables onto site.Options.
-func siteOptions(cfg *config.Config) site.Options {
-	opts := site.Options{
-		StripParams:      cfg.Cache.StripParams,
-		StaticExtensions: cfg.Cache.StaticExtensions,
-	}
-	for _, h := range cfg.Hosts {
-		origin, _ := url.Parse(h.Origin) // validated by config
-		host := site.Host{
-			ID:              h.ID,
-			Name:            h.Name,
-			Aliases:         h.Aliases,
-			Origin:          origin,
-			Scheme:          h.Scheme,
-			RecacheInterval: h.RecacheInterval.Duration,
-		}
-		for _, d := range h.Dimensions {
-			host.Dimensions = append(host.Dimensions, site.Dimension{
-				ID: d.ID, Name: d.Name, MatchUA: d.MatchUA,
-				Width: d.Width, Height: d.Height, Mobile: d.Mobile, RenderUA: d.RenderUA,
-			})
-		}
-		opts.Hosts = append(opts.Hosts, host)
-	}
-	return opts
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prismproxy/prism/site"
 )
 
 // minimal is the smallest valid file.
@@ -547,5 +549,29 @@ name = "b.example"
 	}
 	if _, ok := got["hosts[1].origin"]; ok && got["hosts[1].origin"] == 0 {
 		t.Errorf("missing origin has no line: %v", err)
+	}
+}
+
+func TestSiteOptions(t *testing.T) {
+	c, err := Parse([]byte(minimal + "[cache]\nstrip_params = [\"ref\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := c.SiteOptions()
+	if len(opts.Hosts) != 1 || opts.Hosts[0].Origin == nil || opts.Hosts[0].Name != c.Hosts[0].Name {
+		t.Fatalf("SiteOptions hosts = %+v", opts.Hosts)
+	}
+	if got := opts.Hosts[0].Origin.String(); got != c.Hosts[0].Origin {
+		t.Fatalf("origin %q, want %q", got, c.Hosts[0].Origin)
+	}
+	d := opts.Hosts[0].Dimensions[0]
+	if d.Width != 1366 || d.Height != 768 || len(d.MatchUA) == 0 {
+		t.Fatalf("dimension = %+v, want the config's defaults filled in", d)
+	}
+	if len(opts.StripParams) != 1 || opts.StripParams[0] != "ref" {
+		t.Fatalf("strip params = %v", opts.StripParams)
+	}
+	if _, err := site.New(opts); err != nil {
+		t.Fatalf("site.New(SiteOptions()) of a valid config: %v", err)
 	}
 }

@@ -3,7 +3,6 @@ package config
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -127,12 +126,6 @@ func (c *Config) Validate() error {
 	if c.Cache.NotFoundTTL.Duration <= 0 {
 		v.add("cache.not_found_ttl", "must be positive, got %s", c.Cache.NotFoundTTL.Duration)
 	}
-	v.nonEmptyEntries("cache.strip_params", c.Cache.StripParams)
-	for i, e := range c.Cache.StaticExtensions {
-		if !strings.HasPrefix(e, ".") || len(e) < 2 || strings.ContainsAny(e, "/?# ") {
-			v.add(fmt.Sprintf("cache.static_extensions[%d]", i), "%q is not an extension like \".css\"", e)
-		}
-	}
 
 	// recache
 	if c.Recache.Interval.Duration < time.Minute {
@@ -175,170 +168,73 @@ func (c *Config) validateRender(v *validator) {
 		}
 	}
 	for i, h := range r.BlockHosts {
-		if msg := checkHostname(h, false); msg != "" {
-			v.add(fmt.Sprintf("render.block_hosts[%d]", i), "%q %s", h, msg)
+		if err := site.CheckHostName(h, false); err != nil {
+			v.add(fmt.Sprintf("render.block_hosts[%d]", i), "%q %v", h, err)
 		}
 	}
 	v.nonEmptyEntries("render.keep_script_types", r.KeepScriptTypes)
 }
 
+// validateHosts reports the hosts' problems, and those of the URL options
+// site uses, through site.Check: the one validator of hosts, dimensions and
+// matchers.
 func (c *Config) validateHosts(v *validator) {
 	if len(c.Hosts) == 0 {
 		v.add("hosts", "at least one [[hosts]] entry is required")
-		return
 	}
-	ids := map[int]int{}         // host id -> index
-	names := map[string]string{} // lower-case name -> key that claims it
+	opts, reported := c.siteOptions(v)
+	for _, p := range site.Check(opts) {
+		key := p.Field
+		if !strings.HasPrefix(key, "hosts") {
+			key = "cache." + key // strip_params, static_extensions
+		}
+		if !reported[key] {
+			v.add(key, "%s", p.Msg)
+		}
+	}
+}
+
+// SiteOptions maps the [[hosts]] tables and the cache's URL options onto
+// site.Options. Call it on a validated Config.
+func (c *Config) SiteOptions() site.Options {
+	opts, _ := c.siteOptions(nil)
+	return opts
+}
+
+// siteOptions builds site.Options; an origin that does not parse is left
+// nil and, with v, reported (the returned keys).
+func (c *Config) siteOptions(v *validator) (site.Options, map[string]bool) {
+	reported := map[string]bool{}
+	opts := site.Options{
+		StripParams:      c.Cache.StripParams,
+		StaticExtensions: c.Cache.StaticExtensions,
+	}
 	for i, h := range c.Hosts {
-		hk := fmt.Sprintf("hosts[%d]", i)
-		if h.ID <= 0 {
-			v.add(hk+".id", "must be a positive integer, got %d", h.ID)
-		} else if j, dup := ids[h.ID]; dup {
-			v.add(hk+".id", "duplicate id %d (also hosts[%d])", h.ID, j)
-		} else {
-			ids[h.ID] = i
+		host := site.Host{
+			ID:              h.ID,
+			Name:            h.Name,
+			Aliases:         h.Aliases,
+			Scheme:          h.Scheme,
+			RecacheInterval: h.RecacheInterval.Duration,
 		}
-		claim := func(key, name string) {
-			if msg := checkHostname(name, true); msg != "" {
-				v.add(key, "%q %s", name, msg)
-				return
+		if h.Origin != "" {
+			origin, err := url.Parse(h.Origin)
+			if err != nil && v != nil {
+				key := fmt.Sprintf("hosts[%d].origin", i)
+				v.add(key, "%q is not a URL", h.Origin)
+				reported[key] = true
 			}
-			n := strings.TrimSuffix(strings.ToLower(name), ".")
-			if host, _, err := net.SplitHostPort(n); err == nil {
-				n = host
-			}
-			if other, dup := names[n]; dup {
-				v.add(key, "%q is already used by %s", name, other)
-				return
-			}
-			names[n] = key
+			host.Origin = origin
 		}
-		claim(hk+".name", h.Name)
-		for j, a := range h.Aliases {
-			claim(fmt.Sprintf("%s.aliases[%d]", hk, j), a)
+		for _, d := range h.Dimensions {
+			host.Dimensions = append(host.Dimensions, site.Dimension{
+				ID: d.ID, Name: d.Name, MatchUA: d.MatchUA,
+				Width: d.Width, Height: d.Height, Mobile: d.Mobile, RenderUA: d.RenderUA,
+			})
 		}
-		if msg := checkOrigin(h.Origin); msg != "" {
-			v.add(hk+".origin", "%q %s", h.Origin, msg)
-		}
-		if h.Scheme != "http" && h.Scheme != "https" {
-			v.add(hk+".scheme", "must be \"http\" or \"https\", got %q", h.Scheme)
-		}
-		if h.RecacheInterval.Duration != 0 && h.RecacheInterval.Duration < time.Minute {
-			v.add(hk+".recache_interval", "must be 0 (use recache.interval) or at least 1m, got %s", h.RecacheInterval.Duration)
-		}
-		validateDimensions(v, hk, h.Dimensions)
+		opts.Hosts = append(opts.Hosts, host)
 	}
-}
-
-func validateDimensions(v *validator, hk string, dims []Dimension) {
-	if len(dims) == 0 {
-		v.add(hk+".dimensions", "at least one [[hosts.dimensions]] entry is required")
-		return
-	}
-	ids := map[int]int{}
-	names := map[string]int{}
-	for i, d := range dims {
-		dk := fmt.Sprintf("%s.dimensions[%d]", hk, i)
-		if d.ID <= 0 {
-			v.add(dk+".id", "must be a positive integer, got %d", d.ID)
-		} else if j, dup := ids[d.ID]; dup {
-			v.add(dk+".id", "duplicate id %d (also %s.dimensions[%d])", d.ID, hk, j)
-		} else {
-			ids[d.ID] = i
-		}
-		name := strings.ToLower(strings.TrimSpace(d.Name))
-		if name == "" {
-			v.add(dk+".name", "must not be empty")
-		} else if j, dup := names[name]; dup {
-			v.add(dk+".name", "duplicate name %q (also %s.dimensions[%d])", d.Name, hk, j)
-		} else {
-			names[name] = i
-		}
-		v.intRange(dk+".width", d.Width, 100, 10000)
-		v.intRange(dk+".height", d.Height, 100, 10000)
-		for j, m := range d.MatchUA {
-			mk := fmt.Sprintf("%s.match_ua[%d]", dk, j)
-			if msg := checkMatcher(m); msg != "" {
-				v.add(mk, "%s", msg)
-			}
-		}
-		if strings.ContainsFunc(d.RenderUA, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-			v.add(dk+".render_ua", "must not contain control characters")
-		}
-	}
-}
-
-func checkMatcher(m string) string {
-	if err := site.CheckMatcher(m); err != nil {
-		return err.Error()
-	}
-	return ""
-}
-
-// checkHostname returns why s is not a bare host name (optionally with a
-// port), or "".
-func checkHostname(s string, allowPort bool) string {
-	if s == "" {
-		return "must not be empty"
-	}
-	if strings.Contains(s, "://") {
-		return "must be a host name, without a scheme"
-	}
-	if strings.ContainsAny(s, "/?#@ \t") {
-		return "must be a host name, without a path, query or user"
-	}
-	host := s
-	if allowPort {
-		if h, p, err := net.SplitHostPort(s); err == nil {
-			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-				return "has an invalid port"
-			}
-			host = h
-		}
-	}
-	host = strings.TrimSuffix(host, ".")
-	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
-		return ""
-	}
-	if host == "" || len(host) > 253 {
-		return "is not a valid host name"
-	}
-	for _, label := range strings.Split(host, ".") {
-		if label == "" || len(label) > 63 {
-			return "is not a valid host name"
-		}
-		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-				return "is not a valid host name"
-			}
-		}
-	}
-	return ""
-}
-
-func checkOrigin(s string) string {
-	if s == "" {
-		return "must be an absolute http(s) URL such as \"http://127.0.0.1:3000\""
-	}
-	u, err := url.Parse(s)
-	switch {
-	case err != nil:
-		return "is not a URL"
-	case u.Scheme != "http" && u.Scheme != "https":
-		return "must be an absolute http(s) URL such as \"http://127.0.0.1:3000\""
-	case u.Host == "" || u.Hostname() == "":
-		return "has no host"
-	case u.User != nil:
-		return "must not hold user information"
-	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "":
-		return "must not have a path, query or fragment"
-	}
-	if p := u.Port(); p != "" {
-		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-			return "has an invalid port"
-		}
-	}
-	return ""
+	return opts, reported
 }
 
 // cdpResourceType returns the CDP spelling of a resource type

@@ -44,6 +44,32 @@ type Options struct {
 	Now                        func() time.Time
 }
 
+// MaxAge is how long the store must keep an entry for the pipeline: its
+// freshness (the longer of TTL and NotFoundTTL, defaults applied) plus its
+// stale window. Past that an entry is never served.
+func (o Options) MaxAge() time.Duration {
+	o = o.withDefaults()
+	return max(o.TTL, o.NotFoundTTL) + o.StaleTTL
+}
+
+// withDefaults fills in the documented zero values.
+func (o Options) withDefaults() Options {
+	if o.TTL == 0 {
+		o.TTL = 24 * time.Hour
+	}
+	o.StaleTTL = max(o.StaleTTL, 0)
+	if o.NotFoundTTL == 0 {
+		o.NotFoundTTL = time.Hour
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
 // Outcome is the result of Refresh and Fill.
 type Outcome struct {
 	Entry    *cachestore.Entry // the stored (or, when not cacheable, rendered) entry
@@ -115,19 +141,7 @@ func New(opts Options) (*Pipeline, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("fill: %w", errors.Join(errs...))
 	}
-	if opts.TTL == 0 {
-		opts.TTL = 24 * time.Hour
-	}
-	opts.StaleTTL = max(opts.StaleTTL, 0)
-	if opts.NotFoundTTL == 0 {
-		opts.NotFoundTTL = time.Hour
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
+	opts = opts.withDefaults()
 	p := &Pipeline{opts: opts, log: opts.Logger, flights: map[cachestore.Key]*flight{}, panics: new(metrics.Counter)}
 	if opts.Metrics != nil {
 		// The counter render panics went to before the pipeline left the proxy.

@@ -182,3 +182,19 @@ func TestFillSharesRenderAndKeepsErrorsOut(t *testing.T) {
 		t.Errorf("CacheState strings: %q, %q", s, fill.CacheState(0))
 	}
 }
+
+func TestMaxAge(t *testing.T) {
+	for _, tc := range []struct {
+		ttl, stale, notFound, want time.Duration
+	}{
+		{0, 0, 0, 24 * time.Hour},
+		{time.Hour, 72 * time.Hour, 0, 73 * time.Hour},
+		{time.Minute, 0, 2 * time.Hour, 2 * time.Hour},
+		{time.Hour, -time.Second, time.Minute, time.Hour},
+	} {
+		o := fill.Options{TTL: tc.ttl, StaleTTL: tc.stale, NotFoundTTL: tc.notFound}
+		if got := o.MaxAge(); got != tc.want {
+			t.Errorf("MaxAge(ttl %s, stale %s, not found %s) = %s, want %s", tc.ttl, tc.stale, tc.notFound, got, tc.want)
+		}
+	}
+}

@@ -24,6 +24,18 @@ func OriginURL(origin, u *url.URL) *url.URL {
 	return &out
 }
 
+// OriginHeaderTimeout is how long to wait for an origin's response headers
+// when the public port cuts a response after writeTimeout: half of it, so an
+// answer saying the origin timed out still reaches the client, and never
+// more than 30s. A writeTimeout of 0 (no cut) gives 30s.
+func OriginHeaderTimeout(writeTimeout time.Duration) time.Duration {
+	const most = 30 * time.Second
+	if writeTimeout <= 0 {
+		return most
+	}
+	return min(most, writeTimeout/2)
+}
+
 // NewOriginTransport returns the transport PRISM reaches origins with (the
 // proxy's pass-through and fallbacks, the renderer's fetches for configured
 // hosts, sitemap fetches): no environment proxy, bounded dials, TLS

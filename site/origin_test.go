@@ -3,7 +3,23 @@ package site
 import (
 	"net/url"
 	"testing"
+	"time"
 )
+
+func TestOriginHeaderTimeout(t *testing.T) {
+	for _, tc := range []struct{ write, want time.Duration }{
+		{0, 30 * time.Second},
+		{-time.Second, 30 * time.Second},
+		{time.Minute, 30 * time.Second},
+		{2 * time.Minute, 30 * time.Second},
+		{40 * time.Second, 20 * time.Second},
+		{time.Second, 500 * time.Millisecond},
+	} {
+		if got := OriginHeaderTimeout(tc.write); got != tc.want {
+			t.Errorf("OriginHeaderTimeout(%s) = %s, want %s", tc.write, got, tc.want)
+		}
+	}
+}
 
 func TestOriginURL(t *testing.T) {
 	for _, tc := range []struct{ origin, public, want string }{

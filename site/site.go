@@ -73,25 +73,35 @@ var (
 	ErrInvalidURL = errors.New("site: invalid url")
 )
 
-// New compiles opts into a Table, checking ids and matchers. The hosts are
-// copied: later changes to opts do not affect the Table. All problems are
-// reported at once, each naming its host and dimension.
+// New compiles opts into a Table. It refuses opts with any problem Check
+// finds, reporting all of them at once. The hosts are copied: later changes
+// to opts do not affect the Table.
 func New(opts Options) (*Table, error) {
+	if ps := Check(opts); len(ps) > 0 {
+		errs := make([]error, len(ps))
+		for i, p := range ps {
+			errs[i] = p
+		}
+		return nil, fmt.Errorf("site: %w", errors.Join(errs...))
+	}
 	t := &Table{
 		byID:     make(map[int]*Host, len(opts.Hosts)),
 		byName:   make(map[string]*Host, len(opts.Hosts)),
 		crawlers: newTokenSet(),
 		detected: newDetectCache(),
 	}
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-
 	for i := range opts.Hosts {
 		src := &opts.Hosts[i]
+		o := *src.Origin
+		if o.User != nil { // refused by Check; copied all the same
+			u := *o.User
+			o.User = &u
+		}
 		h := &Host{
 			ID:              src.ID,
 			Name:            src.Name,
 			Aliases:         append([]string(nil), src.Aliases...),
+			Origin:          &o,
 			Scheme:          strings.ToLower(src.Scheme),
 			Dimensions:      make([]Dimension, len(src.Dimensions)),
 			RecacheInterval: src.RecacheInterval,
@@ -101,74 +111,17 @@ func New(opts Options) (*Table, error) {
 		if h.Scheme == "" {
 			h.Scheme = "https"
 		}
-		label := fmt.Sprintf("host %d (%q)", h.ID, h.Name)
-		if _, dup := t.byID[h.ID]; dup {
-			bad("%s: duplicate host id %d", label, h.ID)
-		} else {
-			t.byID[h.ID] = h
-		}
-		if h.Scheme != "http" && h.Scheme != "https" {
-			bad("%s: scheme %q: want http or https", label, src.Scheme)
-		}
-		if h.RecacheInterval < 0 {
-			bad("%s: negative recache interval", label)
-		}
-		switch {
-		case src.Origin == nil:
-			bad("%s: missing origin", label)
-		case src.Origin.Scheme != "http" && src.Origin.Scheme != "https":
-			bad("%s: origin %q: want an http or https URL", label, src.Origin.Redacted())
-		case src.Origin.Host == "":
-			bad("%s: origin %q: missing host", label, src.Origin.Redacted())
-		default:
-			o := *src.Origin
-			if o.User != nil {
-				u := *o.User
-				o.User = &u
-			}
-			h.Origin = &o
-		}
+		t.byID[h.ID] = h
 		for _, name := range append([]string{src.Name}, src.Aliases...) {
-			key, ok := canonicalHostName(name)
-			if !ok {
-				bad("%s: invalid host name %q", label, name)
-				continue
-			}
-			if other, dup := t.byName[key]; dup {
-				if other == h {
-					bad("%s: name %q listed twice", label, name)
-				} else {
-					bad("%s: name %q already belongs to host %d (%q)", label, name, other.ID, other.Name)
-				}
-				continue
-			}
+			key, _ := canonicalHostName(name)
 			t.byName[key] = h
 		}
-		if len(src.Dimensions) == 0 {
-			bad("%s: no dimensions", label)
-		}
-		dimIDs := make(map[int]bool, len(src.Dimensions))
-		dimNames := make(map[string]bool, len(src.Dimensions))
 		for j, d := range src.Dimensions {
 			d.MatchUA = append([]string(nil), d.MatchUA...)
 			h.Dimensions[j] = d
-			dlabel := fmt.Sprintf("%s: dimension %d (%q)", label, d.ID, d.Name)
-			if dimIDs[d.ID] {
-				bad("%s: duplicate dimension id %d", dlabel, d.ID)
-			}
-			dimIDs[d.ID] = true
-			if d.Name == "" {
-				bad("%s: missing name", dlabel)
-			} else if dimNames[strings.ToLower(d.Name)] {
-				bad("%s: duplicate dimension name %q", dlabel, d.Name)
-			}
-			dimNames[strings.ToLower(d.Name)] = true
-			if d.Width < 0 || d.Height < 0 {
-				bad("%s: negative viewport %dx%d", dlabel, d.Width, d.Height)
-			}
 			ms, err := compileMatchers(d.MatchUA)
-			if err != nil {
-				bad("%s: %w", dlabel, err)
+			if err != nil { // refused by Check
+				return nil, fmt.Errorf("site: %w", err)
 			}
 			h.matchers[j] = ms
 		}
@@ -180,11 +133,7 @@ func New(opts Options) (*Table, error) {
 		strip = DefaultStripParams()
 	}
 	for _, p := range strip {
-		r, ok := strings.CutSuffix(strings.ToLower(p), "*")
-		if r == "" {
-			bad("strip param %q: empty", p)
-			continue
-		}
+		r, ok := strings.CutSuffix(strings.ToLower(strings.TrimSpace(p)), "*")
 		t.strip = append(t.strip, stripRule{name: r, prefix: ok})
 	}
 	exts := opts.StaticExtensions
@@ -193,15 +142,7 @@ func New(opts Options) (*Table, error) {
 	}
 	t.static = make(map[string]bool, len(exts))
 	for _, e := range exts {
-		e = strings.ToLower(e)
-		if len(e) < 2 || e[0] != '.' || len(e) > maxExtLen || strings.ContainsAny(e[1:], "./") {
-			bad("static extension %q: want a dot and up to %d characters, e.g. \".css\"", e, maxExtLen-1)
-			continue
-		}
-		t.static[e] = true
-	}
-	if len(errs) > 0 {
-		return nil, fmt.Errorf("site: %w", errors.Join(errs...))
+		t.static[strings.ToLower(e)] = true
 	}
 	return t, nil
 }

@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 )
 
 func mustURL(t testing.TB, s string) *url.URL {
@@ -55,20 +56,20 @@ func TestNewValidates(t *testing.T) {
 		{"duplicate host id", Options{Hosts: []Host{
 			{ID: 1, Name: "a.test", Origin: origin, Dimensions: dim},
 			{ID: 1, Name: "b.test", Origin: origin, Dimensions: dim},
-		}}, []string{`host 1 ("b.test"): duplicate host id 1`}},
+		}}, []string{`hosts[1].id: duplicate id 1 (also hosts[0])`}},
 		{"duplicate name across hosts", Options{Hosts: []Host{
 			{ID: 1, Name: "a.test", Origin: origin, Dimensions: dim},
 			{ID: 2, Name: "b.test", Aliases: []string{"A.TEST."}, Origin: origin, Dimensions: dim},
-		}}, []string{`host 2 ("b.test"): name "A.TEST." already belongs to host 1`}},
-		{"no dimensions", Options{Hosts: []Host{{ID: 1, Name: "a.test", Origin: origin}}}, []string{`host 1 ("a.test"): no dimensions`}},
+		}}, []string{`hosts[1].aliases[0]: "A.TEST." is already used by hosts[0].name`}},
+		{"no dimensions", Options{Hosts: []Host{{ID: 1, Name: "a.test", Origin: origin}}}, []string{`hosts[0].dimensions: at least one dimension is required`}},
 		{"duplicate dimension id", Options{Hosts: []Host{{ID: 1, Name: "a.test", Origin: origin, Dimensions: []Dimension{
 			{ID: 1, Name: "x"}, {ID: 1, Name: "y"},
-		}}}}, []string{`dimension 1 ("y"): duplicate dimension id 1`}},
-		{"missing origin", Options{Hosts: []Host{{ID: 1, Name: "a.test", Dimensions: dim}}}, []string{"missing origin"}},
-		{"bad origin scheme", Options{Hosts: []Host{{ID: 1, Name: "a.test", Origin: mustURL(t, "ftp://x"), Dimensions: dim}}}, []string{"want an http or https URL"}},
+		}}}}, []string{`hosts[0].dimensions[1].id: duplicate id 1 (also hosts[0].dimensions[0])`}},
+		{"missing origin", Options{Hosts: []Host{{ID: 1, Name: "a.test", Dimensions: dim}}}, []string{`hosts[0].origin: must be an absolute http(s) URL`}},
+		{"bad origin scheme", Options{Hosts: []Host{{ID: 1, Name: "a.test", Origin: mustURL(t, "ftp://x"), Dimensions: dim}}}, []string{`hosts[0].origin: "ftp://x" must be an absolute http(s) URL`}},
 		{"bad regexp", Options{Hosts: []Host{{ID: 1, Name: "a.test", Origin: origin, Dimensions: []Dimension{
 			{ID: 3, Name: "d", MatchUA: []string{"re:("}},
-		}}}}, []string{`dimension 3 ("d"): match_ua "re:("`}},
+		}}}}, []string{`hosts[0].dimensions[0].match_ua[0]: bad regular expression`}},
 		{"unknown group", Options{Hosts: []Host{{ID: 1, Name: "a.test", Origin: origin, Dimensions: []Dimension{
 			{ID: 3, Name: "d", MatchUA: []string{"@robots"}},
 		}}}}, []string{`unknown group`}},
@@ -78,8 +79,32 @@ func TestNewValidates(t *testing.T) {
 		{"every problem at once", Options{Hosts: []Host{
 			{ID: 1, Name: "a.test", Dimensions: dim},
 			{ID: 1, Name: "", Origin: origin},
-		}}, []string{"missing origin", "duplicate host id", "invalid host name", "no dimensions"}},
-		{"bad static extension", Options{StaticExtensions: []string{"css"}}, []string{`static extension "css"`}},
+		}}, []string{"hosts[0].origin: must be an absolute", "hosts[1].id: duplicate id 1", `hosts[1].name: "" must not be empty`, "hosts[1].dimensions: at least one"}},
+		{"bad static extension", Options{StaticExtensions: []string{"css"}}, []string{`static_extensions[0]: "css" is not an extension`}},
+		{"more problems of the class", Options{
+			Hosts: []Host{{ID: -1, Name: "a.test:99999", Aliases: []string{"a.test", "http://b.test"}, Scheme: "ftp",
+				Origin: mustURL(t, "http://user@o.test/app"), RecacheInterval: time.Second,
+				Dimensions: []Dimension{
+					{ID: 2, Name: "D", Width: 50, RenderUA: "x\ny"},
+					{ID: 3, Name: "d", Height: 20000, MatchUA: []string{"@robots"}},
+				}}},
+			StripParams:      []string{"*"},
+			StaticExtensions: []string{".a/b"},
+		}, []string{
+			"hosts[0].id: must be a positive integer, got -1",
+			`hosts[0].name: "a.test:99999" has an invalid port`,
+			`hosts[0].aliases[1]: "http://b.test" must be a host name, without a scheme`,
+			`hosts[0].origin: "http://user@o.test/app" must not hold user information`,
+			`hosts[0].scheme: must be "http" or "https", got "ftp"`,
+			"hosts[0].recache_interval: must be 0 (use recache.interval) or at least 1m, got 1s",
+			"hosts[0].dimensions[0].width: must be between 100 and 10000, got 50",
+			"hosts[0].dimensions[0].render_ua: must not contain control characters",
+			`hosts[0].dimensions[1].name: duplicate name "d" (also hosts[0].dimensions[0])`,
+			"hosts[0].dimensions[1].height: must be between 100 and 10000, got 20000",
+			"hosts[0].dimensions[1].match_ua[0]:",
+			"strip_params[0]: must not be empty",
+			`static_extensions[0]: ".a/b" is not an extension`,
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/prismproxy/prism/adminapi"
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/cluster"
 	"github.com/prismproxy/prism/config"
 	"github.com/prismproxy/prism/fill"
 	"github.com/prismproxy/prism/internalapi"
@@ -122,6 +123,41 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 	// One cache-fill pipeline serves crawler misses (proxy), recache
 	// workers (sched), /render and warmup (admin); each of them tells the
 	// scheduler what it stored.
+	var node *cluster.Node // nil: a single node
+	if cfg.Cluster.Enabled() {
+		var hostIDs []int
+		for _, h := range sites.Hosts() {
+			hostIDs = append(hostIDs, h.ID)
+		}
+		node, err = cluster.New(cluster.Options{
+			URL:           cfg.Cluster.Redis,
+			NodeID:        cfg.Cluster.NodeID,
+			KeyPrefix:     cfg.Cluster.KeyPrefix,
+			CallTimeout:   cfg.Cluster.CallTimeout.Duration,
+			LockLease:     cfg.Cluster.LockLease.Duration,
+			PurgeWait:     cfg.Cluster.PurgeWait.Duration,
+			Store:         store,
+			HostIDs:       hostIDs,
+			MaxAge:        fillOpts.MaxAge(),
+			MaxEntryBytes: int64(cfg.Render.MaxPageMB) << 20,
+			StateDir:      cfg.Cache.Dir,
+			Logger:        logger.With("component", "cluster"),
+			Metrics:       set,
+		})
+		if err != nil {
+			return err
+		}
+		defer node.Close()
+		// Before serving: refuse a node id in use, and drop what was
+		// purged while this node was away.
+		if err := node.Join(ctx); err != nil {
+			return err
+		}
+		for _, w := range node.CheckRedis(ctx) {
+			logger.Warn(w)
+		}
+		fillOpts.Cluster = node
+	}
 	fillOpts.Store, fillOpts.Render = store, renderer.Render
 	pipe, err := fill.New(fillOpts)
 	if err != nil {
@@ -167,7 +203,7 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
-	admin, err := adminapi.New(adminapi.Options{
+	adminOpts := adminapi.Options{
 		Token:      cfg.Admin.BearerToken,
 		Sites:      sites,
 		Store:      store,
@@ -181,7 +217,11 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		Metrics:    set,
 		Start:      start,
 		Logger:     logger.With("component", "admin"),
-	})
+	}
+	if node != nil {
+		adminOpts.Cluster = node
+	}
+	admin, err := adminapi.New(adminOpts)
 	if err != nil {
 		return err
 	}
@@ -191,7 +231,7 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		{name: "admin", addr: cfg.Admin.Address, srv: sideServer(admin, logger)},
 	}
 	if cfg.InternalEnabled() {
-		internal, err := internalapi.New(internalapi.Options{
+		internalOpts := internalapi.Options{
 			Sites:            sites,
 			Scheduler:        sched,
 			Store:            store,
@@ -201,7 +241,11 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 			DaemonID:         cfg.Internal.DaemonID,
 			Start:            start,
 			Logger:           logger.With("component", "internal"),
-		})
+		}
+		if node != nil {
+			internalOpts.Cluster = node
+		}
+		internal, err := internalapi.New(internalOpts)
 		if err != nil {
 			return err
 		}
@@ -223,6 +267,9 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 	components.Go(func() error { return renderer.Run(compCtx) })
 	components.Go(func() error { return sched.Run(compCtx) })
 	components.Go(func() error { return admin.Run(compCtx) })
+	if node != nil {
+		components.Go(func() error { return node.Run(compCtx) })
+	}
 
 	serving, serveCtx := errgroup.WithContext(ctx)
 	for _, s := range servers {

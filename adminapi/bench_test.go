@@ -33,7 +33,7 @@ func BenchmarkPurgeMatch(b *testing.B) {
 			for b.Loop() {
 				matched = 0
 				for _, k := range keys {
-					if m.match(k) {
+					if m.Match(k) {
 						matched++
 					}
 				}

@@ -16,6 +16,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/cluster"
 	"github.com/prismproxy/prism/fill"
 	"github.com/prismproxy/prism/prerender"
 	"github.com/prismproxy/prism/site"
@@ -101,16 +102,35 @@ func (s *Server) handlePurgeURL(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	purged := false
+	var keys []cachestore.Key
 	for _, t := range targets {
 		for _, d := range t.host.Dimensions {
-			if s.opts.Store.Delete(cachestore.Key{HostID: t.host.ID, DimensionID: d.ID, URL: t.url}) {
+			k := cachestore.Key{HostID: t.host.ID, DimensionID: d.ID, URL: t.url}
+			keys = append(keys, k)
+			if s.opts.Store.Delete(k) {
 				purged = true
 			}
 		}
 	}
 	s.opts.Logger.Info("admin: purge url", "url", req.URL, "purged", purged)
-	writeJSON(w, http.StatusOK, map[string]bool{"purged": purged})
+	s.writePurge(w, r, cluster.Purge{Keys: keys}, map[string]any{"purged": purged})
 	return nil
+}
+
+// writePurge answers a purge already applied here. In a cluster it first
+// delivers the purge to the other nodes and adds how far it reached:
+// nodes_applied and nodes_live, and pending (202) when Redis could not be
+// reached and the purge waits to be delivered.
+func (s *Server) writePurge(w http.ResponseWriter, r *http.Request, p cluster.Purge, body map[string]any) {
+	code := http.StatusOK
+	if s.opts.Cluster != nil {
+		res := s.opts.Cluster.Purge(r.Context(), p)
+		body["nodes_applied"], body["nodes_live"], body["pending"] = res.Applied, res.Live, res.Pending
+		if res.Pending {
+			code = http.StatusAccepted
+		}
+	}
+	writeJSON(w, code, body)
 }
 
 func (s *Server) handlePurgePattern(w http.ResponseWriter, r *http.Request) error {
@@ -124,9 +144,9 @@ func (s *Server) handlePurgePattern(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	n := s.opts.Store.DeleteFunc(m.match)
+	n := s.opts.Store.DeleteFunc(m.Match)
 	s.opts.Logger.Info("admin: purge pattern", "pattern", req.Pattern, "purged_count", n)
-	writeJSON(w, http.StatusOK, map[string]int{"purged_count": n})
+	s.writePurge(w, r, cluster.Purge{Glob: m.Glob(), HostID: m.HostID()}, map[string]any{"purged_count": n})
 	return nil
 }
 
@@ -138,7 +158,7 @@ func (s *Server) handlePurgeAll(w http.ResponseWriter, r *http.Request) error {
 	}
 	n := s.opts.Store.DeleteAll()
 	s.opts.Logger.Info("admin: purge all", "purged_count", n)
-	writeJSON(w, http.StatusOK, map[string]int{"purged_count": n})
+	s.writePurge(w, r, cluster.Purge{All: true}, map[string]any{"purged_count": n})
 	return nil
 }
 

@@ -36,6 +36,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/cluster"
 	"github.com/prismproxy/prism/fill"
 	"github.com/prismproxy/prism/prerender"
 	"github.com/prismproxy/prism/site"
@@ -66,6 +67,11 @@ type Options struct {
 	// that warmups share the recache queue's tabs, fairness and retry
 	// policy).
 	Warm func(ctx context.Context, keys []cachestore.Key, done func(cachestore.Key, error)) error
+	// Cluster delivers purges to the other nodes (cluster.Node); nil: a
+	// single node.
+	Cluster interface {
+		Purge(ctx context.Context, p cluster.Purge) cluster.PurgeResult
+	}
 	// Health reports whether PRISM can render; nil means always healthy. A
 	// non-nil error's text is the 503 reason.
 	Health func() error

@@ -6,8 +6,6 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/gobwas/glob"
-
 	"github.com/prismproxy/prism/cachestore"
 	"github.com/prismproxy/prism/site"
 )
@@ -115,26 +113,10 @@ func (s *Server) purgeTargets(raw string) ([]target, error) {
 	return out, nil
 }
 
-// pathMatcher is a compiled /purge/pattern pattern.
-type pathMatcher struct {
-	host *site.Host // nil: every host
-	g    *glob.Pattern
-}
-
-// match reports whether k is to be purged: the glob matches its path (query
-// stripped) or its whole normalized URL (path and query).
-func (m *pathMatcher) match(k cachestore.Key) bool {
-	if m.host != nil && k.HostID != m.host.ID {
-		return false
-	}
-	path, _, hasQuery := strings.Cut(k.URL, "?")
-	return m.g.Match(path) || (hasQuery && m.g.Match(k.URL))
-}
-
 // compilePattern compiles a /purge/pattern pattern: a glob over the URL path
 // with '/' as separator (`*` inside a segment, `**` across segments), or a
 // full URL "https://host/glob" that restricts the purge to that host.
-func (s *Server) compilePattern(p string) (*pathMatcher, error) {
+func (s *Server) compilePattern(p string) (*cachestore.Pattern, error) {
 	switch {
 	case p == "":
 		return nil, errorf(http.StatusBadRequest, "pattern is required")
@@ -143,7 +125,7 @@ func (s *Server) compilePattern(p string) (*pathMatcher, error) {
 	case strings.ContainsAny(p, "\x00\r\n"):
 		return nil, errorf(http.StatusBadRequest, "pattern holds control characters")
 	}
-	m := &pathMatcher{}
+	hostID := 0 // every host
 	if scheme, rest, ok := strings.Cut(p, "://"); ok {
 		if scheme != "http" && scheme != "https" {
 			return nil, errorf(http.StatusBadRequest, "invalid pattern %q: only http and https URLs", p)
@@ -153,17 +135,15 @@ func (s *Server) compilePattern(p string) (*pathMatcher, error) {
 		if !ok || hostport == "" {
 			return nil, errorf(http.StatusBadRequest, "pattern %q is not on a configured host", p)
 		}
-		m.host = h
+		hostID = h.ID
 		p = "/" + path
 	}
 	if !strings.HasPrefix(p, "/") && !isMetaStart(p[0]) {
 		return nil, errorf(http.StatusBadRequest, "invalid pattern %q: it must start with / or be a full URL", p)
 	}
-	c := glob.Compiler{Separators: []rune{'/'}, Globstar: true}
-	g, err := c.Compile(p)
+	m, err := cachestore.NewPattern(hostID, p)
 	if err != nil {
 		return nil, errorf(http.StatusBadRequest, "invalid pattern %q: %v", p, err)
 	}
-	m.g = g
 	return m, nil
 }

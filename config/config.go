@@ -19,6 +19,7 @@ import (
 const (
 	EnvAdminToken      = "PRISM_ADMIN_TOKEN"
 	EnvInternalAuthKey = "PRISM_INTERNAL_AUTH_KEY"
+	EnvRedisURL        = "PRISM_REDIS_URL"
 )
 
 // Config is PRISM's whole configuration. The zero value is not useful: get
@@ -32,12 +33,30 @@ type Config struct {
 	Render   Render   `toml:"render"`
 	Cache    Cache    `toml:"cache"`
 	Recache  Recache  `toml:"recache"`
+	Cluster  Cluster  `toml:"cluster"`
 	Hosts    []Host   `toml:"hosts"`
 
 	// lines maps key paths ("render.tabs", "hosts[0].dimensions[1].id") to
 	// the line that sets them, so Validate can point at the file.
 	lines map[string]int
 }
+
+// Cluster makes several nodes share one cache through Redis. Without
+// Redis the node runs alone and no Redis code runs.
+type Cluster struct {
+	// Redis is "redis://[:password@]host:port[/db]" or "rediss://..."; empty:
+	// a single node. PRISM_REDIS_URL overrides it (keeps a password out of
+	// the file).
+	Redis       string   `toml:"redis"`
+	NodeID      string   `toml:"node_id"`      // default: the host name
+	KeyPrefix   string   `toml:"key_prefix"`   // default "prism:"
+	CallTimeout Duration `toml:"call_timeout"` // default 250ms: bounds each Redis call on a request's path
+	LockLease   Duration `toml:"lock_lease"`   // default 5s: a dead render holder's page renders again after it
+	PurgeWait   Duration `toml:"purge_wait"`   // default 2s: how long a purge waits for every node to apply it
+}
+
+// Enabled reports whether cluster mode is on.
+func (c Cluster) Enabled() bool { return c.Redis != "" }
 
 // Server is the public proxy port.
 type Server struct {
@@ -240,7 +259,22 @@ func Default() *Config {
 			MaxAttempts: 3,
 			JournalDir:  "data/recache",
 		},
+		Cluster: Cluster{
+			NodeID:      defaultNodeID(),
+			KeyPrefix:   "prism:",
+			CallTimeout: Duration{250 * time.Millisecond},
+			LockLease:   Duration{5 * time.Second},
+			PurgeWait:   Duration{2 * time.Second},
+		},
 	}
+}
+
+func defaultNodeID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "prism"
+	}
+	return h
 }
 
 // Load reads the file at path, parses it, applies the environment
@@ -330,6 +364,9 @@ func (c *Config) ApplyEnv(lookupEnv func(string) (string, bool)) {
 	}
 	if v, ok := lookupEnv(EnvInternalAuthKey); ok && v != "" {
 		c.Internal.AuthKey = v
+	}
+	if v, ok := lookupEnv(EnvRedisURL); ok && v != "" {
+		c.Cluster.Redis = v
 	}
 }
 

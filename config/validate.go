@@ -139,6 +139,22 @@ func (c *Config) Validate() error {
 		v.add("recache.journal_dir", "must not be empty")
 	}
 
+	// cluster
+	if cl := c.Cluster; cl.Enabled() {
+		if u, err := url.Parse(cl.Redis); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			v.add("cluster.redis", "must be a redis:// or rediss:// URL with a host, e.g. \"redis://127.0.0.1:6379/0\"")
+		}
+		if strings.TrimSpace(cl.NodeID) == "" || strings.ContainsAny(cl.NodeID, " \t\r\n:") {
+			v.add("cluster.node_id", "must be a non-empty name without spaces or colons, got %q", cl.NodeID)
+		}
+		if cl.KeyPrefix == "" || strings.ContainsAny(cl.KeyPrefix, " \t\r\n") {
+			v.add("cluster.key_prefix", "must be non-empty and without spaces, got %q", cl.KeyPrefix)
+		}
+		v.durRange("cluster.call_timeout", cl.CallTimeout, 10*time.Millisecond, 10*time.Second)
+		v.durRange("cluster.lock_lease", cl.LockLease, time.Second, 5*time.Minute)
+		v.durRange("cluster.purge_wait", cl.PurgeWait, 0, time.Minute)
+	}
+
 	c.validateHosts(v)
 	return joinProblems(v.probs)
 }

@@ -39,9 +39,12 @@ type Options struct {
 	// negative: never, as cache.stale_ttl = "0s" says); NotFoundTTL the
 	// freshness of 404/410 entries (0: 1h).
 	TTL, StaleTTL, NotFoundTTL time.Duration
-	Logger                     *slog.Logger // nil: slog.Default()
-	Metrics                    *metrics.Set // nil: no metrics registered
-	Now                        func() time.Time
+	// Cluster is the shared tier and render lock of several nodes
+	// (cluster.Node); nil: a single node.
+	Cluster Cluster
+	Logger  *slog.Logger // nil: slog.Default()
+	Metrics *metrics.Set // nil: no metrics registered
+	Now     func() time.Time
 }
 
 // MaxAge is how long the store must keep an entry for the pipeline: its
@@ -68,6 +71,24 @@ func (o Options) withDefaults() Options {
 		o.Now = time.Now
 	}
 	return o
+}
+
+// Cluster is what the pipeline needs of a cluster: its copy of a key, and a
+// cluster-wide render lock whose release publishes the render.
+type Cluster interface {
+	// Lookup returns the cluster's copy of k, or nil.
+	Lookup(ctx context.Context, k cachestore.Key) *cachestore.Entry
+	// Lock takes k's render lock, waiting while another node holds it; it
+	// fails only with ctx.
+	Lock(ctx context.Context, k cachestore.Key) (Lease, error)
+}
+
+// Lease is a held cluster render lock.
+type Lease interface {
+	// Waited reports that another node held the lock first.
+	Waited() bool
+	// Release publishes e (nil: nothing stored) and frees the lock.
+	Release(ctx context.Context, e *cachestore.Entry)
 }
 
 // Outcome is the result of Refresh and Fill.
@@ -303,6 +324,49 @@ func (p *Pipeline) render(ctx context.Context, k cachestore.Key, h *site.Host, d
 			return out, true, nil
 		}
 	}
+	if c := p.opts.Cluster; c != nil {
+		// Another node may have rendered it: take its copy, else render
+		// under the cluster's lock (one render per page cluster-wide).
+		if recheck {
+			if e := p.adopt(ctx, k, gen); e != nil {
+				return Outcome{Entry: e, Previous: out.Previous}, true, nil
+			}
+		}
+		l, err := c.Lock(ctx, k)
+		if err != nil {
+			return Outcome{}, false, err
+		}
+		var stored *cachestore.Entry
+		defer func() { l.Release(ctx, stored) }()
+		if recheck && l.Waited() {
+			if e := p.adopt(ctx, k, gen); e != nil {
+				return Outcome{Entry: e, Previous: out.Previous}, true, nil
+			}
+		}
+		o, cached, err := p.renderLocal(ctx, k, h, d, class, scheme, gen, prev, ok, out)
+		if err == nil && o.Stored {
+			stored = o.Entry
+		}
+		return o, cached, err
+	}
+	return p.renderLocal(ctx, k, h, d, class, scheme, gen, prev, ok, out)
+}
+
+// adopt takes the cluster's fresh copy of k into the local store (unless a
+// purge ran since gen), or returns nil.
+func (p *Pipeline) adopt(ctx context.Context, k cachestore.Key, gen uint64) *cachestore.Entry {
+	e := p.opts.Cluster.Lookup(ctx, k)
+	if e == nil || p.StateOf(e, p.opts.Now()) != CacheHit {
+		return nil
+	}
+	if err := p.opts.Store.PutIf(e, gen); err != nil {
+		return nil // purged meanwhile: render anew
+	}
+	return e
+}
+
+// renderLocal renders k on this node's browser and stores the result.
+func (p *Pipeline) renderLocal(ctx context.Context, k cachestore.Key, h *site.Host, d *site.Dimension, class prerender.Class, scheme string, gen uint64, prev *cachestore.Entry, ok bool, out Outcome) (Outcome, bool, error) {
 	pub := h.PublicURL(k.URL)
 	if scheme != "" {
 		if _, rest, ok := strings.Cut(pub, "://"); ok {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/cluster"
 	"github.com/prismproxy/prism/recache"
 	"github.com/prismproxy/prism/site"
 )
@@ -213,6 +214,12 @@ func (s *server) invalidate(w http.ResponseWriter, r *http.Request) error {
 		if s.opts.Store.Delete(k) {
 			n++
 		}
+	}
+	if s.opts.Cluster != nil {
+		// Every node drops them; the answer's fields stay the spec's.
+		res := s.opts.Cluster.Purge(r.Context(), cluster.Purge{Keys: t.keys})
+		s.log.Info("internalapi: invalidation delivered to the cluster", "nodes_applied", res.Applied,
+			"nodes_live", res.Live, "pending", res.Pending)
 	}
 	s.log.Info("internalapi: entries invalidated", "host_id", t.host.ID, "urls", len(ir.URLs),
 		"dimensions", len(t.dims), "invalidated", n)

@@ -5,6 +5,7 @@
 package internalapi
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/cluster"
 	"github.com/prismproxy/prism/prerender"
 	"github.com/prismproxy/prism/recache"
 	"github.com/prismproxy/prism/site"
@@ -26,6 +28,11 @@ type Options struct {
 	Scheduler *recache.Scheduler        // required: recache queues, status, pause
 	Store     *cachestore.Store         // required: invalidation
 	Capacity  func() prerender.Capacity // the render pool's tabs; nil reports zeros
+	// Cluster delivers invalidations to the other nodes (cluster.Node);
+	// nil: a single node.
+	Cluster interface {
+		Purge(ctx context.Context, p cluster.Purge) cluster.PurgeResult
+	}
 	// AuthKey is the X-Internal-Auth secret (required: New fails when empty).
 	AuthKey string
 	// SchedulerControl enables /internal/scheduler/pause and /resume; when

@@ -1,0 +1,348 @@
+package cluster
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"log/slog"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/alicebob/miniredis/v2"
+
+	"github.com/prismproxy/prism/cachestore"
+)
+
+var quiet = slog.New(slog.DiscardHandler)
+
+func newStore(t *testing.T) *cachestore.Store {
+	t.Helper()
+	s, err := cachestore.New(cachestore.Options{Dir: t.TempDir(), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; s.Close() })
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.Stats().IndexReady {
+		if time.Now().After(deadline) {
+			t.Fatal("store index not ready")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return s
+}
+
+// testNode is a Node over mr with its own store and state dir.
+func testNode(t *testing.T, mr *miniredis.Miniredis, id string, mod func(*Options)) *Node {
+	t.Helper()
+	o := Options{
+		URL: "redis://" + mr.Addr(), NodeID: id, Store: newStore(t), HostIDs: []int{1, 2},
+		StateDir: t.TempDir(), LockLease: time.Second, CallTimeout: time.Second, PurgeWait: 500 * time.Millisecond,
+		Logger: testLogger(t), Metrics: metrics.NewSet(),
+	}
+	if mod != nil {
+		mod(&o)
+	}
+	n, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// start joins n and runs it until the test ends.
+func start(t *testing.T, n *Node) {
+	t.Helper()
+	if err := n.Join(context.Background()); err != nil {
+		t.Fatalf("Join: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+}
+
+func entry(k cachestore.Key, at time.Time) *cachestore.Entry {
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	zw.Write([]byte("<html>" + k.URL + "</html>"))
+	zw.Close()
+	return &cachestore.Entry{Key: k, Status: 200, Header: http.Header{"Content-Type": {"text/html"}}, Body: b.Bytes(), RenderedAt: at}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func TestSharedTierRoundTrip(t *testing.T) {
+	mr := miniredis.RunT(t)
+	a, b := testNode(t, mr, "a", nil), testNode(t, mr, "b", nil)
+	k := cachestore.Key{HostID: 1, DimensionID: 1, URL: "/p?x=1"}
+	if e := b.Lookup(context.Background(), k); e != nil {
+		t.Fatalf("Lookup before any render = %v", e)
+	}
+	l, err := a.Lock(context.Background(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Release(context.Background(), entry(k, time.Now()))
+	e := b.Lookup(context.Background(), k)
+	if e == nil || e.Key != k || e.Status != 200 {
+		t.Fatalf("Lookup on another node = %+v", e)
+	}
+	// What Redis holds is checked like a disk file: garbage is a miss.
+	mr.Set(a.keys.entry(hash(k)), "garbage")
+	if e := b.Lookup(context.Background(), k); e != nil {
+		t.Fatal("a corrupt shared entry was returned")
+	}
+	// An entry stored under another key's name is refused too.
+	other := cachestore.Key{HostID: 1, DimensionID: 1, URL: "/other"}
+	raw, _ := cachestore.Marshal(entry(other, time.Now()))
+	mr.Set(a.keys.entry(hash(k)), string(raw))
+	if e := b.Lookup(context.Background(), k); e != nil {
+		t.Fatal("an entry for another key was returned")
+	}
+}
+
+func TestLockWaitsForHolderAndWakes(t *testing.T) {
+	mr := miniredis.RunT(t)
+	a, b := testNode(t, mr, "a", func(o *Options) { o.LockLease = time.Minute }), testNode(t, mr, "b", func(o *Options) { o.LockLease = time.Minute })
+	start(t, a)
+	start(t, b)
+	k := cachestore.Key{HostID: 1, DimensionID: 1, URL: "/x"}
+	la, err := a.Lock(context.Background(), k)
+	if err != nil || la.Waited() {
+		t.Fatalf("first Lock = %v waited %v", err, la.Waited())
+	}
+	got := make(chan bool, 1)
+	go func() {
+		lb, err := b.Lock(context.Background(), k)
+		if err != nil {
+			t.Error(err)
+			got <- false
+			return
+		}
+		got <- lb.Waited()
+		lb.Release(context.Background(), nil)
+	}()
+	select {
+	case <-got:
+		t.Fatal("second node took a held lock")
+	case <-time.After(50 * time.Millisecond):
+	}
+	la.Release(context.Background(), nil)
+	select {
+	case waited := <-got:
+		if !waited {
+			t.Fatal("second node did not report waiting")
+		}
+	case <-time.After(10 * time.Second): // the lease is a minute: only the wake-up can free it
+		t.Fatal("waiter not woken by the release")
+	}
+	if b.m.lockWaited.Get() != 1 {
+		t.Fatalf("waited counter %d, want 1", b.m.lockWaited.Get())
+	}
+}
+
+func TestLockTakenOverWhenHolderDies(t *testing.T) {
+	mr := miniredis.RunT(t)
+	b := testNode(t, mr, "b", nil)
+	k := cachestore.Key{HostID: 1, DimensionID: 1, URL: "/dead"}
+	// A dead holder: its lock is set, and nothing renews or releases it.
+	mr.Set(b.keys.lock(hash(k)), "someone-else")
+	mr.SetTTL(b.keys.lock(hash(k)), time.Second)
+	got := make(chan error, 1)
+	go func() {
+		l, err := b.Lock(context.Background(), k)
+		if err == nil {
+			l.Release(context.Background(), nil)
+		}
+		got <- err
+	}()
+	waitFor(t, "the waiter to wait", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.waiters) > 0
+	})
+	mr.FastForward(time.Second) // the lease lapses
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if b.m.lockTakenOver.Get() != 1 {
+		t.Fatalf("taken over counter %d, want 1", b.m.lockTakenOver.Get())
+	}
+	// Release is token-checked: a lock now held by another owner stays.
+	mr.Set(b.keys.lock(hash(k)), "third")
+	l, _ := b.Lock(ctxTimeout(t, 50*time.Millisecond), k)
+	if l != nil {
+		t.Fatal("took a lock another owner holds")
+	}
+	if v, _ := mr.Get(b.keys.lock(hash(k))); v != "third" {
+		t.Fatalf("lock value %q, want the other owner's", v)
+	}
+}
+
+func ctxTimeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestRenderStartedBeforePurgeIsNotPublished(t *testing.T) {
+	mr := miniredis.RunT(t)
+	a, b := testNode(t, mr, "a", nil), testNode(t, mr, "b", nil)
+	start(t, a)
+	start(t, b)
+	k := cachestore.Key{HostID: 1, DimensionID: 1, URL: "/racy"}
+	l, err := a.Lock(context.Background(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Purge(context.Background(), Purge{Keys: []cachestore.Key{k}}) // while a renders
+	l.Release(context.Background(), entry(k, time.Now()))
+	if e := b.Lookup(context.Background(), k); e != nil {
+		t.Fatal("a render that began before a purge was published after it")
+	}
+	if a.m.refused.Get() != 1 {
+		t.Fatalf("refused counter %d, want 1", a.m.refused.Get())
+	}
+}
+
+func TestPurgeReachesEveryNodeAndLateJoiners(t *testing.T) {
+	mr := miniredis.RunT(t)
+	a, b := testNode(t, mr, "a", nil), testNode(t, mr, "b", nil)
+	cDir := t.TempDir()
+	cStore := newStore(t)
+	c := testNode(t, mr, "c", func(o *Options) { o.StateDir, o.Store = cDir, cStore })
+	start(t, a)
+	start(t, b)
+	if err := c.Join(context.Background()); err != nil { // c was here once, then stopped
+		t.Fatal(err)
+	}
+	c.leave()
+	k1 := cachestore.Key{HostID: 1, DimensionID: 1, URL: "/blog/a"}
+	k2 := cachestore.Key{HostID: 2, DimensionID: 1, URL: "/blog/b"}
+	k3 := cachestore.Key{HostID: 1, DimensionID: 1, URL: "/shop/c"}
+	rendered := time.Now().Add(-time.Minute)
+	for _, k := range []cachestore.Key{k1, k2, k3} {
+		l, _ := a.Lock(context.Background(), k)
+		l.Release(context.Background(), entry(k, rendered))
+	}
+	waitFor(t, "b to see a's renders", func() bool { return b.m.eventsApplied.Get() == 3 })
+	for _, n := range []*Node{a, b, c} {
+		for _, k := range []cachestore.Key{k1, k2, k3} {
+			if err := n.opts.Store.Put(entry(k, rendered)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// a purges a glob: a applied it itself (as adminapi does), b applies it
+	// from the stream before Purge returns; c is down and catches up later.
+	a.opts.Store.DeleteFunc(func(k cachestore.Key) bool { return k != k3 })
+	res := a.Purge(context.Background(), Purge{Glob: "/blog/**"})
+	if res.Pending || res.Live != 2 || res.Applied != 2 {
+		t.Fatalf("purge result %+v, want applied by both live nodes", res)
+	}
+	if _, ok := b.opts.Store.Get(k1); ok {
+		t.Fatal("b still holds a purged page after Purge returned")
+	}
+	if _, ok := b.opts.Store.Get(k3); !ok {
+		t.Fatal("b lost a page the glob did not match")
+	}
+	for _, k := range []cachestore.Key{k1, k2} {
+		if e := b.Lookup(context.Background(), k); e != nil {
+			t.Fatalf("%v still in the shared tier", k)
+		}
+	}
+	if e := b.Lookup(context.Background(), k3); e == nil {
+		t.Fatal("unmatched page left the shared tier")
+	}
+	// c comes back: it applies what it missed before serving.
+	c2 := testNode(t, mr, "c", func(o *Options) { o.StateDir, o.Store = cDir, cStore })
+	if err := c2.Join(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := cStore.Get(k1); ok {
+		t.Fatal("a node that was down serves a page purged meanwhile")
+	}
+	if _, ok := cStore.Get(k3); !ok {
+		t.Fatal("the late joiner lost an unpurged page")
+	}
+}
+
+func TestPurgeWhileRedisDownIsDeliveredLater(t *testing.T) {
+	mr := miniredis.RunT(t)
+	a, b := testNode(t, mr, "a", nil), testNode(t, mr, "b", nil)
+	start(t, a)
+	start(t, b)
+	k := cachestore.Key{HostID: 1, DimensionID: 1, URL: "/late"}
+	b.opts.Store.Put(entry(k, time.Now()))
+	mr.SetError("LOADING Redis is loading the dataset in memory") // every command fails
+	res := a.Purge(context.Background(), Purge{Keys: []cachestore.Key{k}})
+	if !res.Pending {
+		t.Fatalf("purge with Redis down = %+v, want pending", res)
+	}
+	if _, ok := b.opts.Store.Get(k); !ok {
+		t.Fatal("b applied a purge Redis never carried")
+	}
+	mr.SetError("")
+	waitFor(t, "b to apply the delivered purge", func() bool { _, ok := b.opts.Store.Get(k); return !ok })
+}
+
+func TestNodeIDInUse(t *testing.T) {
+	mr := miniredis.RunT(t)
+	a := testNode(t, mr, "same", nil)
+	start(t, a)
+	b := testNode(t, mr, "same", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Join(ctx); err == nil {
+		t.Fatal("a second live node with the same id joined")
+	}
+}
+
+func TestMemberRoundTrip(t *testing.T) {
+	for _, k := range []cachestore.Key{{HostID: 1, DimensionID: 2, URL: "/a:b?c=d:e"}, {HostID: 10, DimensionID: 1, URL: "/"}} {
+		got, ok := parseMember(member(k))
+		if !ok || got != k {
+			t.Errorf("parseMember(member(%v)) = %v %v", k, got, ok)
+		}
+	}
+	for _, s := range []string{"", "1:2", "x:1:/a", "1:x:/a", "0:1:/a", "1:1:"} {
+		if _, ok := parseMember(s); ok {
+			t.Errorf("parseMember(%q) accepted", s)
+		}
+	}
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return quiet
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(b []byte) (int, error) {
+	w.t.Log(string(bytes.TrimSpace(b)))
+	return len(b), nil
+}

@@ -1,0 +1,338 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/prismproxy/prism/cachestore"
+)
+
+// Purge is what a purge removes. Exactly one of Keys, Glob or All is set.
+type Purge struct {
+	Keys []cachestore.Key
+	// Glob is a /purge/pattern glob over URL paths (cachestore.NewPattern),
+	// for HostID's keys (0: every host).
+	Glob   string
+	HostID int
+	All    bool
+}
+
+// PurgeResult says how far a purge reached.
+type PurgeResult struct {
+	// Applied counts the live nodes (this one included) that applied the
+	// purge before Purge returned; Live the nodes with a recent heartbeat.
+	Applied, Live int
+	// Pending is true when Redis could not be reached: the purge applied
+	// here and will be delivered to the cluster once Redis is back.
+	Pending bool
+}
+
+// event is one record of the event stream.
+type event struct {
+	Type   string   `json:"t"`           // "purge" or "fill"
+	Node   string   `json:"n"`           // the node that made it
+	Keys   []string `json:"k,omitempty"` // members
+	Glob   string   `json:"g,omitempty"`
+	HostID int      `json:"h,omitempty"`
+	All    bool     `json:"a,omitempty"`
+}
+
+const (
+	heartbeat  = time.Second
+	liveWindow = 3 * heartbeat // a node silent this long is not live
+	batchSize  = 500           // keys per Redis round trip of a large purge
+)
+
+// Purge removes p's pages from the shared tier and delivers p to every node
+// through the event stream, then waits up to PurgeWait for the live nodes
+// to apply it. The caller has already applied p to this node's store. Renders
+// that took their lock before the purge are kept out of the shared tier
+// (the epoch moves first). With Redis unreachable the purge is kept and
+// delivered by Run when Redis is back (Pending).
+func (n *Node) Purge(ctx context.Context, p Purge) PurgeResult {
+	ev := event{Type: "purge", Node: n.opts.NodeID, Glob: p.Glob, HostID: p.HostID, All: p.All}
+	for _, k := range p.Keys {
+		ev.Keys = append(ev.Keys, member(k))
+	}
+	id, err := n.deliver(ctx, ev)
+	if err != nil {
+		n.log.Warn("cluster: purge kept for delivery when Redis is back", "err", err)
+		n.mu.Lock()
+		n.pending = append(n.pending, ev)
+		n.mu.Unlock()
+		return PurgeResult{Applied: 1, Live: 1, Pending: true}
+	}
+	return n.awaitAcks(ctx, id)
+}
+
+// deliver moves the epoch, removes ev's pages from the shared tier and
+// appends ev to the stream, returning its id.
+func (n *Node) deliver(ctx context.Context, ev event) (string, error) {
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return "", err
+	}
+	cctx, cancel := n.call(ctx)
+	defer cancel()
+	if err := n.note(n.rdb.Incr(cctx, n.keys.epoch()).Err()); err != nil {
+		return "", fmt.Errorf("cluster: purge epoch: %w", err)
+	}
+	if err := n.removeShared(ctx, ev); err != nil {
+		return "", err
+	}
+	id, err := n.rdb.XAdd(cctx, &redis.XAddArgs{
+		Stream: n.keys.events(), MaxLen: streamMax, Approx: true,
+		Values: []any{"t", ev.Type, "n", ev.Node, "p", body},
+	}).Result()
+	if n.note(err) != nil {
+		return "", fmt.Errorf("cluster: purge event: %w", err)
+	}
+	return id, nil
+}
+
+// removeShared deletes ev's pages from the shared tier: named keys at once,
+// globs and purge-all through each host's index in chunks of batchSize, so
+// Redis is never blocked for long.
+func (n *Node) removeShared(ctx context.Context, ev event) error {
+	if len(ev.Keys) > 0 {
+		for i := 0; i < len(ev.Keys); i += batchSize {
+			if err := n.removeMembers(ctx, ev.Keys[i:min(i+batchSize, len(ev.Keys))]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var match func(cachestore.Key) bool
+	hosts := n.opts.HostIDs
+	switch {
+	case ev.All:
+		match = func(cachestore.Key) bool { return true }
+	case ev.Glob != "":
+		pat, err := cachestore.NewPattern(ev.HostID, ev.Glob)
+		if err != nil {
+			return fmt.Errorf("cluster: purge pattern: %w", err)
+		}
+		match = pat.Match
+		if ev.HostID != 0 {
+			hosts = []int{ev.HostID}
+		}
+	default:
+		return nil
+	}
+	for _, h := range hosts {
+		var cursor uint64
+		for {
+			cctx, cancel := n.call(ctx)
+			ms, next, err := n.rdb.ZScan(cctx, n.keys.index(h), cursor, "", batchSize).Result()
+			cancel()
+			if n.note(err) != nil {
+				return fmt.Errorf("cluster: purge scan: %w", err)
+			}
+			var doomed []string
+			for i := 0; i < len(ms); i += 2 { // member, score
+				if k, ok := parseMember(ms[i]); ok && match(k) {
+					doomed = append(doomed, ms[i])
+				}
+			}
+			if err := n.removeMembers(ctx, doomed); err != nil {
+				return err
+			}
+			if cursor = next; cursor == 0 {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+func (n *Node) removeMembers(ctx context.Context, ms []string) error {
+	if len(ms) == 0 {
+		return nil
+	}
+	cctx, cancel := n.call(ctx)
+	defer cancel()
+	pipe := n.rdb.Pipeline()
+	for _, m := range ms {
+		k, ok := parseMember(m)
+		if !ok {
+			continue
+		}
+		pipe.Del(cctx, n.keys.entry(hash(k)))
+		pipe.ZRem(cctx, n.keys.index(k.HostID), m)
+	}
+	_, err := pipe.Exec(cctx)
+	if n.note(err) != nil {
+		return fmt.Errorf("cluster: purge: %w", err)
+	}
+	return nil
+}
+
+// awaitAcks waits until every live node applied the event id, or PurgeWait.
+func (n *Node) awaitAcks(ctx context.Context, id string) PurgeResult {
+	deadline := time.Now().Add(n.opts.PurgeWait)
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		applied, live, err := n.acked(ctx, id)
+		if err == nil && applied >= live || time.Now().After(deadline) || ctx.Err() != nil {
+			return PurgeResult{Applied: max(applied, 1), Live: max(live, 1)}
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// acked counts the live nodes whose applied position reached id (this node
+// counts: its caller applied the purge).
+func (n *Node) acked(ctx context.Context, id string) (applied, live int, err error) {
+	cctx, cancel := n.call(ctx)
+	defer cancel()
+	min := strconv.FormatInt(n.opts.Now().Add(-liveWindow).UnixMilli(), 10)
+	nodes, err := n.rdb.ZRangeByScore(cctx, n.keys.nodes(), &redis.ZRangeBy{Min: min, Max: "+inf"}).Result()
+	if n.note(err) != nil {
+		return 0, 0, err
+	}
+	acks, err := n.rdb.HGetAll(cctx, n.keys.acks()).Result()
+	if n.note(err) != nil {
+		return 0, 0, err
+	}
+	for _, id2 := range nodes {
+		live++
+		if id2 == n.opts.NodeID || !streamIDLess(acks[id2], id) {
+			applied++
+		}
+	}
+	return applied, live, nil
+}
+
+// Live returns the ids of the nodes with a recent heartbeat.
+func (n *Node) Live(ctx context.Context) ([]string, error) {
+	cctx, cancel := n.call(ctx)
+	defer cancel()
+	min := strconv.FormatInt(n.opts.Now().Add(-liveWindow).UnixMilli(), 10)
+	ids, err := n.rdb.ZRangeByScore(cctx, n.keys.nodes(), &redis.ZRangeBy{Min: min, Max: "+inf"}).Result()
+	return ids, n.note(err)
+}
+
+// streamIDLess compares stream ids "ms-seq"; "" is before everything.
+func streamIDLess(a, b string) bool {
+	if a == "" {
+		return b != ""
+	}
+	am, as := splitID(a)
+	bm, bs := splitID(b)
+	if am != bm {
+		return am < bm
+	}
+	return as < bs
+}
+
+func splitID(id string) (uint64, uint64) {
+	ms, seq, _ := strings.Cut(id, "-")
+	m, _ := strconv.ParseUint(ms, 10, 64)
+	s, _ := strconv.ParseUint(seq, 10, 64)
+	return m, s
+}
+
+// lag is how far this node's applied position trails now.
+func (n *Node) lag() time.Duration {
+	id, _ := n.applied.Load().(string)
+	if id == "" {
+		return 0
+	}
+	ms, _ := splitID(id)
+	return max(n.opts.Now().Sub(time.UnixMilli(int64(ms))), 0)
+}
+
+// apply carries out one stream record on this node's store.
+func (n *Node) apply(msg redis.XMessage) {
+	typ, _ := msg.Values["t"].(string)
+	from, _ := msg.Values["n"].(string)
+	if from == n.opts.NodeID {
+		return // applied when it was made
+	}
+	switch typ {
+	case "fill":
+		k, ok := parseMember(str(msg.Values["k"]))
+		at, err := strconv.ParseInt(str(msg.Values["at"]), 10, 64)
+		if !ok || err != nil {
+			return
+		}
+		// A newer render elsewhere: drop the local copy, and the next
+		// request takes the new one from the shared tier.
+		if e, ok := n.opts.Store.Get(k); ok && e.RenderedAt.UnixMilli() < at {
+			n.opts.Store.Delete(k)
+		}
+	case "purge":
+		var ev event
+		if err := json.Unmarshal([]byte(str(msg.Values["p"])), &ev); err != nil {
+			n.log.Warn("cluster: bad purge event skipped", "id", msg.ID, "err", err)
+			return
+		}
+		n.applyPurge(ev)
+	}
+	n.m.eventsApplied.Inc()
+}
+
+func (n *Node) applyPurge(ev event) int {
+	s := n.opts.Store
+	switch {
+	case ev.All:
+		return s.DeleteAll()
+	case ev.Glob != "":
+		pat, err := cachestore.NewPattern(ev.HostID, ev.Glob)
+		if err != nil {
+			return 0
+		}
+		return s.DeleteFunc(pat.Match)
+	}
+	c := 0
+	for _, m := range ev.Keys {
+		if k, ok := parseMember(m); ok && s.Delete(k) {
+			c++
+		}
+	}
+	return c
+}
+
+func str(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
+// positionFile holds the last stream id this node applied.
+func (n *Node) positionFile() string { return filepath.Join(n.opts.StateDir, "cluster-position") }
+
+func (n *Node) loadPosition() string {
+	b, err := os.ReadFile(n.positionFile())
+	if err != nil {
+		return ""
+	}
+	id := strings.TrimSpace(string(b))
+	ms, seq, ok := strings.Cut(id, "-")
+	if _, err := strconv.ParseUint(ms, 10, 64); err != nil || !ok {
+		return "" // not a position: start as a new node
+	}
+	if _, err := strconv.ParseUint(seq, 10, 64); err != nil {
+		return ""
+	}
+	return id
+}
+
+func (n *Node) savePosition(id string) error {
+	tmp := n.positionFile() + ".tmp"
+	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, n.positionFile())
+}

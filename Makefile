@@ -21,10 +21,12 @@ run: build
 # test: formatting, vet, go.mod tidy; every test as on a machine without a
 # browser (PRISM_TEST_CHROME=none: the browser tests skip, the rest must
 # pass); then every test with the race detector (unit and e2e, with real
-# Chromium), then each fuzz target briefly.
+# Chromium and, for the cluster tests, a real redis-server), then each fuzz
+# target briefly.
 test: check
 	PRISM_TEST_CHROME=none $(GO) test -count=1 -timeout 10m ./...
 	./scripts/ensure-chromium.sh
+	./scripts/ensure-redis.sh
 	$(GO) test -race -count=1 -timeout 20m ./...
 	FUZZTIME=$(FUZZTIME) ./scripts/fuzz-smoke.sh
 

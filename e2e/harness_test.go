@@ -86,6 +86,7 @@ type Conf struct {
 	SchedulerControl        bool
 	Extra                   string // TOML appended to the config (more [[hosts]], say)
 	TrustedProxies          string // server.trusted_proxies, a TOML array ("" for none)
+	Redis, NodeID           string // [cluster]: on when Redis is set
 	Listen, Admin, Internal string // filled by start
 }
 
@@ -119,7 +120,12 @@ stale_ttl = "{{.StaleTTL}}"
 
 [recache]
 interval = "{{.RecacheInterval}}"
-
+{{if .Redis}}
+[cluster]
+redis = "{{.Redis}}"
+node_id = "{{.NodeID}}"
+lock_lease = "2s"
+{{end}}
 [[hosts]]
 id = 1
 name = "` + siteHost + `"

@@ -88,6 +88,7 @@ type Node struct {
 
 type nodeMetrics struct {
 	lockAcquired, lockWaited, lockTakenOver, lockLocal *metrics.Counter
+	lockBusy                                           *metrics.Counter // attempts that found the lock held
 	sharedHit, sharedMiss, sharedError                 *metrics.Counter
 	published, refused                                 *metrics.Counter
 	eventsApplied                                      *metrics.Counter
@@ -176,6 +177,7 @@ func (n *Node) registerMetrics() {
 		lockWaited:    set.NewCounter(`prism_cluster_lock_total{result="waited"}`),
 		lockTakenOver: set.NewCounter(`prism_cluster_lock_total{result="taken_over"}`),
 		lockLocal:     set.NewCounter(`prism_cluster_lock_total{result="local"}`),
+		lockBusy:      set.NewCounter(`prism_cluster_lock_busy_total`),
 		sharedHit:     set.NewCounter(`prism_cluster_shared_total{result="hit"}`),
 		sharedMiss:    set.NewCounter(`prism_cluster_shared_total{result="miss"}`),
 		sharedError:   set.NewCounter(`prism_cluster_shared_total{result="error"}`),

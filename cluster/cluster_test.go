@@ -42,7 +42,7 @@ func testNode(t *testing.T, mr *miniredis.Miniredis, id string, mod func(*Option
 	t.Helper()
 	o := Options{
 		URL: "redis://" + mr.Addr(), NodeID: id, Store: newStore(t), HostIDs: []int{1, 2},
-		StateDir: t.TempDir(), LockLease: time.Second, CallTimeout: time.Second, PurgeWait: 500 * time.Millisecond,
+		StateDir: t.TempDir(), LockLease: time.Second, CallTimeout: time.Second, PurgeWait: 5 * time.Second,
 		Logger: testLogger(t), Metrics: metrics.NewSet(),
 	}
 	if mod != nil {
@@ -177,11 +177,7 @@ func TestLockTakenOverWhenHolderDies(t *testing.T) {
 		}
 		got <- err
 	}()
-	waitFor(t, "the waiter to wait", func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return len(b.waiters) > 0
-	})
+	waitFor(t, "the waiter to find the lock held", func() bool { return b.m.lockBusy.Get() > 0 })
 	mr.FastForward(time.Second) // the lease lapses
 	if err := <-got; err != nil {
 		t.Fatal(err)

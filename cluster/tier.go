@@ -130,6 +130,7 @@ func (n *Node) Lock(ctx context.Context, k cachestore.Key) (fill.Lease, error) {
 			return l, nil
 		}
 		l.waited = true
+		n.m.lockBusy.Inc()
 		t := time.NewTimer(poll)
 		select {
 		case <-wake:

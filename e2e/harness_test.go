@@ -125,6 +125,7 @@ interval = "{{.RecacheInterval}}"
 redis = "{{.Redis}}"
 node_id = "{{.NodeID}}"
 lock_lease = "2s"
+purge_wait = "10s"
 {{end}}
 [[hosts]]
 id = 1

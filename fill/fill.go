@@ -311,62 +311,77 @@ func (p *Pipeline) fly(ctx context.Context, f *flight, k cachestore.Key, h *site
 	f.out, f.cached, f.err = p.render(ctx, k, h, d, class, recheck, scheme)
 }
 
-// render renders k and stores the result when it may.
+// render renders k and stores the result when it may. In a cluster it
+// first takes another node's fresh copy, and renders only under the
+// cluster's lock for k (one render per page cluster-wide), whose release
+// publishes what it stored.
 func (p *Pipeline) render(ctx context.Context, k cachestore.Key, h *site.Host, d *site.Dimension, class prerender.Class, recheck bool, scheme string) (Outcome, bool, error) {
-	// Taken first: a purge from here on keeps this render out of the cache.
-	gen := p.opts.Store.Generation(k)
-	prev, ok := p.opts.Store.Get(k)
-	out := Outcome{Previous: CacheMiss}
-	if ok {
-		out.Previous = p.StateOf(prev, p.opts.Now())
-		if recheck && out.Previous == CacheHit {
-			out.Entry = prev
+	c := p.opts.Cluster
+	if c == nil {
+		return p.renderHere(ctx, k, h, d, class, recheck, scheme)
+	}
+	if recheck {
+		if out, ok := p.fromCluster(ctx, k); ok {
 			return out, true, nil
 		}
 	}
-	if c := p.opts.Cluster; c != nil {
-		// Another node may have rendered it: take its copy, else render
-		// under the cluster's lock (one render per page cluster-wide).
-		if recheck {
-			if e := p.adopt(ctx, k, gen); e != nil {
-				return Outcome{Entry: e, Previous: out.Previous}, true, nil
-			}
-		}
-		l, err := c.Lock(ctx, k)
-		if err != nil {
-			return Outcome{}, false, err
-		}
-		var stored *cachestore.Entry
-		defer func() { l.Release(ctx, stored) }()
-		if recheck && l.Waited() {
-			if e := p.adopt(ctx, k, gen); e != nil {
-				return Outcome{Entry: e, Previous: out.Previous}, true, nil
-			}
-		}
-		o, cached, err := p.renderLocal(ctx, k, h, d, class, scheme, gen, prev, ok, out)
-		if err == nil && o.Stored {
-			stored = o.Entry
-		}
-		return o, cached, err
+	l, err := c.Lock(ctx, k)
+	if err != nil {
+		return Outcome{}, false, err
 	}
-	return p.renderLocal(ctx, k, h, d, class, scheme, gen, prev, ok, out)
+	var stored *cachestore.Entry
+	defer func() { l.Release(ctx, stored) }()
+	if recheck && l.Waited() { // the node that held the lock may have stored it
+		if out, ok := p.fromCluster(ctx, k); ok {
+			return out, true, nil
+		}
+	}
+	out, cached, err := p.renderHere(ctx, k, h, d, class, recheck, scheme)
+	if err == nil && out.Stored {
+		stored = out.Entry
+	}
+	return out, cached, err
 }
 
-// adopt takes the cluster's fresh copy of k into the local store (unless a
-// purge ran since gen), or returns nil.
-func (p *Pipeline) adopt(ctx context.Context, k cachestore.Key, gen uint64) *cachestore.Entry {
+// local returns k's cache generation (taken first: a purge from then on
+// keeps a render out of the cache) and its state here, with the entry when
+// there is one.
+func (p *Pipeline) local(k cachestore.Key) (gen uint64, out Outcome) {
+	gen = p.opts.Store.Generation(k)
+	out.Previous = CacheMiss
+	if prev, ok := p.opts.Store.Get(k); ok {
+		out.Entry, out.Previous = prev, p.StateOf(prev, p.opts.Now())
+	}
+	return gen, out
+}
+
+// fromCluster answers k from a fresh entry here, or from the cluster's
+// fresh copy, which it takes into the local store unless a purge ran
+// meanwhile; false when neither is there.
+func (p *Pipeline) fromCluster(ctx context.Context, k cachestore.Key) (Outcome, bool) {
+	gen, out := p.local(k)
+	if out.Previous == CacheHit {
+		return out, true
+	}
 	e := p.opts.Cluster.Lookup(ctx, k)
 	if e == nil || p.StateOf(e, p.opts.Now()) != CacheHit {
-		return nil
+		return Outcome{}, false
 	}
 	if err := p.opts.Store.PutIf(e, gen); err != nil {
-		return nil // purged meanwhile: render anew
+		return Outcome{}, false // purged meanwhile: render anew
 	}
-	return e
+	out.Entry = e
+	return out, true
 }
 
-// renderLocal renders k on this node's browser and stores the result.
-func (p *Pipeline) renderLocal(ctx context.Context, k cachestore.Key, h *site.Host, d *site.Dimension, class prerender.Class, scheme string, gen uint64, prev *cachestore.Entry, ok bool, out Outcome) (Outcome, bool, error) {
+// renderHere renders k on this node's browser and stores the result.
+func (p *Pipeline) renderHere(ctx context.Context, k cachestore.Key, h *site.Host, d *site.Dimension, class prerender.Class, recheck bool, scheme string) (Outcome, bool, error) {
+	gen, out := p.local(k)
+	prev := out.Entry
+	if recheck && out.Previous == CacheHit {
+		return out, true, nil
+	}
+	out.Entry = nil
 	pub := h.PublicURL(k.URL)
 	if scheme != "" {
 		if _, rest, ok := strings.Cut(pub, "://"); ok {
@@ -405,7 +420,7 @@ func (p *Pipeline) renderLocal(ctx context.Context, k cachestore.Key, h *site.Ho
 	if !cacheableStatus(res.Status) {
 		return out, false, nil
 	}
-	if e.Partial && ok && !prev.Partial {
+	if e.Partial && prev != nil && !prev.Partial {
 		p.log.Info("fill: partial render kept out of the cache: a complete entry exists", "key", k.String())
 		return out, false, nil
 	}

@@ -1,6 +1,8 @@
 package fill_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"io"
@@ -54,7 +56,7 @@ type env struct {
 	r     *fakeRenderer
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, mods ...func(*fill.Options)) *env {
 	t.Helper()
 	ou, _ := url.Parse("http://127.0.0.1:1")
 	sites, err := site.New(site.Options{Hosts: []site.Host{{
@@ -74,7 +76,11 @@ func newEnv(t *testing.T) *env {
 	go func() { defer close(done); store.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done; store.Close() })
 	r := &fakeRenderer{}
-	pipe, err := fill.New(fill.Options{Sites: sites, Store: store, Render: r.render, Logger: logger})
+	opts := fill.Options{Sites: sites, Store: store, Render: r.render, Logger: logger}
+	for _, m := range mods {
+		m(&opts)
+	}
+	pipe, err := fill.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,4 +203,108 @@ func TestMaxAge(t *testing.T) {
 			t.Errorf("MaxAge(ttl %s, stale %s, not found %s) = %s, want %s", tc.ttl, tc.stale, tc.notFound, got, tc.want)
 		}
 	}
+}
+
+// fakeCluster is the cluster seam: a shared copy per key, and a lock that
+// records what its release published.
+type fakeCluster struct {
+	mu        sync.Mutex
+	shared    map[cachestore.Key]*cachestore.Entry
+	lookups   int
+	locks     int
+	waited    bool                // Lock reports that another node held it
+	onLock    func()              // runs while the lock is taken (another node stores, say)
+	published []*cachestore.Entry // what releases published (nil: nothing)
+}
+
+func (c *fakeCluster) Lookup(_ context.Context, k cachestore.Key) *cachestore.Entry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lookups++
+	return c.shared[k]
+}
+
+func (c *fakeCluster) Lock(context.Context, cachestore.Key) (fill.Lease, error) {
+	c.mu.Lock()
+	c.locks++
+	f := c.onLock
+	c.mu.Unlock()
+	if f != nil {
+		f()
+	}
+	return fakeLease{c}, nil
+}
+
+type fakeLease struct{ c *fakeCluster }
+
+func (l fakeLease) Waited() bool { return l.c.waited }
+
+func (l fakeLease) Release(_ context.Context, e *cachestore.Entry) {
+	l.c.mu.Lock()
+	defer l.c.mu.Unlock()
+	l.c.published = append(l.c.published, e)
+}
+
+func sharedEntry(k cachestore.Key, at time.Time) *cachestore.Entry {
+	return &cachestore.Entry{Key: k, Status: 200, Header: http.Header{"Content-Type": {"text/html"}},
+		Body: gzipped("<html>from another node</html>"), RenderedAt: at}
+}
+
+func TestClusterCopyAnswersAMissWithoutARender(t *testing.T) {
+	c := &fakeCluster{shared: map[cachestore.Key]*cachestore.Entry{}}
+	e := newEnv(t, func(o *fill.Options) { o.Cluster = c })
+	h, _ := e.sites.ByID(1)
+	d := &h.Dimensions[0]
+	k := cachestore.Key{HostID: 1, DimensionID: 1, URL: "/shared"}
+	c.shared[k] = sharedEntry(k, time.Now())
+	out, cached, err := e.pipe.Fill(context.Background(), k, h, d, "")
+	if err != nil || !cached || out.Entry == nil || out.Previous != fill.CacheMiss {
+		t.Fatalf("Fill = %+v cached %v err %v, want the cluster's copy", out, cached, err)
+	}
+	if n := e.r.calls.Load(); n != 0 || c.locks != 0 {
+		t.Fatalf("renders %d locks %d, want neither", n, c.locks)
+	}
+	if got, ok := e.store.Get(k); !ok || got.RenderedAt != c.shared[k].RenderedAt {
+		t.Fatal("the cluster's copy was not taken into the local store")
+	}
+	// A stale shared copy is not an answer: the page renders under the lock.
+	k2 := cachestore.Key{HostID: 1, DimensionID: 1, URL: "/old"}
+	c.shared[k2] = sharedEntry(k2, time.Now().Add(-48*time.Hour))
+	if _, cached, err := e.pipe.Fill(context.Background(), k2, h, d, ""); err != nil || cached {
+		t.Fatalf("Fill of a stale shared page: cached %v err %v, want a render", cached, err)
+	}
+	if n := e.r.calls.Load(); n != 1 || c.locks != 1 || len(c.published) != 1 || c.published[0] == nil {
+		t.Fatalf("renders %d locks %d published %v, want one render, published on release", n, c.locks, c.published)
+	}
+}
+
+func TestClusterLockWaiterTakesTheHoldersPage(t *testing.T) {
+	c := &fakeCluster{shared: map[cachestore.Key]*cachestore.Entry{}, waited: true}
+	e := newEnv(t, func(o *fill.Options) { o.Cluster = c })
+	h, _ := e.sites.ByID(1)
+	k := cachestore.Key{HostID: 1, DimensionID: 1, URL: "/raced"}
+	// While this node waits for the lock, the holder stores the page.
+	c.onLock = func() { c.mu.Lock(); c.shared[k] = sharedEntry(k, time.Now()); c.mu.Unlock() }
+	out, cached, err := e.pipe.Fill(context.Background(), k, h, &h.Dimensions[0], "")
+	if err != nil || !cached || out.Entry == nil {
+		t.Fatalf("Fill = %+v cached %v err %v, want the holder's page", out, cached, err)
+	}
+	if n := e.r.calls.Load(); n != 0 || c.lookups != 2 || len(c.published) != 1 || c.published[0] != nil {
+		t.Fatalf("renders %d lookups %d published %v, want no render, a second lookup, nothing published", n, c.lookups, c.published)
+	}
+	// Refresh always renders anew, under the lock, and publishes it.
+	if _, err := e.pipe.Refresh(context.Background(), k, prerender.Recache); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.r.calls.Load(); n != 1 || len(c.published) != 2 || c.published[1] == nil {
+		t.Fatalf("renders %d published %v after Refresh, want one render published", n, c.published)
+	}
+}
+
+func gzipped(s string) []byte {
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	zw.Write([]byte(s))
+	zw.Close()
+	return b.Bytes()
 }

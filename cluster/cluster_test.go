@@ -342,3 +342,25 @@ func (w tWriter) Write(b []byte) (int, error) {
 	w.t.Log(string(bytes.TrimSpace(b)))
 	return len(b), nil
 }
+
+func TestRenderWithoutTheLockStaysLocal(t *testing.T) {
+	mr := miniredis.RunT(t)
+	a, b := testNode(t, mr, "a", nil), testNode(t, mr, "b", nil)
+	k := cachestore.Key{HostID: 1, DimensionID: 1, URL: "/outage"}
+	mr.SetError("LOADING Redis is loading the dataset in memory")
+	l, err := a.Lock(context.Background(), k) // Redis fails: a stand-in lease
+	if err != nil || l.Waited() {
+		t.Fatalf("Lock with Redis failing = %v, want a stand-in at once", err)
+	}
+	mr.SetError("")
+	// A purge elsewhere while a rendered without the lock: no epoch was
+	// recorded, so the render must not reach the shared tier.
+	b.Purge(context.Background(), Purge{Keys: []cachestore.Key{k}})
+	l.Release(context.Background(), entry(k, time.Now()))
+	if e := b.Lookup(context.Background(), k); e != nil {
+		t.Fatal("a render made without the lock was published")
+	}
+	if a.m.lockLocal.Get() != 1 {
+		t.Fatalf("local lock counter %d, want 1", a.m.lockLocal.Get())
+	}
+}

@@ -81,13 +81,16 @@ func (n *Node) deliver(ctx context.Context, ev event) (string, error) {
 		return "", err
 	}
 	cctx, cancel := n.call(ctx)
-	defer cancel()
-	if err := n.note(n.rdb.Incr(cctx, n.keys.epoch()).Err()); err != nil {
+	err = n.note(n.rdb.Incr(cctx, n.keys.epoch()).Err())
+	cancel()
+	if err != nil {
 		return "", fmt.Errorf("cluster: purge epoch: %w", err)
 	}
 	if err := n.removeShared(ctx, ev); err != nil {
 		return "", err
 	}
+	cctx, cancel = n.call(ctx) // a large purge's removal took its own calls
+	defer cancel()
 	id, err := n.rdb.XAdd(cctx, &redis.XAddArgs{
 		Stream: n.keys.events(), MaxLen: streamMax, Approx: true,
 		Values: []any{"t", ev.Type, "n", ev.Node, "p", body},
@@ -195,32 +198,31 @@ func (n *Node) awaitAcks(ctx context.Context, id string) PurgeResult {
 // acked counts the live nodes whose applied position reached id (this node
 // counts: its caller applied the purge).
 func (n *Node) acked(ctx context.Context, id string) (applied, live int, err error) {
-	cctx, cancel := n.call(ctx)
-	defer cancel()
-	min := strconv.FormatInt(n.opts.Now().Add(-liveWindow).UnixMilli(), 10)
-	nodes, err := n.rdb.ZRangeByScore(cctx, n.keys.nodes(), &redis.ZRangeBy{Min: min, Max: "+inf"}).Result()
-	if n.note(err) != nil {
+	nodes, err := n.liveNodes(ctx)
+	if err != nil {
 		return 0, 0, err
 	}
+	cctx, cancel := n.call(ctx)
+	defer cancel()
 	acks, err := n.rdb.HGetAll(cctx, n.keys.acks()).Result()
 	if n.note(err) != nil {
 		return 0, 0, err
 	}
-	for _, id2 := range nodes {
+	for _, node := range nodes {
 		live++
-		if id2 == n.opts.NodeID || !streamIDLess(acks[id2], id) {
+		if node == n.opts.NodeID || !streamIDLess(acks[node], id) {
 			applied++
 		}
 	}
 	return applied, live, nil
 }
 
-// Live returns the ids of the nodes with a recent heartbeat.
-func (n *Node) Live(ctx context.Context) ([]string, error) {
+// liveNodes returns the ids of the nodes with a recent heartbeat.
+func (n *Node) liveNodes(ctx context.Context) ([]string, error) {
 	cctx, cancel := n.call(ctx)
 	defer cancel()
-	min := strconv.FormatInt(n.opts.Now().Add(-liveWindow).UnixMilli(), 10)
-	ids, err := n.rdb.ZRangeByScore(cctx, n.keys.nodes(), &redis.ZRangeBy{Min: min, Max: "+inf"}).Result()
+	since := strconv.FormatInt(n.opts.Now().Add(-liveWindow).UnixMilli(), 10)
+	ids, err := n.rdb.ZRangeByScore(cctx, n.keys.nodes(), &redis.ZRangeBy{Min: since, Max: "+inf"}).Result()
 	return ids, n.note(err)
 }
 

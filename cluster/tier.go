@@ -170,19 +170,18 @@ func (l *Lease) renew(ctx context.Context) {
 
 // Release publishes e (when not nil) to the cluster, unless a purge ran
 // since the lock was taken, and releases the lock, waking the nodes that
-// wait for it. A Lease that holds nothing still publishes: Redis may be
-// back.
+// wait for it. A Lease that holds nothing publishes nothing: without the
+// epoch its lock would have recorded, a purge that ran during the render
+// could not be told, and the page stays on this node.
 func (l *Lease) Release(ctx context.Context, e *cachestore.Entry) {
 	n := l.n
-	if l.stop != nil {
-		l.stop()
-		<-l.done
-	}
-	if e != nil {
-		n.publish(ctx, e, l.epoch, l.held)
-	}
 	if !l.held {
 		return
+	}
+	l.stop()
+	<-l.done
+	if e != nil {
+		n.publish(ctx, e, l.epoch)
 	}
 	cctx, cancel := n.call(context.WithoutCancel(ctx))
 	defer cancel()
@@ -192,16 +191,9 @@ func (l *Lease) Release(ctx context.Context, e *cachestore.Entry) {
 	}
 }
 
-// publish stores e in the shared tier. Without a held lock the epoch is
-// unknown: the entry is published only if no purge ever ran (epoch "0"),
-// else it stays on this node.
-func (n *Node) publish(ctx context.Context, e *cachestore.Entry, epoch string, held bool) {
-	if !held {
-		epoch = n.currentEpoch(ctx)
-		if epoch == "" {
-			return
-		}
-	}
+// publish stores e in the shared tier unless the purge epoch moved from
+// epoch (the one seen when the render's lock was taken).
+func (n *Node) publish(ctx context.Context, e *cachestore.Entry, epoch string) {
 	b, err := cachestore.Marshal(e)
 	if err != nil {
 		n.log.Warn("cluster: entry not published", "key", e.Key.String(), "err", err)
@@ -227,20 +219,6 @@ func (n *Node) publish(ctx context.Context, e *cachestore.Entry, epoch string, h
 	default:
 		n.m.published.Inc()
 	}
-}
-
-// currentEpoch reads the purge epoch when no lock recorded it: "" on error.
-func (n *Node) currentEpoch(ctx context.Context) string {
-	cctx, cancel := n.call(context.WithoutCancel(ctx))
-	defer cancel()
-	v, err := n.rdb.Get(cctx, n.keys.epoch()).Result()
-	if errors.Is(err, redis.Nil) {
-		return "0"
-	}
-	if n.note(err) != nil {
-		return ""
-	}
-	return v
 }
 
 // wait registers a channel closed when the lock with hash h is released.

@@ -507,6 +507,7 @@ func (s *Scheduler) trackLocked(k cachestore.Key, due time.Time, replace bool) {
 
 // Forget removes keys from every queue (after an invalidation). A render in
 // flight finishes but is not retried.
+//
 // Warm renders waiting for a key that is not rendering are settled with
 // ErrForgotten.
 func (s *Scheduler) Forget(keys ...cachestore.Key) {
@@ -648,8 +649,7 @@ func (s *Scheduler) Status() Status {
 }
 
 // Close closes the journal. Enqueue fails afterwards; call it after Run has
-// returned.
-// Warm renders still waiting are settled with ErrClosed.
+// returned. Warm renders still waiting are settled with ErrClosed.
 func (s *Scheduler) Close() error {
 	var settled []warmDone
 	defer func() { report(settled) }()

@@ -26,8 +26,8 @@ const (
 	maxViewport = 10000
 )
 
-// MinRecacheInterval is the shortest per-host recache interval.
-const MinRecacheInterval = time.Minute
+// minRecacheInterval is the shortest per-host recache interval.
+const minRecacheInterval = time.Minute
 
 // Check returns every problem with opts, in order: hosts (ids, names,
 // aliases, origins, schemes, intervals), their dimensions (ids, names,
@@ -77,8 +77,8 @@ func Check(opts Options) []Problem {
 		if s := strings.ToLower(h.Scheme); s != "" && s != "http" && s != "https" {
 			add(hk+".scheme", "must be \"http\" or \"https\", got %q", h.Scheme)
 		}
-		if h.RecacheInterval != 0 && h.RecacheInterval < MinRecacheInterval {
-			add(hk+".recache_interval", "must be 0 (use recache.interval) or at least %s, got %s", shortDuration(MinRecacheInterval), h.RecacheInterval)
+		if h.RecacheInterval != 0 && h.RecacheInterval < minRecacheInterval {
+			add(hk+".recache_interval", "must be 0 (use recache.interval) or at least %s, got %s", shortDuration(minRecacheInterval), h.RecacheInterval)
 		}
 		ps = append(ps, checkDimensions(hk, h.Dimensions)...)
 	}
@@ -183,22 +183,6 @@ func CheckHostName(s string, allowPort bool) error {
 	return nil
 }
 
-// ParseOrigin parses an origin URL such as "http://127.0.0.1:3000" and checks
-// it as Check does.
-func ParseOrigin(s string) (*url.URL, error) {
-	u, err := url.Parse(s)
-	if err != nil || s == "" {
-		if s == "" {
-			return nil, errOriginForm
-		}
-		return nil, errorString("is not a URL")
-	}
-	if err := checkOrigin(u); err != nil {
-		return nil, err
-	}
-	return u, nil
-}
-
 var errOriginForm = errorString("must be an absolute http(s) URL such as \"http://127.0.0.1:3000\"")
 
 func checkOrigin(u *url.URL) error {
@@ -224,9 +208,15 @@ type errorString string
 
 func (e errorString) Error() string { return string(e) }
 
-// shortDuration prints 1m as "1m", not "1m0s".
+// shortDuration prints whole minutes and hours without their zero tails:
+// "1m", not "1m0s"; "2h", not "2h0m0s"; "1m30s" stays.
 func shortDuration(d time.Duration) string {
 	s := d.String()
-	s = strings.TrimSuffix(s, "0s")
-	return strings.TrimSuffix(s, "0m")
+	if d%time.Minute == 0 {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if d%time.Hour == 0 {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }

@@ -274,3 +274,13 @@ func TestResolve(t *testing.T) {
 		t.Errorf("single-host Resolve = %v %q %v", h, got, err)
 	}
 }
+
+func TestShortDuration(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		time.Minute: "1m", 2 * time.Hour: "2h", 90 * time.Second: "1m30s", 10 * time.Minute: "10m", 30 * time.Second: "30s",
+	} {
+		if got := shortDuration(d); got != want {
+			t.Errorf("shortDuration(%s) = %q, want %q", d, got, want)
+		}
+	}
+}

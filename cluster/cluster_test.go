@@ -364,3 +364,29 @@ func TestRenderWithoutTheLockStaysLocal(t *testing.T) {
 		t.Fatalf("local lock counter %d, want 1", a.m.lockLocal.Get())
 	}
 }
+
+func TestNewerRenderElsewhereReplacesTheLocalCopy(t *testing.T) {
+	mr := miniredis.RunT(t)
+	a, b := testNode(t, mr, "a", nil), testNode(t, mr, "b", nil)
+	start(t, a)
+	start(t, b)
+	old := cachestore.Key{HostID: 1, DimensionID: 1, URL: "/news"}
+	newer := cachestore.Key{HostID: 1, DimensionID: 1, URL: "/kept"}
+	now := time.Now()
+	b.opts.Store.Put(entry(old, now.Add(-time.Hour)))
+	b.opts.Store.Put(entry(newer, now)) // newer here than what a renders
+	for _, r := range []struct {
+		k  cachestore.Key
+		at time.Time
+	}{{old, now.Add(-time.Minute)}, {newer, now.Add(-time.Minute)}} {
+		l, _ := a.Lock(context.Background(), r.k)
+		l.Release(context.Background(), entry(r.k, r.at))
+	}
+	waitFor(t, "b to apply a's renders", func() bool { return b.m.eventsApplied.Get() == 2 })
+	if _, ok := b.opts.Store.Get(old); ok {
+		t.Fatal("b keeps serving its older copy after a re-rendered the page")
+	}
+	if _, ok := b.opts.Store.Get(newer); !ok {
+		t.Fatal("b dropped a copy newer than a's render")
+	}
+}

@@ -575,3 +575,30 @@ func TestSiteOptions(t *testing.T) {
 		t.Fatalf("site.New(SiteOptions()) of a valid config: %v", err)
 	}
 }
+
+func TestCluster(t *testing.T) {
+	c, err := LoadWith(writeFile(t, minimal), env(nil))
+	if err != nil || c.Cluster.Enabled() || c.Cluster.KeyPrefix != "prism:" || c.Cluster.NodeID == "" {
+		t.Fatalf("default cluster = %+v (err %v), want off with a prefix and a node id", c.Cluster, err)
+	}
+	on := "[cluster]\nredis = \"redis://127.0.0.1:6379/0\"\nnode_id = \"a\"\n" + minimal
+	c, err = LoadWith(writeFile(t, on), env(map[string]string{EnvRedisURL: "redis://:secret@10.0.0.1:6380/1"}))
+	if err != nil || !c.Cluster.Enabled() || c.Cluster.Redis != "redis://:secret@10.0.0.1:6380/1" {
+		t.Fatalf("cluster with PRISM_REDIS_URL = %+v (err %v), want the environment's URL", c.Cluster, err)
+	}
+	bad := "[cluster]\nredis = \"http://127.0.0.1:6379\"\nnode_id = \"a b\"\nkey_prefix = \"\"\ncall_timeout = \"1ms\"\nlock_lease = \"10h\"\n" + minimal
+	_, err = LoadWith(writeFile(t, bad), env(nil))
+	got := map[string]bool{}
+	for _, p := range problems(err) {
+		got[p.Key] = true
+	}
+	for _, k := range []string{"cluster.redis", "cluster.node_id", "cluster.key_prefix", "cluster.call_timeout", "cluster.lock_lease"} {
+		if !got[k] {
+			t.Errorf("no problem reported for %s (got %v)", k, err)
+		}
+	}
+	// Without redis the section is not checked: a single node.
+	if _, err := LoadWith(writeFile(t, "[cluster]\nnode_id = \"a b\"\n"+minimal), env(nil)); err != nil {
+		t.Errorf("an unused cluster section was checked: %v", err)
+	}
+}

@@ -61,7 +61,7 @@ func (e *env) refreshKey(_ context.Context, k cachestore.Key) error {
 // capacity unless the test ticks with some), a real store, and two hosts:
 // 1 "example.com" (alias www.example.com) with dimensions 1 and 2, and 2
 // "other.test" with dimension 5.
-func newEnv(t testing.TB, control bool) *env {
+func newEnv(t testing.TB, control bool, mods ...func(*Options)) *env {
 	t.Helper()
 	e := &env{now: epoch}
 	quiet := slog.New(slog.DiscardHandler)
@@ -93,14 +93,18 @@ func newEnv(t testing.TB, control bool) *env {
 	if err != nil {
 		t.Fatalf("recache.New: %v", err)
 	}
-	h, err := New(Options{
+	opts := Options{
 		Sites: sites, Scheduler: e.sched, Store: e.store,
 		Capacity: func() prerender.Capacity {
 			return prerender.Capacity{Tabs: 12, Free: 10, ReservedForOnline: 5, AvailableForRecache: 5, ReservationPercent: 50}
 		},
 		AuthKey: authKey, SchedulerControl: control, DaemonID: "cache-daemon-01",
 		Start: epoch.Add(-time.Hour), Now: e.Now, Logger: quiet,
-	})
+	}
+	for _, m := range mods {
+		m(&opts)
+	}
+	h, err := New(opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -57,6 +57,13 @@ type Options struct {
 	MaxAge time.Duration
 	// MaxEntryBytes bounds an entry read from Redis; 0 means 64 MiB.
 	MaxEntryBytes int64
+	// ClaimLease is how long a claimed shared recache stays claimed without
+	// its node renewing it (every heartbeat); a dead node's claims return
+	// to the queue after it. 0 means 15s.
+	ClaimLease time.Duration
+	// Stats, when set, is called every heartbeat for what this node reports
+	// to the cluster-wide status (tabs, queues).
+	Stats func() NodeStats
 	// StateDir holds the node's saved stream position (required).
 	StateDir string
 	// Logger; nil means slog.Default().
@@ -82,6 +89,7 @@ type Node struct {
 	mu      sync.Mutex
 	waiters map[string][]chan struct{} // lock hash -> waiting Lock calls
 	pending []event                    // purges made while Redis was unreachable
+	claims  map[string]struct{}        // shared recache claims this node renders
 
 	m nodeMetrics
 }
@@ -92,6 +100,7 @@ type nodeMetrics struct {
 	sharedHit, sharedMiss, sharedError                 *metrics.Counter
 	published, refused                                 *metrics.Counter
 	eventsApplied                                      *metrics.Counter
+	claimed, reaped                                    *metrics.Counter
 }
 
 // Errors.
@@ -138,6 +147,9 @@ func New(opts Options) (*Node, error) {
 	if opts.PurgeWait <= 0 {
 		opts.PurgeWait = 2 * time.Second
 	}
+	if opts.ClaimLease <= 0 {
+		opts.ClaimLease = 15 * time.Second
+	}
 	if opts.MaxAge <= 0 {
 		opts.MaxAge = 24 * time.Hour
 	}
@@ -161,6 +173,7 @@ func New(opts Options) (*Node, error) {
 		token:   randomToken(),
 		keys:    keyspace(opts.KeyPrefix),
 		waiters: map[string][]chan struct{}{},
+		claims:  map[string]struct{}{},
 	}
 	n.applied.Store("")
 	n.registerMetrics()
@@ -184,6 +197,8 @@ func (n *Node) registerMetrics() {
 		published:     set.NewCounter(`prism_cluster_published_total`),
 		refused:       set.NewCounter(`prism_cluster_publish_refused_total`),
 		eventsApplied: set.NewCounter(`prism_cluster_events_applied_total`),
+		claimed:       set.NewCounter(`prism_cluster_queue_claims_total{result="claimed"}`),
+		reaped:        set.NewCounter(`prism_cluster_queue_claims_total{result="returned"}`),
 	}
 	if n.opts.Metrics == nil {
 		return

@@ -215,6 +215,8 @@ func (n *Node) beat(ctx context.Context) error {
 		wasUp = up
 		if up {
 			n.flushPending(ctx)
+			n.renewClaims(ctx)
+			n.publishStats(ctx)
 		}
 	}
 }

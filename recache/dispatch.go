@@ -42,7 +42,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			s.drain()
 			return nil
 		case <-t.C:
-			s.Tick(s.opts.Now())
+			s.tick(ctx, s.opts.Now())
 		case k := <-s.offers:
 			// Stale hits: due now, not journaled (the next stale hit asks again).
 			if _, err := s.Enqueue([]cachestore.Key{k}, Auto); err != nil {
@@ -84,7 +84,15 @@ func (s *Scheduler) drain() {
 // plus the scheduler's own running renders) minus the entries already
 // dispatched and unfinished, nor more than the queue bound. Run calls it every
 // Options.Tick; tests call it directly.
-func (s *Scheduler) Tick(now time.Time) {
+//
+// With Options.Shared it first moves journaled entries there and claims
+// shared entries for the budget, then dispatches what is left here.
+func (s *Scheduler) Tick(now time.Time) { s.tick(context.Background(), now) }
+
+func (s *Scheduler) tick(ctx context.Context, now time.Time) {
+	if s.opts.Shared != nil {
+		s.tickShared(ctx, now)
+	}
 	capacity := s.share()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -181,6 +189,8 @@ func (s *Scheduler) backoff(n int) time.Duration {
 // entry leaves; they keep waiting through a retry.
 func (s *Scheduler) finish(it *item, o outcome, err error) {
 	var settled []warmDone
+	var shared []sharedFinish
+	defer func() { s.deliverFinished(shared) }()
 	defer func() { report(settled) }()
 	now := s.opts.Now()
 	s.mu.Lock()
@@ -221,6 +231,16 @@ func (s *Scheduler) finish(it *item, o outcome, err error) {
 			s.log.Debug("recache: render failed, will retry", "key", it.key.String(),
 				"attempt", it.attempts, "at", due, "err", err)
 		}
+	}
+	if it.claim != nil {
+		// The cluster's entry: settled there, retried there unless a warmup
+		// here waits for it.
+		f := sharedFinish{c: *it.claim, attempts: it.attempts}
+		if retry && len(it.warms) == 0 {
+			f.retryAt, retry = due, false
+		}
+		shared = append(shared, f)
+		it.claim = nil
 	}
 	if !retry && len(it.warms) > 0 {
 		if err == nil || it.forgotten {

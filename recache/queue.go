@@ -25,12 +25,14 @@ type item struct {
 
 	warms    []*warmSet // Warm calls waiting for this key
 	warmOnly bool       // queued by Warm alone: nothing else asked for it since
+
+	claim *Claim // claimed from Options.Shared: the cluster's, not journaled here
 }
 
 // journaled reports whether the journal holds a live add record for it: it is
 // (or will be, once its render finishes) in a high or normal queue.
 func (it *item) journaled() bool {
-	return it.prio.durable() || it.pend.durable()
+	return it.claim == nil && it.prio.durable() || it.pend.durable()
 }
 
 // dueHeap orders items by due time, then arrival.

@@ -130,6 +130,11 @@ type Options struct {
 	// paused state survives restarts: an operator who paused for maintenance
 	// finds PRISM still paused until Resume.
 	JournalDir string
+	// Shared, when set, is the cluster's queue (cluster.Node): high and
+	// normal entries move there from the journal at each tick, every node
+	// claims what its free tabs can take, and pause and resume apply to
+	// every node. While it fails the scheduler works alone from its journal.
+	Shared Shared
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil means slog.Default().
@@ -181,6 +186,8 @@ type Scheduler struct {
 	cursor     [numPriorities]int // round-robin start per level
 	jr         *journal
 	closed     bool
+	pausePush  bool     // a Pause or Resume not yet delivered to Shared
+	pauseGen   uint64   // counts Pause and Resume calls
 	doneBuf    []record // done records not yet written
 	nextCheck  int      // journal record count at which to consider compaction
 	compactMin int
@@ -198,6 +205,8 @@ type schedMetrics struct {
 	// offersDropped counts stale-hit offers dropped because Run was behind.
 	offersDropped *metrics.Counter
 	idle          *metrics.Counter // autorecache skipped: not served since (ServedOnly)
+	claimed       *metrics.Counter // entries claimed from Options.Shared
+	shared        *metrics.Counter // journaled entries moved to Options.Shared
 }
 
 type job struct {
@@ -307,6 +316,8 @@ func (s *Scheduler) registerMetrics() {
 	s.m.requeued = set.NewCounter(`prism_recache_requeued_total`)
 	s.m.offersDropped = set.NewCounter(`prism_recache_offers_dropped_total`)
 	s.m.idle = set.NewCounter(`prism_recache_renders_total{result="idle"}`)
+	s.m.claimed = set.NewCounter(`prism_recache_shared_total{op="claimed"}`)
+	s.m.shared = set.NewCounter(`prism_recache_shared_total{op="moved"}`)
 	if s.opts.Metrics == nil {
 		return
 	}
@@ -415,7 +426,7 @@ func (s *Scheduler) Enqueue(keys []cachestore.Key, p Priority) (int, error) {
 // bestDurable returns the best priority the journal holds for it.
 func bestDurable(it *item) Priority {
 	best := Priority(Auto + 1)
-	if it.prio.durable() {
+	if it.claim == nil && it.prio.durable() {
 		best = it.prio
 	}
 	if it.pend.durable() && it.pend < best {
@@ -613,8 +624,26 @@ func (s *Scheduler) Pause() { s.setPaused(true) }
 func (s *Scheduler) Resume() { s.setPaused(false) }
 
 func (s *Scheduler) setPaused(p bool) {
+	s.setLocalPaused(p, s.opts.Shared != nil)
+	if s.opts.Shared != nil {
+		s.pushPause(context.Background())
+	}
+}
+
+// setLocalPaused sets and persists this node's pause state; push marks it
+// for delivery to Options.Shared.
+func (s *Scheduler) setLocalPaused(p, push bool) {
 	s.mu.Lock() // orders concurrent Pause/Resume with their files
 	defer s.mu.Unlock()
+	if push {
+		s.pausePush = true
+		s.pauseGen++
+	}
+	s.storePausedLocked(p)
+}
+
+// storePausedLocked sets and persists the pause state; the caller holds mu.
+func (s *Scheduler) storePausedLocked(p bool) {
 	s.paused.Store(p)
 	if err := writePaused(s.opts.JournalDir, p); err != nil {
 		s.log.Error("recache: persisting pause state failed", "paused", p, "err", err)

@@ -124,18 +124,24 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 	// workers (sched), /render and warmup (admin); each of them tells the
 	// scheduler what it stored.
 	var node *cluster.Node // nil: a single node
+	var sched *recache.Scheduler
 	if cfg.Cluster.Enabled() {
 		var hostIDs []int
 		for _, h := range sites.Hosts() {
 			hostIDs = append(hostIDs, h.ID)
 		}
 		node, err = cluster.New(cluster.Options{
-			URL:           cfg.Cluster.Redis,
-			NodeID:        cfg.Cluster.NodeID,
-			KeyPrefix:     cfg.Cluster.KeyPrefix,
-			CallTimeout:   cfg.Cluster.CallTimeout.Duration,
-			LockLease:     cfg.Cluster.LockLease.Duration,
-			PurgeWait:     cfg.Cluster.PurgeWait.Duration,
+			URL:         cfg.Cluster.Redis,
+			NodeID:      cfg.Cluster.NodeID,
+			KeyPrefix:   cfg.Cluster.KeyPrefix,
+			CallTimeout: cfg.Cluster.CallTimeout.Duration,
+			LockLease:   cfg.Cluster.LockLease.Duration,
+			PurgeWait:   cfg.Cluster.PurgeWait.Duration,
+			ClaimLease:  cfg.Cluster.ClaimLease.Duration,
+			// Read at each heartbeat, once sched is built.
+			Stats: func() cluster.NodeStats {
+				return cluster.NewNodeStats(sched.Status(), renderer.Capacity())
+			},
 			Store:         store,
 			HostIDs:       hostIDs,
 			MaxAge:        fillOpts.MaxAge(),
@@ -163,7 +169,7 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
-	sched, err := recache.New(recache.Options{
+	schedOpts := recache.Options{
 		Sites:    sites,
 		Refresh:  pipe.Refresh,
 		Capacity: func() int { return renderer.Capacity().AvailableForRecache },
@@ -178,7 +184,11 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		JournalDir:  cfg.Recache.JournalDir,
 		Logger:      logger.With("component", "recache"),
 		Metrics:     set,
-	})
+	}
+	if node != nil {
+		schedOpts.Shared = node
+	}
+	sched, err = recache.New(schedOpts)
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,10 @@ type fakeCluster struct {
 	res    cluster.PurgeResult
 }
 
+func (c *fakeCluster) Info(context.Context) cluster.Info {
+	return cluster.Info{NodeID: "a", LiveNodes: []string{"a", "b"}, RedisReachable: true, PurgeLagSeconds: 0.5}
+}
+
 func (c *fakeCluster) Purge(_ context.Context, p cluster.Purge) cluster.PurgeResult {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -55,5 +59,21 @@ func TestPurgeReachesTheCluster(t *testing.T) {
 	}
 	if !reflect.DeepEqual(c.purges, wantPurges) {
 		t.Fatalf("purges handed to the cluster %+v, want %+v", c.purges, wantPurges)
+	}
+}
+
+func TestStatusHasAClusterBlock(t *testing.T) {
+	e := newEnv(t, func(o *Options, _ *env) { o.Cluster = &fakeCluster{} })
+	code, body := e.do("GET", "/status", "")
+	got := decode(t, body)
+	want := map[string]any{"node_id": "a", "live_nodes": []any{"a", "b"}, "redis_reachable": true,
+		"purge_lag_seconds": 0.5, "pending_purges": 0.0}
+	if code != http.StatusOK || !reflect.DeepEqual(got["cluster"], want) || got["cache"] == nil {
+		t.Fatalf("/status = %d %v, want a cluster block %v beside this node's figures", code, got, want)
+	}
+	// A single node has none.
+	_, body = newEnv(t).do("GET", "/status", "")
+	if _, ok := decode(t, body)["cluster"]; ok {
+		t.Fatal("a single node's /status has a cluster block")
 	}
 }

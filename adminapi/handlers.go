@@ -58,6 +58,8 @@ type statusBody struct {
 		Active     int    `json:"active"`
 		QueueDepth int    `json:"queue_depth"`
 	} `json:"renders"`
+	// Cluster is added in cluster mode; the figures above stay this node's.
+	Cluster *cluster.Info `json:"cluster,omitempty"`
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
@@ -69,6 +71,10 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) error {
 	rs := s.opts.Renders()
 	b.Pool.Size, b.Pool.Available, b.Pool.Crashes = pc.Tabs, pc.Free, rs.Crashes
 	b.Renders.Total, b.Renders.Active, b.Renders.QueueDepth = rs.Renders, rs.Active, s.opts.QueueDepth()
+	if s.opts.Cluster != nil {
+		info := s.opts.Cluster.Info(r.Context())
+		b.Cluster = &info
+	}
 	writeJSON(w, http.StatusOK, b)
 	return nil
 }

@@ -67,10 +67,11 @@ type Options struct {
 	// that warmups share the recache queue's tabs, fairness and retry
 	// policy).
 	Warm func(ctx context.Context, keys []cachestore.Key, done func(cachestore.Key, error)) error
-	// Cluster delivers purges to the other nodes (cluster.Node); nil: a
-	// single node.
+	// Cluster delivers purges to the other nodes and adds a cluster block
+	// to /status (cluster.Node); nil: a single node.
 	Cluster interface {
 		Purge(ctx context.Context, p cluster.Purge) cluster.PurgeResult
+		Info(ctx context.Context) cluster.Info
 	}
 	// Health reports whether PRISM can render; nil means always healthy. A
 	// non-nil error's text is the 503 reason.

@@ -85,6 +85,9 @@ type Node struct {
 
 	up      atomic.Bool  // the last Redis call succeeded
 	applied atomic.Value // string: the last stream id this node applied
+	// caughtUp is when (unix ns) a read of the stream last found nothing
+	// more to apply.
+	caughtUp atomic.Int64
 
 	mu      sync.Mutex
 	waiters map[string][]chan struct{} // lock hash -> waiting Lock calls
@@ -176,6 +179,7 @@ func New(opts Options) (*Node, error) {
 		claims:  map[string]struct{}{},
 	}
 	n.applied.Store("")
+	n.caughtUp.Store(opts.Now().UnixNano())
 	n.registerMetrics()
 	return n, nil
 }
@@ -217,6 +221,31 @@ func (n *Node) ID() string { return n.opts.NodeID }
 
 // Reachable reports whether the last Redis call succeeded.
 func (n *Node) Reachable() bool { return n.up.Load() }
+
+// Info is this node's view of the cluster, for the admin /status.
+type Info struct {
+	NodeID         string   `json:"node_id"`
+	LiveNodes      []string `json:"live_nodes"` // nil when Redis is unreachable
+	RedisReachable bool     `json:"redis_reachable"`
+	// PurgeLagSeconds is how long ago this node last knew it had applied
+	// every purge made anywhere.
+	PurgeLagSeconds float64 `json:"purge_lag_seconds"`
+	PendingPurges   int     `json:"pending_purges"` // made here, not yet delivered
+}
+
+// Info reports the node's id, the live nodes (one bounded Redis call),
+// whether Redis answers, the purge lag and the purges waiting for Redis.
+func (n *Node) Info(ctx context.Context) Info {
+	live, err := n.liveNodes(ctx)
+	n.mu.Lock()
+	pending := len(n.pending)
+	n.mu.Unlock()
+	if live == nil && err == nil {
+		live = []string{}
+	}
+	return Info{NodeID: n.opts.NodeID, LiveNodes: live, RedisReachable: err == nil,
+		PurgeLagSeconds: n.lag().Seconds(), PendingPurges: pending}
+}
 
 // Close releases the Redis connections.
 func (n *Node) Close() error { return n.rdb.Close() }

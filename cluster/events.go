@@ -246,14 +246,11 @@ func splitID(id string) (uint64, uint64) {
 	return m, s
 }
 
-// lag is how far this node's applied position trails now.
+// lag is how long ago this node last knew it had applied every event: 0 to
+// about a second while it reads the stream, growing while Redis is
+// unreachable.
 func (n *Node) lag() time.Duration {
-	id, _ := n.applied.Load().(string)
-	if id == "" {
-		return 0
-	}
-	ms, _ := splitID(id)
-	return max(n.opts.Now().Sub(time.UnixMilli(int64(ms))), 0)
+	return max(n.opts.Now().Sub(time.Unix(0, n.caughtUp.Load())), 0)
 }
 
 // apply carries out one stream record on this node's store.

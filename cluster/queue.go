@@ -300,6 +300,23 @@ type NodeStats struct {
 	Local         map[int][2]QueueCount `json:"local,omitempty"` // high and normal entries not yet shared
 }
 
+// NewNodeStats builds what a node reports from its scheduler's status and
+// its tabs.
+func NewNodeStats(st recache.Status, c prerender.Capacity) NodeStats {
+	ns := NodeStats{Capacity: c, InternalQueue: st.InternalQueue, QueueMax: st.InternalQueueMax,
+		Auto: make(map[int]QueueCount, len(st.Hosts))}
+	for id, hs := range st.Hosts {
+		ns.Auto[id] = QueueCount{hs.Auto.Total, hs.Auto.DueNow}
+		if hs.High.Total+hs.Normal.Total > 0 {
+			if ns.Local == nil {
+				ns.Local = map[int][2]QueueCount{}
+			}
+			ns.Local[id] = [2]QueueCount{{hs.High.Total, hs.High.DueNow}, {hs.Normal.Total, hs.Normal.DueNow}}
+		}
+	}
+	return ns
+}
+
 // QueueCount is one queue's size.
 type QueueCount struct {
 	Total  int `json:"total"`
@@ -311,6 +328,8 @@ type Status struct {
 	Nodes    []string // live node ids
 	Paused   bool
 	Claimed  int // shared entries being rendered
+	// Capacity sums the live nodes' tabs (ReservationPercent is left 0:
+	// each node has its own).
 	Capacity prerender.Capacity
 	// InternalQueue sums the nodes' internal queues.
 	InternalQueue, QueueMax int
@@ -407,9 +426,6 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 				st.Queues[id] = qs
 			}
 		}
-	}
-	if st.Capacity.Free > 0 {
-		st.Capacity.ReservationPercent = float64(st.Capacity.ReservedForOnline) * 100 / float64(max(st.Capacity.Free, 1))
 	}
 	return st, nil
 }

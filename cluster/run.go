@@ -124,6 +124,9 @@ func (n *Node) readOnce(ctx context.Context, block time.Duration) (more bool, er
 			return false, err
 		}
 	}
+	if count < 200 {
+		n.caughtUp.Store(n.opts.Now().UnixNano())
+	}
 	return count == 200, nil
 }
 

@@ -53,6 +53,7 @@ type Cluster struct {
 	CallTimeout Duration `toml:"call_timeout"` // default 250ms: bounds each Redis call on a request's path
 	LockLease   Duration `toml:"lock_lease"`   // default 5s: a dead render holder's page renders again after it
 	PurgeWait   Duration `toml:"purge_wait"`   // default 2s: how long a purge waits for every node to apply it
+	ClaimLease  Duration `toml:"claim_lease"`  // default 15s: a dead node's claimed recaches return to the queue after it
 }
 
 // Enabled reports whether cluster mode is on.
@@ -265,6 +266,7 @@ func Default() *Config {
 			CallTimeout: Duration{250 * time.Millisecond},
 			LockLease:   Duration{5 * time.Second},
 			PurgeWait:   Duration{2 * time.Second},
+			ClaimLease:  Duration{15 * time.Second},
 		},
 	}
 }

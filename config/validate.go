@@ -153,6 +153,7 @@ func (c *Config) Validate() error {
 		v.durRange("cluster.call_timeout", cl.CallTimeout, 10*time.Millisecond, 10*time.Second)
 		v.durRange("cluster.lock_lease", cl.LockLease, time.Second, 5*time.Minute)
 		v.durRange("cluster.purge_wait", cl.PurgeWait, 0, time.Minute)
+		v.durRange("cluster.claim_lease", cl.ClaimLease, 2*time.Second, 10*time.Minute)
 	}
 
 	c.validateHosts(v)

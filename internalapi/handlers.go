@@ -1,6 +1,7 @@
 package internalapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -234,6 +235,16 @@ type statusBody struct {
 	InternalQueue internalQueueStatus             `json:"internal_queue"`
 	RSCapacity    capacityStatus                  `json:"rs_capacity"`
 	Queues        map[string]map[string]queueStat `json:"queues"`
+	// Cluster is set in cluster mode (not in the spec): the figures above
+	// are then cluster-wide when Redis answers, this node's when not.
+	Cluster *clusterStatus `json:"cluster,omitempty"`
+}
+
+type clusterStatus struct {
+	RedisReachable bool     `json:"redis_reachable"`
+	LiveNodes      []string `json:"live_nodes"`
+	Paused         bool     `json:"paused"`
+	Claimed        int      `json:"claimed"` // shared entries rendering on some node
 }
 
 type daemonStatus struct {
@@ -260,7 +271,7 @@ type queueStat struct {
 	DueNow int `json:"due_now"`
 }
 
-func (s *server) status(w http.ResponseWriter, _ *http.Request) error {
+func (s *server) status(w http.ResponseWriter, r *http.Request) error {
 	now := s.opts.Now()
 	st := s.opts.Scheduler.Status()
 	c := s.opts.Capacity()
@@ -282,9 +293,6 @@ func (s *server) status(w http.ResponseWriter, _ *http.Request) error {
 		lt := st.LastTick.UTC().Format(time.RFC3339)
 		body.Daemon.LastTick = &lt
 	}
-	if st.InternalQueueMax > 0 {
-		body.InternalQueue.CapacityUsedPercent = float64(st.InternalQueue) * 100 / float64(st.InternalQueueMax)
-	}
 	for id, hs := range st.Hosts {
 		body.Queues[strconv.Itoa(id)] = map[string]queueStat{
 			"high":        {hs.High.Total, hs.High.DueNow},
@@ -292,8 +300,43 @@ func (s *server) status(w http.ResponseWriter, _ *http.Request) error {
 			"autorecache": {hs.Auto.Total, hs.Auto.DueNow},
 		}
 	}
+	if s.opts.Cluster != nil {
+		s.clusterStatus(r.Context(), &body)
+	}
+	if q := body.InternalQueue; q.MaxSize > 0 {
+		body.InternalQueue.CapacityUsedPercent = float64(q.Size) * 100 / float64(q.MaxSize)
+	}
 	writeJSON(w, http.StatusOK, body)
 	return nil
+}
+
+// clusterStatus replaces body's queue and capacity figures with the
+// cluster's: queue totals from Redis, tabs summed over the live nodes'
+// heartbeats. With Redis unreachable body keeps this node's figures.
+func (s *server) clusterStatus(ctx context.Context, body *statusBody) {
+	cs, err := s.opts.Cluster.Status(ctx)
+	if err != nil {
+		body.Cluster = &clusterStatus{LiveNodes: []string{}}
+		return
+	}
+	body.Cluster = &clusterStatus{RedisReachable: true, LiveNodes: cs.Nodes, Paused: cs.Paused, Claimed: cs.Claimed}
+	if len(cs.Nodes) == 0 { // this node has not beaten yet: keep its figures
+		return
+	}
+	body.InternalQueue.Size, body.InternalQueue.MaxSize = cs.InternalQueue, cs.QueueMax
+	body.RSCapacity.TotalFreeTabs = cs.Capacity.Free
+	body.RSCapacity.ReservedForOnline = cs.Capacity.ReservedForOnline
+	body.RSCapacity.AvailableForRecache = cs.Capacity.AvailableForRecache
+	for id, q := range cs.Queues {
+		if _, ok := body.Queues[strconv.Itoa(id)]; !ok {
+			continue // not configured here
+		}
+		body.Queues[strconv.Itoa(id)] = map[string]queueStat{
+			"high":        {q[0].Total, q[0].DueNow},
+			"normal":      {q[1].Total, q[1].DueNow},
+			"autorecache": {q[2].Total, q[2].DueNow},
+		}
+	}
 }
 
 func (s *server) pause(w http.ResponseWriter, _ *http.Request) error {

@@ -28,10 +28,11 @@ type Options struct {
 	Scheduler *recache.Scheduler        // required: recache queues, status, pause
 	Store     *cachestore.Store         // required: invalidation
 	Capacity  func() prerender.Capacity // the render pool's tabs; nil reports zeros
-	// Cluster delivers invalidations to the other nodes (cluster.Node);
-	// nil: a single node.
+	// Cluster delivers invalidations to the other nodes and makes /status
+	// cluster-wide (cluster.Node); nil: a single node.
 	Cluster interface {
 		Purge(ctx context.Context, p cluster.Purge) cluster.PurgeResult
+		Status(ctx context.Context) (cluster.Status, error)
 	}
 	// AuthKey is the X-Internal-Auth secret (required: New fails when empty).
 	AuthKey string

@@ -20,7 +20,7 @@ import (
 // CLI exit codes.
 const (
 	exitOK    = 0
-	exitFail  = 1 // the admin API refused, was unreachable, or the warmup had errors
+	exitFail  = 1 // the admin API refused, was unreachable, the warmup had errors, or a purge did not reach every live node
 	exitUsage = 2
 )
 
@@ -42,7 +42,8 @@ common flags:
   --config FILE   read admin.address and admin.bearer_token from this prism.toml
   --timeout DUR   per-request timeout (default 30s)
 
-exit status: 0 success; 1 request failed or the warmup ended with errors; 2 usage error
+exit status: 0 success; 1 request failed, the warmup ended with errors, or (cluster
+mode) a purge was not applied by every live node in time; 2 usage error
 `
 
 // runCLI runs the admin subcommands ("purge", "warmup") that talk to a
@@ -198,29 +199,43 @@ func (c *adminCLI) purge(args []string) int {
 		fmt.Fprintf(c.stderr, "prism purge: %v\n", err)
 		return exitUsage
 	}
+	path, body := "/purge/all", any(nil)
 	switch {
 	case u != "":
-		var resp struct {
-			Purged bool `json:"purged"`
-		}
-		if err := c.call(http.MethodPost, "/purge/url", map[string]string{"url": u}, &resp); err != nil {
-			fmt.Fprintf(c.stderr, "prism purge: %v\n", err)
-			return exitFail
-		}
-		fmt.Fprintf(c.stdout, "purged: %t\n", resp.Purged)
-	default:
-		path, body := "/purge/all", any(nil)
-		if pattern != "" {
-			path, body = "/purge/pattern", map[string]string{"pattern": pattern}
-		}
-		var resp struct {
-			PurgedCount int `json:"purged_count"`
-		}
-		if err := c.call(http.MethodPost, path, body, &resp); err != nil {
-			fmt.Fprintf(c.stderr, "prism purge: %v\n", err)
-			return exitFail
-		}
-		fmt.Fprintf(c.stdout, "purged_count: %d\n", resp.PurgedCount)
+		path, body = "/purge/url", map[string]string{"url": u}
+	case pattern != "":
+		path, body = "/purge/pattern", map[string]string{"pattern": pattern}
+	}
+	var resp struct {
+		Purged      *bool `json:"purged"`
+		PurgedCount *int  `json:"purged_count"`
+		// Cluster mode only.
+		NodesApplied *int `json:"nodes_applied"`
+		NodesLive    *int `json:"nodes_live"`
+		Pending      bool `json:"pending"`
+	}
+	if err := c.call(http.MethodPost, path, body, &resp); err != nil {
+		fmt.Fprintf(c.stderr, "prism purge: %v\n", err)
+		return exitFail
+	}
+	switch {
+	case resp.Purged != nil:
+		fmt.Fprintf(c.stdout, "purged: %t\n", *resp.Purged)
+	case resp.PurgedCount != nil:
+		fmt.Fprintf(c.stdout, "purged_count: %d\n", *resp.PurgedCount)
+	}
+	if resp.NodesApplied == nil || resp.NodesLive == nil {
+		return exitOK // a single node
+	}
+	fmt.Fprintf(c.stdout, "nodes_applied: %d of %d live\n", *resp.NodesApplied, *resp.NodesLive)
+	switch {
+	case resp.Pending:
+		fmt.Fprintf(c.stderr, "prism purge: Redis is unreachable: applied on the node that answered only; it reaches the other nodes when Redis is back\n")
+		return exitFail
+	case *resp.NodesApplied < *resp.NodesLive:
+		fmt.Fprintf(c.stderr, "prism purge: %d of %d live nodes did not confirm the purge in time (they apply it when they catch up)\n",
+			*resp.NodesLive-*resp.NodesApplied, *resp.NodesLive)
+		return exitFail
 	}
 	return exitOK
 }

@@ -304,3 +304,34 @@ func TestAdminBaseURL(t *testing.T) {
 		}
 	}
 }
+
+// TestCLIPurgeInCluster: the CLI reports how many live nodes applied a
+// purge and exits 1 when not all of them did in time, or when Redis was
+// unreachable and the purge is pending.
+func TestCLIPurgeInCluster(t *testing.T) {
+	var answer atomic.Value
+	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, answer.Load().(string))
+	}))
+	t.Cleanup(admin.Close)
+	flags := []string{"--admin", admin.URL, "--token", cliTestToken}
+	for _, tc := range []struct {
+		args           []string
+		answer         string
+		code           int
+		stdout, stderr string
+	}{
+		{[]string{"--url", "/a"}, `{"purged":true,"nodes_applied":3,"nodes_live":3,"pending":false}`, 0, "purged: true\nnodes_applied: 3 of 3 live\n", ""},
+		{[]string{"--pattern", "/a/*"}, `{"purged_count":4,"nodes_applied":2,"nodes_live":3,"pending":false}`, 1, "purged_count: 4\nnodes_applied: 2 of 3 live\n", "1 of 3 live nodes did not confirm"},
+		{[]string{"--all"}, `{"purged_count":7,"nodes_applied":1,"nodes_live":1,"pending":true}`, 1, "purged_count: 7\nnodes_applied: 1 of 1 live\n", "Redis is unreachable"},
+		{[]string{"--all"}, `{"purged_count":7}`, 0, "purged_count: 7\n", ""}, // a single node
+	} {
+		answer.Store(tc.answer)
+		code, out, stderr := runTestCLI(append(append([]string{"purge"}, tc.args...), flags...), nil)
+		if code != tc.code || out != tc.stdout || !strings.Contains(stderr, tc.stderr) {
+			t.Errorf("purge %v answered %s: exit %d, stdout %q, stderr %q; want %d, %q, %q",
+				tc.args, tc.answer, code, out, stderr, tc.code, tc.stdout, tc.stderr)
+		}
+	}
+}

@@ -325,9 +325,9 @@ type QueueCount struct {
 
 // Status is the cluster-wide view of the recache queues and tabs.
 type Status struct {
-	Nodes    []string // live node ids
-	Paused   bool
-	Claimed  int // shared entries being rendered
+	Nodes   []string // live node ids
+	Paused  bool
+	Claimed int // shared entries being rendered
 	// Capacity sums the live nodes' tabs (ReservationPercent is left 0:
 	// each node has its own).
 	Capacity prerender.Capacity

@@ -6,6 +6,8 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -389,4 +391,44 @@ func TestNewerRenderElsewhereReplacesTheLocalCopy(t *testing.T) {
 	if _, ok := b.opts.Store.Get(newer); !ok {
 		t.Fatal("b dropped a copy newer than a's render")
 	}
+}
+
+// TestPendingPurgeSurvivesRestart: a purge made while Redis is down, on a
+// node that then restarts before Redis is back, still reaches the cluster;
+// an unreadable pending file becomes a purge of everything.
+func TestPendingPurgeSurvivesRestart(t *testing.T) {
+	mr := miniredis.RunT(t)
+	state := t.TempDir()
+	b := testNode(t, mr, "b", nil)
+	start(t, b)
+	k := cachestore.Key{HostID: 1, DimensionID: 1, URL: "/kept"}
+	other := cachestore.Key{HostID: 2, DimensionID: 1, URL: "/other"}
+	b.opts.Store.Put(entry(k, time.Now()))
+	b.opts.Store.Put(entry(other, time.Now()))
+
+	mr.SetError("LOADING down")
+	first := testNode(t, mr, "a", func(o *Options) { o.StateDir = state })
+	if res := first.Purge(context.Background(), Purge{Keys: []cachestore.Key{k}}); !res.Pending {
+		t.Fatalf("purge = %+v, want pending", res)
+	}
+	first.Close() // the process ends before Redis is back
+
+	mr.SetError("")
+	again := testNode(t, mr, "a", func(o *Options) { o.StateDir = state })
+	start(t, again)
+	waitFor(t, "b to apply the purge kept across the restart", func() bool { _, ok := b.opts.Store.Get(k); return !ok })
+	if _, ok := b.opts.Store.Get(other); !ok {
+		t.Fatal("b dropped a page the purge did not name")
+	}
+	waitFor(t, "the pending file removed once delivered", func() bool {
+		_, err := os.Stat(filepath.Join(state, "cluster-pending-purges.json"))
+		return os.IsNotExist(err)
+	})
+
+	// A corrupt file: everything is purged rather than something missed.
+	corrupt := t.TempDir()
+	os.WriteFile(filepath.Join(corrupt, "cluster-pending-purges.json"), []byte(`[{"t":"purge"`), 0o600)
+	c := testNode(t, mr, "c", func(o *Options) { o.StateDir = corrupt })
+	start(t, c)
+	waitFor(t, "b to apply the purge of everything", func() bool { _, ok := b.opts.Store.Get(other); return !ok })
 }

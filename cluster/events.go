@@ -65,9 +65,7 @@ func (n *Node) Purge(ctx context.Context, p Purge) PurgeResult {
 	id, err := n.deliver(ctx, ev)
 	if err != nil {
 		n.log.Warn("cluster: purge kept for delivery when Redis is back", "err", err)
-		n.mu.Lock()
-		n.pending = append(n.pending, ev)
-		n.mu.Unlock()
+		n.keepPending(ev)
 		return PurgeResult{Applied: 1, Live: 1, Pending: true}
 	}
 	return n.awaitAcks(ctx, id)

@@ -30,6 +30,7 @@ return 1`)
 // Redis unreachable it logs and returns nil: the node serves alone, and Run
 // joins once Redis is back.
 func (n *Node) Join(ctx context.Context) error {
+	n.loadPending()
 	if err := n.register(ctx, true); err != nil {
 		return err
 	}
@@ -238,6 +239,11 @@ func (n *Node) flushPending(ctx context.Context) {
 			return
 		}
 		n.log.Info("cluster: purge made while Redis was unreachable delivered")
+	}
+	if len(evs) > 0 {
+		n.mu.Lock()
+		n.savePendingLocked()
+		n.mu.Unlock()
 	}
 }
 

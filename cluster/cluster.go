@@ -179,6 +179,7 @@ func New(opts Options) (*Node, error) {
 		claims:  map[string]struct{}{},
 	}
 	n.applied.Store("")
+	n.up.Store(true) // until a call fails: Join finds out at once
 	n.caughtUp.Store(opts.Now().UnixNano())
 	n.registerMetrics()
 	return n, nil

@@ -18,6 +18,10 @@ var _ fill.Cluster = (*Node)(nil)
 // not decode, or Redis does not answer within CallTimeout. Callers ask only
 // after a local miss: a local hit never reaches Redis.
 func (n *Node) Lookup(ctx context.Context, k cachestore.Key) *cachestore.Entry {
+	if n.down() {
+		n.m.sharedError.Inc()
+		return nil
+	}
 	cctx, cancel := n.call(ctx)
 	defer cancel()
 	b, err := n.rdb.Get(cctx, n.keys.entry(hash(k))).Bytes()
@@ -39,6 +43,11 @@ func (n *Node) Lookup(ctx context.Context, k cachestore.Key) *cachestore.Entry {
 	n.m.sharedHit.Inc()
 	return e
 }
+
+// down reports whether the last Redis call failed. Calls on a request's
+// path (Lookup, Lock, Release) are then skipped rather than each waiting
+// up to CallTimeout; the heartbeat tries Redis every second and clears it.
+func (n *Node) down() bool { return !n.up.Load() }
 
 // Lease is a render lock held by this node (or, when Redis could not be
 // reached, a stand-in that holds nothing: the node renders alone).
@@ -98,6 +107,10 @@ func (n *Node) Lock(ctx context.Context, k cachestore.Key) (fill.Lease, error) {
 	lease := n.opts.LockLease
 	poll := min(lease/4, 250*time.Millisecond)
 	released := false
+	if n.down() {
+		n.m.lockLocal.Inc()
+		return l, nil
+	}
 	for {
 		wake := n.wait(l.h)
 		cctx, cancel := n.call(ctx)
@@ -180,6 +193,9 @@ func (l *Lease) Release(ctx context.Context, e *cachestore.Entry) {
 	}
 	l.stop()
 	<-l.done
+	if n.down() {
+		return // the lock lapses with its lease; the page stays here
+	}
 	if e != nil {
 		n.publish(ctx, e, l.epoch)
 	}

@@ -87,6 +87,7 @@ type Conf struct {
 	Extra                   string // TOML appended to the config (more [[hosts]], say)
 	TrustedProxies          string // server.trusted_proxies, a TOML array ("" for none)
 	Redis, NodeID           string // [cluster]: on when Redis is set
+	Reservation             int    // render.online_reservation_percent
 	Listen, Admin, Internal string // filled by start
 }
 
@@ -110,7 +111,7 @@ daemon_id = "prism-e2e"
 tabs = {{.Tabs}}
 user_data_dir = "{{.Dir}}/chrome"
 timeout = "{{.Timeout}}"
-online_reservation_percent = 50
+online_reservation_percent = {{.Reservation}}
 
 [cache]
 dir = "{{.Dir}}/cache"
@@ -126,6 +127,7 @@ redis = "{{.Redis}}"
 node_id = "{{.NodeID}}"
 lock_lease = "2s"
 purge_wait = "10s"
+claim_lease = "3s"
 {{end}}
 [[hosts]]
 id = 1
@@ -177,6 +179,7 @@ func newConf(t *testing.T, origin string) Conf {
 		RecacheInterval: "12h",
 		AdminToken:      "admin-secret",
 		AuthKey:         "internal-secret",
+		Reservation:     50,
 	}
 }
 

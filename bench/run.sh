@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh [hit|disk|pass|render|growth|all]
+# bench/run.sh [hit|disk|pass|render|growth|cluster|all]
 #
 # Runs PRISM against baselines on loopback and prints ratios measured in the
 # same run (baseline and PRISM interleaved). See bench/README.md.
@@ -12,6 +12,7 @@
 #   BENCH_GROWTH sizes for the growth test (default "1000 100000 1000000")
 #   BENCH_LOG    PRISM's log level (default info, PRISM's default)
 #   CHROME       Chromium binary (default /usr/lib/chromium/chromium)
+#   BENCH_GLOB_N pages indexed in Redis for the cluster glob purge (default 1000000)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -370,17 +371,24 @@ bench_growth() {
   awk 'NR==1{b=$2; bl=$3} {printf "hot-key hits at %7d entries vs the smallest set: req/s ratio %.2f, p50 ratio %.2f\n", $1, $2/b, $3/bl}' "$WORK/growth.txt"
 }
 
+bench_cluster() {
+  log "== 6. cluster mode: 3 nodes (1 tab each) on one redis-server, and 1 node without [cluster]"
+  command -v redis-server >/dev/null || { log "redis-server not found (apt-get install redis-server)"; exit 1; }
+  "$BIN/clusterbench" -prism "$BIN/prism" -chrome "$CHROME" -work "$WORK/cluster" -dur "$DUR" -rounds "$ROUNDS" \
+    ${BENCH_GLOB_N:+-glob-n "$BENCH_GLOB_N"}
+}
+
 main() {
   local what=${1:-all}
   case $what in
-  hit | disk | pass | render | growth | all) ;;
-  *) echo "usage: $0 [hit|disk|pass|render|growth|all]" >&2; exit 2 ;;
+  hit | disk | pass | render | growth | cluster | all) ;;
+  *) echo "usage: $0 [hit|disk|pass|render|growth|cluster|all]" >&2; exit 2 ;;
   esac
   command -v wrk >/dev/null || { echo "wrk not found (apt-get install wrk)" >&2; exit 1; }
   build
   log "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
   case $what in
-  all) bench_hit; bench_pass; bench_disk; bench_render; bench_growth ;;
+  all) bench_hit; bench_pass; bench_disk; bench_render; bench_growth; bench_cluster ;;
   *) "bench_$what" ;;
   esac
 }

@@ -274,6 +274,7 @@ type keyspace string
 func (p keyspace) entry(h string) string { return string(p) + "e:" + h }
 func (p keyspace) lock(h string) string  { return string(p) + "l:" + h }
 func (p keyspace) index(host int) string { return string(p) + "i:" + strconv.Itoa(host) }
+func (p keyspace) urls(host int) string  { return string(p) + "u:" + strconv.Itoa(host) }
 func (p keyspace) epoch() string         { return string(p) + "epoch" }
 func (p keyspace) events() string        { return string(p) + "events" }
 func (p keyspace) acks() string          { return string(p) + "acks" }
@@ -296,6 +297,26 @@ func parseMember(s string) (cachestore.Key, bool) {
 		return cachestore.Key{}, false
 	}
 	return cachestore.Key{HostID: h, DimensionID: d, URL: u}, true
+}
+
+// urlMember spells k in its host's URL index, "url\x00dimension": all at
+// score 0, so the index is sorted by URL and a glob purge reads only the
+// range its literal prefix selects.
+func urlMember(k cachestore.Key) string {
+	return k.URL + "\x00" + strconv.Itoa(k.DimensionID)
+}
+
+// parseURLMember reverses urlMember for host.
+func parseURLMember(host int, s string) (cachestore.Key, bool) {
+	i := strings.LastIndexByte(s, 0)
+	if i < 0 {
+		return cachestore.Key{}, false
+	}
+	d, err := strconv.Atoi(s[i+1:])
+	if err != nil || d <= 0 || i == 0 || i > 1<<16 {
+		return cachestore.Key{}, false
+	}
+	return cachestore.Key{HostID: host, DimensionID: d, URL: s[:i]}, true
 }
 
 // hash names k's entry and lock keys: bounded length whatever the URL.

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -431,4 +434,70 @@ func TestPendingPurgeSurvivesRestart(t *testing.T) {
 	c := testNode(t, mr, "c", func(o *Options) { o.StateDir = corrupt })
 	start(t, c)
 	waitFor(t, "b to apply the purge of everything", func() bool { _, ok := b.opts.Store.Get(other); return !ok })
+}
+
+// TestGlobPurgeOfTheSharedTier: a glob purge removes exactly the pages it
+// selects from Redis, read from the URL index by the glob's literal prefix
+// (over several chunks) or whole when it has none; purge-all empties it;
+// index members of expired entries are trimmed.
+func TestGlobPurgeOfTheSharedTier(t *testing.T) {
+	mr := miniredis.RunT(t)
+	a := testNode(t, mr, "a", nil)
+	ctx := context.Background()
+	now := time.Now()
+	var keys []cachestore.Key
+	for i := range scanBatch + 500 { // more than one chunk under /blog/
+		keys = append(keys, cachestore.Key{HostID: 1, DimensionID: 1 + i%2, URL: fmt.Sprintf("/blog/%05d", i)})
+	}
+	keys = append(keys,
+		cachestore.Key{HostID: 1, DimensionID: 1, URL: "/blog"},
+		cachestore.Key{HostID: 1, DimensionID: 1, URL: "/blogger/x"},
+		cachestore.Key{HostID: 1, DimensionID: 1, URL: "/shop/a.html"},
+		cachestore.Key{HostID: 1, DimensionID: 1, URL: "/shop/b.json"},
+		cachestore.Key{HostID: 2, DimensionID: 1, URL: "/blog/00001"},
+	)
+	for _, k := range keys {
+		a.publish(ctx, entry(k, now), "0")
+	}
+	shared := func(k cachestore.Key) bool { return mr.Exists(a.keys.entry(hash(k))) }
+	check := func(what string, gone func(cachestore.Key) bool) {
+		t.Helper()
+		for _, k := range keys {
+			if shared(k) == gone(k) {
+				t.Fatalf("after %s: %v shared=%v", what, k, shared(k))
+			}
+		}
+	}
+	if err := a.removeShared(ctx, event{Glob: "/blog/*", HostID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	isBlog1 := func(k cachestore.Key) bool { return k.HostID == 1 && strings.HasPrefix(k.URL, "/blog/") }
+	check("/blog/* on host 1", isBlog1)
+	if err := a.removeShared(ctx, event{Glob: "**.html"}); err != nil { // no literal prefix
+		t.Fatal(err)
+	}
+	check("**.html", func(k cachestore.Key) bool { return isBlog1(k) || k.URL == "/shop/a.html" })
+	if n, _ := mr.ZMembers(a.keys.urls(1)); len(n) != 3 {
+		t.Fatalf("URL index of host 1 holds %v, want the 3 pages left", n)
+	}
+
+	// Trim: members of entries older than MaxAge go; fresh ones stay.
+	old := cachestore.Key{HostID: 1, DimensionID: 1, URL: "/old"}
+	a.publish(ctx, entry(old, now.Add(-23*time.Hour-59*time.Minute)), "0")
+	mr.FastForward(2 * time.Minute) // the old entry's key lapses
+	a.opts.Now = func() time.Time { return now.Add(2 * time.Minute) }
+	a.trimIndexes(ctx)
+	if ms, _ := mr.ZMembers(a.keys.urls(1)); len(ms) != 3 || slices.Contains(ms, urlMember(old)) {
+		t.Fatalf("URL index after trim: %q", ms)
+	}
+
+	if err := a.removeShared(ctx, event{All: true}); err != nil {
+		t.Fatal(err)
+	}
+	check("purge all", func(cachestore.Key) bool { return true })
+	for _, h := range []int{1, 2} {
+		if mr.Exists(a.keys.urls(h)) || mr.Exists(a.keys.index(h)) {
+			t.Fatalf("host %d's indexes left after purge all", h)
+		}
+	}
 }

@@ -198,12 +198,15 @@ func (n *Node) register(ctx context.Context, first bool) error {
 	}
 }
 
+// trimEvery is how many heartbeats pass between index trims.
+const trimEvery = 30
+
 // beat renews the registration every heartbeat and delivers kept purges.
 func (n *Node) beat(ctx context.Context) error {
 	t := time.NewTicker(heartbeat)
 	defer t.Stop()
 	wasUp := n.up.Load()
-	for {
+	for beats := 0; ; beats++ {
 		select {
 		case <-ctx.Done():
 			return nil
@@ -221,6 +224,9 @@ func (n *Node) beat(ctx context.Context) error {
 			n.flushPending(ctx)
 			n.renewClaims(ctx)
 			n.publishStats(ctx)
+			if beats%trimEvery == 0 {
+				n.trimIndexes(ctx)
+			}
 		}
 	}
 }

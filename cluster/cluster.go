@@ -94,6 +94,8 @@ type Node struct {
 	pending []event                    // purges made while Redis was unreachable
 	claims  map[string]struct{}        // shared recache claims this node renders
 
+	warmed atomic.Pointer[func(cachestore.Key, error)] // OnWarmed
+
 	m nodeMetrics
 }
 

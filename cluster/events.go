@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/recache"
 )
 
 // Purge is what a purge removes. Exactly one of Keys, Glob or All is set.
@@ -308,6 +310,14 @@ func (n *Node) apply(msg redis.XMessage) {
 		if e, ok := n.opts.Store.Get(k); ok && e.RenderedAt.UnixMilli() < at {
 			n.opts.Store.Delete(k)
 		}
+	case "warmed":
+		if k, ok := parseMember(str(msg.Values["k"])); ok {
+			var err error
+			if e := str(msg.Values["e"]); e != "" {
+				err = warmError(e)
+			}
+			n.tellWarmed(k, err)
+		}
 	case "purge":
 		var ev event
 		if err := json.Unmarshal([]byte(str(msg.Values["p"])), &ev); err != nil {
@@ -338,6 +348,15 @@ func (n *Node) applyPurge(ev event) int {
 		}
 	}
 	return c
+}
+
+// warmError turns a warm render's announced error back into an error,
+// recache.ErrNotStored as itself.
+func warmError(msg string) error {
+	if msg == recache.ErrNotStored.Error() {
+		return recache.ErrNotStored
+	}
+	return errors.New(msg)
 }
 
 func str(v any) string {

@@ -27,35 +27,38 @@ import (
 
 // pushScript queues members at one level, keeping the earlier due time; a
 // high push supersedes a normal entry and a normal push yields to a high
-// one. KEYS: the high and normal queue of each host, in pairs in ARGV
-// order; ARGV: level, then (host slot, due ms, member) triples.
+// one; warm entries (level 3) have their own queue. KEYS: the high, normal
+// and warm queue of each host, in triples; ARGV: level, then (host slot,
+// due ms, member) triples.
 var pushScript = redis.NewScript(`
 local lvl = tonumber(ARGV[1])
 for i = 2, #ARGV, 3 do
   local slot = tonumber(ARGV[i])
-  local hi, no = KEYS[2*slot-1], KEYS[2*slot]
+  local hi, no, wa = KEYS[3*slot-2], KEYS[3*slot-1], KEYS[3*slot]
   local m = ARGV[i+2]
   if lvl == 1 then
     redis.call('ZREM', no, m)
     redis.call('ZADD', hi, 'LT', ARGV[i+1], m)
+  elseif lvl == 3 then
+    redis.call('ZADD', wa, 'LT', ARGV[i+1], m)
   elseif not redis.call('ZSCORE', hi, m) then
     redis.call('ZADD', no, 'LT', ARGV[i+1], m)
   end
 end
 return 1`)
 
-// claimScript claims up to ARGV[2] due members, high before normal and
-// round-robin across hosts within a level. KEYS: claims, attempts, paused,
-// then every host's high queue, then every host's normal queue; ARGV: now
-// ms, n, lease end ms, host count, start slot. It returns {paused} or {0,
-// claim, attempts, ...}.
+// claimScript claims up to ARGV[2] due members, high before normal before
+// warm, round-robin across hosts within a level. KEYS: claims, attempts,
+// paused, then every host's high queue, then every host's normal queue,
+// then every host's warm queue; ARGV: now ms, n, lease end ms, host count,
+// start slot. It returns {paused} or {0, claim, attempts, ...}.
 var claimScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[3]) == 1 then return {1} end
 local now, n, lease = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local nh, start = tonumber(ARGV[4]), tonumber(ARGV[5])
 local out = {0}
 local got = 0
-for lvl = 0, 1 do
+for lvl = 0, 2 do
   local progress = true
   while got < n and progress do
     progress = false
@@ -115,23 +118,24 @@ func (p keyspace) paused() string        { return string(p) + "paused" }
 func (p keyspace) stat(id string) string { return string(p) + "stat:" + id }
 func (p keyspace) claimCursor() string   { return string(p) + "qcursor" }
 
-// hostSlots returns the configured hosts' queue keys, high and normal in
-// pairs, and each host's slot (1-based pair index).
+// hostSlots returns the configured hosts' queue keys, high, normal and
+// warm in triples, and each host's slot (1-based triple index).
 func (n *Node) hostSlots() (keys []string, slot map[int]int) {
 	slot = make(map[int]int, len(n.opts.HostIDs))
 	for i, id := range n.opts.HostIDs {
-		keys = append(keys, n.keys.queue(id, recache.High), n.keys.queue(id, recache.Normal))
+		keys = append(keys, n.keys.queue(id, recache.High), n.keys.queue(id, recache.Normal), n.keys.queue(id, recache.Auto))
 		slot[id] = i + 1
 	}
 	return keys, slot
 }
 
-// Push queues keys at level p (recache.High or recache.Normal), due at due,
-// in the shared queues. Keys of hosts this node does not know are refused.
-// It implements recache.Shared.
+// Push queues keys at level p, due at due, in the shared queues: High and
+// Normal for the internal API's recaches, Auto for warmups (a node's
+// periodic autorecache stays local). Keys of hosts this node does not know
+// are refused. It implements recache.Shared.
 func (n *Node) Push(ctx context.Context, keys []cachestore.Key, p recache.Priority, due time.Time) error {
-	if p != recache.High && p != recache.Normal {
-		return fmt.Errorf("cluster: push: only high and normal queues are shared, not %s", p)
+	if p != recache.High && p != recache.Normal && p != recache.Auto {
+		return fmt.Errorf("cluster: push: invalid level %d", int(p))
 	}
 	qkeys, slot := n.hostSlots()
 	const batch = 300
@@ -168,13 +172,12 @@ func (n *Node) Claim(ctx context.Context, max int) (claims []recache.Claim, paus
 	if n.note(err) != nil {
 		return nil, false, fmt.Errorf("cluster: claim: %w", err)
 	}
-	high := make([]string, 0, len(n.opts.HostIDs))
-	normal := make([]string, 0, len(n.opts.HostIDs))
-	for _, id := range n.opts.HostIDs {
-		high = append(high, n.keys.queue(id, recache.High))
-		normal = append(normal, n.keys.queue(id, recache.Normal))
+	keys := []string{n.keys.claims(), n.keys.attempts(), n.keys.paused()}
+	for _, p := range []recache.Priority{recache.High, recache.Normal, recache.Auto} {
+		for _, id := range n.opts.HostIDs {
+			keys = append(keys, n.keys.queue(id, p))
+		}
 	}
-	keys := append([]string{n.keys.claims(), n.keys.attempts(), n.keys.paused()}, append(high, normal...)...)
 	now := n.opts.Now()
 	res, err := claimScript.Run(cctx, n.rdb, keys, now.UnixMilli(), max,
 		now.Add(n.opts.ClaimLease).UnixMilli(), len(n.opts.HostIDs), start%int64(len(n.opts.HostIDs))).Slice()
@@ -206,13 +209,66 @@ func (n *Node) Claim(ctx context.Context, max int) (claims []recache.Claim, paus
 }
 
 // Finish settles a claim: done when retryAt is zero, else back in the
-// shared queue due at retryAt after attempts failed renders. It implements
-// recache.Shared.
-func (n *Node) Finish(ctx context.Context, c recache.Claim, retryAt time.Time, attempts int) error {
+// shared queue due at retryAt after attempts failed renders. A warm claim
+// done is announced to every node with result (nil: stored), for the
+// warmup waiting for it. It implements recache.Shared.
+func (n *Node) Finish(ctx context.Context, c recache.Claim, retryAt time.Time, attempts int, result error) error {
 	n.mu.Lock()
 	delete(n.claims, c.ID)
 	n.mu.Unlock()
-	return n.finishLocked(ctx, c.ID, retryAt, attempts)
+	if err := n.finishLocked(ctx, c.ID, retryAt, attempts); err != nil {
+		return err
+	}
+	if c.Priority == recache.Auto && retryAt.IsZero() {
+		n.announceWarmed(ctx, c.Key, result)
+	}
+	return nil
+}
+
+// Remove drops keys from the shared queue at level p (a cancelled warmup's
+// keys). It implements recache.Shared.
+func (n *Node) Remove(ctx context.Context, keys []cachestore.Key, p recache.Priority) error {
+	cctx, cancel := n.call(ctx)
+	defer cancel()
+	pipe := n.rdb.Pipeline()
+	for _, k := range keys {
+		pipe.ZRem(cctx, n.keys.queue(k.HostID, p), member(k))
+	}
+	_, err := pipe.Exec(cctx)
+	if n.note(err) != nil {
+		return fmt.Errorf("cluster: remove: %w", err)
+	}
+	return nil
+}
+
+// OnWarmed sets the function told of every warm render settled anywhere in
+// the cluster (key, and nil or its error). It implements recache.Shared;
+// call it before Run.
+func (n *Node) OnWarmed(f func(cachestore.Key, error)) { n.warmed.Store(&f) }
+
+func (n *Node) tellWarmed(k cachestore.Key, err error) {
+	if f := n.warmed.Load(); f != nil {
+		(*f)(k, err)
+	}
+}
+
+// announceWarmed tells every node (this one at once, the others through
+// the event stream) that a warm render of k settled.
+func (n *Node) announceWarmed(ctx context.Context, k cachestore.Key, result error) {
+	n.tellWarmed(k, result)
+	msg := ""
+	if result != nil {
+		msg = result.Error()
+	}
+	cctx, cancel := n.call(context.WithoutCancel(ctx))
+	defer cancel()
+	err := n.rdb.XAdd(cctx, &redis.XAddArgs{
+		Stream: n.keys.events(), MaxLen: streamMax, Approx: true,
+		Values: []any{"t", "warmed", "n", n.opts.NodeID, "k", member(k), "e", msg},
+	}).Err()
+	if n.note(err) != nil {
+		n.log.Warn("cluster: a warm render's result was not announced: its warmup waits for it", "key", k.String(), "err", err)
+	}
 }
 
 // finishLocked runs finishScript; it makes one Redis call and does not need
@@ -334,8 +390,9 @@ type Status struct {
 	// InternalQueue sums the nodes' internal queues.
 	InternalQueue, QueueMax int
 	// Queues holds per host the high, normal and autorecache totals:
-	// shared entries (claimed ones excluded), entries a node holds locally
-	// until Redis takes them, and the nodes' autorecache queues summed.
+	// shared entries (claimed ones excluded; shared warm entries count as
+	// autorecache), entries a node holds locally until Redis takes them,
+	// and the nodes' autorecache queues summed.
 	Queues map[int][3]QueueCount
 }
 
@@ -364,10 +421,10 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 	now := strconv.FormatInt(n.opts.Now().UnixMilli(), 10)
 	pipe := n.rdb.Pipeline()
 	type counts struct{ total, due *redis.IntCmd }
-	q := map[int][2]counts{}
+	q := map[int][3]counts{}
 	for _, id := range n.opts.HostIDs {
-		var c [2]counts
-		for i, p := range []recache.Priority{recache.High, recache.Normal} {
+		var c [3]counts
+		for i, p := range []recache.Priority{recache.High, recache.Normal, recache.Auto} {
 			c[i] = counts{pipe.ZCard(cctx, n.keys.queue(id, p)), pipe.ZCount(cctx, n.keys.queue(id, p), "-inf", now)}
 		}
 		q[id] = c
@@ -390,6 +447,7 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 		st.Queues[id] = [3]QueueCount{
 			{int(c[0].total.Val()), int(c[0].due.Val())},
 			{int(c[1].total.Val()), int(c[1].due.Val())},
+			{int(c[2].total.Val()), int(c[2].due.Val())},
 		}
 	}
 	if stats == nil {

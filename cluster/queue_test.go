@@ -2,6 +2,9 @@ package cluster
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"sync"
@@ -41,8 +44,8 @@ func TestQueueClaimOrderAndFinish(t *testing.T) {
 	if err := a.Push(ctx, []cachestore.Key{key(9, "/x")}, recache.High, now); err == nil {
 		t.Fatal("push of an unconfigured host succeeded")
 	}
-	if err := a.Push(ctx, []cachestore.Key{key(1, "/x")}, recache.Auto, now); err == nil {
-		t.Fatal("push at autorecache succeeded")
+	if err := a.Push(ctx, []cachestore.Key{key(1, "/x")}, recache.Priority(7), now); err == nil {
+		t.Fatal("push at an invalid level succeeded")
 	}
 
 	cs, paused, err := a.Claim(ctx, 10)
@@ -68,9 +71,9 @@ func TestQueueClaimOrderAndFinish(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 	// One fails and goes back with its attempts; the others are done.
-	must(a.Finish(ctx, cs[0], now, 2))
+	must(a.Finish(ctx, cs[0], now, 2, nil))
 	for _, c := range cs[1:] {
-		must(a.Finish(ctx, c, time.Time{}, 0))
+		must(a.Finish(ctx, c, time.Time{}, 0, nil))
 	}
 	again, _, err := a.Claim(ctx, 10)
 	must(err)
@@ -79,7 +82,7 @@ func TestQueueClaimOrderAndFinish(t *testing.T) {
 	}
 	// A finish of a claim no longer held (settled, or lapsed and
 	// reclaimed) changes nothing.
-	must(a.Finish(ctx, cs[1], now, 1))
+	must(a.Finish(ctx, cs[1], now, 1, nil))
 	if more, _, _ := a.Claim(ctx, 10); len(more) != 0 {
 		t.Fatalf("a stale finish requeued %+v", more)
 	}
@@ -303,5 +306,73 @@ func TestClaimReturnedOnShutdown(t *testing.T) {
 	st, err := a.Status(ctx)
 	if err != nil || st.Claimed != 0 || st.Queues[1][0].DueNow != 1 {
 		t.Fatalf("after shutdown: %+v %v, want the entry back in the high queue", st, err)
+	}
+}
+
+// TestWarmupRenderedByTheCluster: a warmup started on a node with no free
+// tab is rendered by another node; the starting node hears of every key,
+// failures included; a cancelled warmup's keys leave the shared queue.
+func TestWarmupRenderedByTheCluster(t *testing.T) {
+	mr := miniredis.RunT(t)
+	a := testNode(t, mr, "a", nil)
+	b := testNode(t, mr, "b", nil)
+	start(t, a)
+	start(t, b)
+	r := &renders{by: map[string][]string{}}
+	starter := testScheduler(t, a, r.refresh("a", false), 0)
+	fails := func(ctx context.Context, k cachestore.Key, c prerender.Class) (fill.Outcome, error) {
+		r.refresh("b", false)(ctx, k, c)
+		if k.URL == "/broken" {
+			return fill.Outcome{}, errors.New("render failed")
+		}
+		return fill.Outcome{Entry: &cachestore.Entry{Key: k, RenderedAt: time.Now()}, Stored: true}, nil
+	}
+	s, err := recache.New(recache.Options{
+		Sites: testSites(t), Refresh: fails, Capacity: func() int { return 2 }, MaxAttempts: 1,
+		JournalDir: t.TempDir(), Shared: b, Tick: 20 * time.Millisecond, Logger: quiet,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; s.Close() })
+
+	keys := []cachestore.Key{key(1, "/w1"), key(2, "/w2"), key(1, "/broken"), key(1, "/w1")}
+	var mu sync.Mutex
+	got := map[string]string{}
+	werr := starter.Warm(ctxTimeout(t, 20*time.Second), keys, func(k cachestore.Key, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		got[k.URL] = fmt.Sprint(err)
+	})
+	if werr != nil {
+		t.Fatalf("Warm: %v", werr)
+	}
+	want := map[string]string{"/w1": "<nil>", "/w2": "<nil>", "/broken": "render failed"}
+	if !maps.Equal(got, want) {
+		t.Fatalf("warm results %v, want %v", got, want)
+	}
+	if got := r.of("a"); len(got) != 0 {
+		t.Fatalf("the busy starter rendered %v", got)
+	}
+
+	// Cancelled: its keys leave the shared queue. The other node is paused
+	// so that nothing renders them first.
+	s.Pause()
+	wctx, stop := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- starter.Warm(wctx, []cachestore.Key{key(1, "/never")}, nil) }()
+	waitFor(t, "the warm entry queued", func() bool {
+		st, err := a.Status(context.Background())
+		return err == nil && st.Queues[1][2].Total == 1
+	})
+	stop()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled Warm = %v", err)
+	}
+	if st, _ := a.Status(context.Background()); st.Queues[1][2].Total != 0 {
+		t.Fatalf("a cancelled warmup left %+v", st.Queues[1])
 	}
 }

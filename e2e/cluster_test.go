@@ -212,6 +212,7 @@ func TestCluster(t *testing.T) {
 	t.Run("recache queued on a busy node renders elsewhere", func(_ *testing.T) { clusterRecacheBusy(t, o, nodes) })
 	t.Run("recache queued on a node then stopped, cluster-wide pause", func(_ *testing.T) { clusterRecacheStopped(t, o, nodes) })
 	t.Run("kill -9 of a node holding a claimed recache", func(_ *testing.T) { clusterClaimKilled(t, o, nodes) })
+	t.Run("sitemap warmup started on one node rendered by the cluster", func(_ *testing.T) { clusterWarmup(t, o, nodes) })
 	t.Run("SIGSTOP of Redis", func(_ *testing.T) { clusterRedisStopped(t, o, nodes, redis) })
 	t.Run("kill -9 of Redis under load", func(_ *testing.T) { clusterRedisKilled(t, o, nodes, redis) })
 }
@@ -567,4 +568,55 @@ func clusterRedisKilled(t *testing.T, o *Origin, nodes []*Prism, redis *redisPro
 		c := clusterStatus(t, nodes[2])["cluster"].(map[string]any)
 		return c["redis_reachable"] == true && len(c["live_nodes"].([]any)) == 3
 	})
+}
+
+// clusterWarmup: a sitemap warmup started on node 1 is rendered by every
+// node's free tabs, each page once per dimension; node 1's /warmup/status follows it to
+// the end, and every node serves the pages as hits.
+func clusterWarmup(t *testing.T, o *Origin, nodes []*Prism) {
+	l := newRenderLog(t, o, "/c/warm/", nil)
+	var paths []string
+	var sm strings.Builder
+	sm.WriteString(`<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">`)
+	for i := range 8 {
+		p := fmt.Sprintf("/c/warm/p-%d", i)
+		paths = append(paths, p)
+		fmt.Fprintf(&sm, "<url><loc>https://%s%s</loc></url>", siteHost, p)
+	}
+	sm.WriteString("</urlset>")
+	o.Mux.HandleFunc("/c/sitemap.xml", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/xml")
+		fmt.Fprint(w, sm.String())
+	})
+	var before []float64
+	for _, p := range nodes {
+		before = append(before, p.metric(`prism_recache_shared_total{op="claimed"}`))
+	}
+	code, m := nodes[0].admin("POST", "/warmup", `{"sitemap_url":"https://`+siteHost+`/c/sitemap.xml"}`, "admin-secret")
+	if code != http.StatusAccepted {
+		t.Fatalf("/warmup = %d %v", code, m)
+	}
+	st := nodes[0].waitWarmup(60*time.Second, "admin-secret")
+	if st["total"] != 16.0 || st["processed"] != 16.0 || st["errors"] != 0.0 { // 8 URLs, 2 dimensions
+		t.Fatalf("warmup status on node 1 = %v, want 16/16 without errors", st)
+	}
+	elsewhere := 0.0
+	for i, p := range nodes[1:] {
+		elsewhere += p.metric(`prism_recache_shared_total{op="claimed"}`) - before[i+1]
+	}
+	if elsewhere < 1 {
+		t.Errorf("nodes 2 and 3 rendered none of the warmup")
+	}
+	for _, path := range paths {
+		if n := len(l.renders(path)); n != 2 {
+			t.Errorf("%s rendered %d times, want once per dimension", path, n)
+		}
+		for i, p := range nodes {
+			for _, ua := range []string{desktopBot, mobileBot} {
+				if _, c, _, err := get(p.Public, path, ua); err != nil || c != "HIT" {
+					t.Errorf("%s on node %d after the warmup: %s %v, want HIT", path, i+1, c, err)
+				}
+			}
+		}
+	}
 }

@@ -145,7 +145,9 @@ const (
 func (s *Scheduler) work(ctx context.Context, j job) {
 	k := j.it.key
 	s.mu.Lock()
-	warm := len(j.it.warms) > 0 // rendered whether stored or served
+	// Rendered whether stored or served: a warmup waits here or, claimed
+	// from the cluster's warm queue, elsewhere.
+	warm := len(j.it.warms) > 0 || j.it.claim != nil && j.it.claim.Priority == Auto
 	s.mu.Unlock()
 	if j.prio == Auto && !warm && s.served != nil && !s.served.take(k) {
 		s.finish(j.it, outcomeIdle, nil)
@@ -235,9 +237,12 @@ func (s *Scheduler) finish(it *item, o outcome, err error) {
 	if it.claim != nil {
 		// The cluster's entry: settled there, retried there unless a warmup
 		// here waits for it.
-		f := sharedFinish{c: *it.claim, attempts: it.attempts}
+		f := sharedFinish{c: *it.claim, attempts: it.attempts, result: err}
 		if retry && len(it.warms) == 0 {
 			f.retryAt, retry = due, false
+		}
+		if f.retryAt.IsZero() && o != outcomeOK && f.result == nil {
+			f.result = ErrForgotten // dropped unrendered (forgotten, or shutting down)
 		}
 		shared = append(shared, f)
 		it.claim = nil

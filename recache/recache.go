@@ -186,11 +186,13 @@ type Scheduler struct {
 	cursor     [numPriorities]int // round-robin start per level
 	jr         *journal
 	closed     bool
-	pausePush  bool     // a Pause or Resume not yet delivered to Shared
-	pauseGen   uint64   // counts Pause and Resume calls
-	doneBuf    []record // done records not yet written
-	nextCheck  int      // journal record count at which to consider compaction
-	compactMin int
+	// sharedWarms holds the warmups waiting for keys queued in Shared.
+	sharedWarms map[cachestore.Key][]*warmSet
+	pausePush   bool     // a Pause or Resume not yet delivered to Shared
+	pauseGen    uint64   // counts Pause and Resume calls
+	doneBuf     []record // done records not yet written
+	nextCheck   int      // journal record count at which to consider compaction
+	compactMin  int
 
 	m schedMetrics
 }
@@ -248,14 +250,18 @@ func New(opts Options) (*Scheduler, error) {
 		opts.Now = time.Now
 	}
 	s := &Scheduler{
-		opts:       opts,
-		log:        opts.Logger,
-		jobs:       make(chan job, opts.QueueSize),
-		offers:     make(chan cachestore.Key, 1024),
-		served:     servedSetIf(opts.ServedOnly),
-		items:      map[cachestore.Key]*item{},
-		queues:     map[int]*hostQueues{},
-		compactMin: 10000,
+		opts:        opts,
+		log:         opts.Logger,
+		jobs:        make(chan job, opts.QueueSize),
+		offers:      make(chan cachestore.Key, 1024),
+		served:      servedSetIf(opts.ServedOnly),
+		items:       map[cachestore.Key]*item{},
+		queues:      map[int]*hostQueues{},
+		compactMin:  10000,
+		sharedWarms: map[cachestore.Key][]*warmSet{},
+	}
+	if opts.Shared != nil {
+		opts.Shared.OnWarmed(s.warmedShared)
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -526,6 +532,7 @@ func (s *Scheduler) Forget(keys ...cachestore.Key) {
 	defer func() { report(settled) }()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	settled = append(settled, s.settleSharedLocked(keys, ErrForgotten)...)
 	var recs []record
 	for _, k := range keys {
 		it, ok := s.items[k]
@@ -692,5 +699,6 @@ func (s *Scheduler) Close() error {
 	for _, it := range s.items {
 		settled = append(settled, settleWarmsLocked(it, ErrClosed)...)
 	}
+	settled = append(settled, s.settleSharedLocked(nil, ErrClosed)...)
 	return s.jr.close()
 }

@@ -18,8 +18,15 @@ type Shared interface {
 	// normal; paused reports a cluster-wide pause (nothing claimed).
 	Claim(ctx context.Context, n int) (claims []Claim, paused bool, err error)
 	// Finish settles a claim: done when retryAt is zero, else back in the
-	// queue due at retryAt, having failed attempts times.
-	Finish(ctx context.Context, c Claim, retryAt time.Time, attempts int) error
+	// queue due at retryAt, having failed attempts times. result is the
+	// render's outcome when done (nil: stored); a warm claim's (Priority
+	// Auto) is announced to every scheduler's OnWarmed function.
+	Finish(ctx context.Context, c Claim, retryAt time.Time, attempts int, result error) error
+	// Remove drops keys queued at p (a cancelled warmup's).
+	Remove(ctx context.Context, keys []cachestore.Key, p Priority) error
+	// OnWarmed sets the function told of each warm render settled by any
+	// scheduler sharing the queue.
+	OnWarmed(f func(k cachestore.Key, result error))
 	// SetPaused pauses or resumes every scheduler sharing the queue.
 	SetPaused(ctx context.Context, paused bool) error
 }
@@ -136,7 +143,7 @@ func (s *Scheduler) tickShared(ctx context.Context, now time.Time) {
 	s.writeDoneLocked(recs)
 	s.mu.Unlock()
 	for _, c := range back {
-		if err := s.opts.Shared.Finish(ctx, c, now.Add(time.Second), c.Attempts); err != nil {
+		if err := s.opts.Shared.Finish(ctx, c, now.Add(time.Second), c.Attempts, nil); err != nil {
 			s.log.Debug("recache: claim left to lapse", "key", c.Key.String(), "err", err)
 		}
 	}
@@ -201,13 +208,87 @@ type sharedFinish struct {
 	c        Claim
 	retryAt  time.Time
 	attempts int
+	result   error
 }
 
 func (s *Scheduler) deliverFinished(fs []sharedFinish) {
 	for _, f := range fs {
-		if err := s.opts.Shared.Finish(context.Background(), f.c, f.retryAt, f.attempts); err != nil {
+		if err := s.opts.Shared.Finish(context.Background(), f.c, f.retryAt, f.attempts, f.result); err != nil {
 			s.log.Warn("recache: a finished claim could not be settled: its lease lapses and it renders again",
 				"key", f.c.Key.String(), "err", err)
 		}
 	}
+}
+
+// warmShared queues keys as warm entries in Shared, for any node to render,
+// and registers ws to hear of each one settled; false when Shared failed
+// (the caller warms locally).
+func (s *Scheduler) warmShared(keys []cachestore.Key, ws *warmSet) bool {
+	if err := s.opts.Shared.Push(context.Background(), keys, Auto, s.opts.Now()); err != nil {
+		s.log.Warn("recache: warmup rendered by this node alone: the shared queue is unreachable", "err", err)
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range keys {
+		s.sharedWarms[k] = append(s.sharedWarms[k], ws)
+	}
+	ws.pending = len(keys)
+	return true
+}
+
+// warmedShared settles the warm sets waiting here for k, rendered by some
+// node of the cluster (Shared.OnWarmed).
+func (s *Scheduler) warmedShared(k cachestore.Key, result error) {
+	s.mu.Lock()
+	wss := s.sharedWarms[k]
+	delete(s.sharedWarms, k)
+	s.mu.Unlock()
+	ds := make([]warmDone, len(wss))
+	for i, ws := range wss {
+		ds[i] = warmDone{ws: ws, key: k, err: result}
+	}
+	report(ds)
+}
+
+// cancelShared stops waiting for ws's keys and removes from Shared those no
+// other warmup here waits for.
+func (s *Scheduler) cancelShared(keys []cachestore.Key, ws *warmSet) {
+	var drop []cachestore.Key
+	s.mu.Lock()
+	for _, k := range keys {
+		rest := dropWarm(s.sharedWarms[k], ws)
+		if len(rest) == 0 {
+			delete(s.sharedWarms, k)
+			drop = append(drop, k)
+		} else {
+			s.sharedWarms[k] = rest
+		}
+	}
+	s.mu.Unlock()
+	if err := s.opts.Shared.Remove(context.Background(), drop, Auto); err != nil {
+		s.log.Warn("recache: a cancelled warmup's entries stay in the shared queue", "err", err)
+	}
+}
+
+// settleSharedLocked settles every warm set waiting for a shared warm
+// render with err; the caller reports the result after releasing mu.
+func (s *Scheduler) settleSharedLocked(keys []cachestore.Key, err error) []warmDone {
+	var out []warmDone
+	settle := func(k cachestore.Key) {
+		for _, ws := range s.sharedWarms[k] {
+			out = append(out, warmDone{ws: ws, key: k, err: err})
+		}
+		delete(s.sharedWarms, k)
+	}
+	if keys == nil {
+		for k := range s.sharedWarms {
+			settle(k)
+		}
+		return out
+	}
+	for _, k := range keys {
+		settle(k)
+	}
+	return out
 }

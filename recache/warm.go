@@ -62,6 +62,50 @@ func (s *Scheduler) Warm(ctx context.Context, keys []cachestore.Key, done func(c
 		done = func(cachestore.Key, error) {}
 	}
 	ws := &warmSet{done: done, finished: make(chan struct{})}
+	if s.opts.Shared != nil {
+		return s.warmCluster(ctx, keys, ws)
+	}
+	return s.warmHere(ctx, keys, ws)
+}
+
+// warmCluster queues the warmup in the shared queue, for every node to
+// render, and waits for the results announced; with the shared queue
+// unreachable the warmup is rendered here.
+func (s *Scheduler) warmCluster(ctx context.Context, keys []cachestore.Key, ws *warmSet) error {
+	uniq := make([]cachestore.Key, 0, len(keys))
+	seen := make(map[cachestore.Key]struct{}, len(keys))
+	for _, k := range keys {
+		if _, dup := seen[k]; !dup {
+			seen[k] = struct{}{}
+			uniq = append(uniq, k)
+		}
+	}
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if len(uniq) == 0 {
+		return nil
+	}
+	if !s.warmShared(uniq, ws) {
+		return s.warmHere(ctx, keys, ws)
+	}
+	select {
+	case <-ws.finished:
+		return nil
+	case <-ctx.Done():
+	}
+	s.cancelShared(uniq, ws)
+	ws.cb.Lock()
+	ws.ended = true
+	ws.cb.Unlock()
+	return fmt.Errorf("recache: warm: %w", ctx.Err())
+}
+
+// warmHere renders the warmup on this node.
+func (s *Scheduler) warmHere(ctx context.Context, keys []cachestore.Key, ws *warmSet) error {
 	now := s.opts.Now()
 	mine := make(map[cachestore.Key]struct{}, len(keys))
 	s.mu.Lock()

@@ -82,6 +82,8 @@ type Node struct {
 	rdb   *redis.Client
 	token string // this process's registration and lock owner
 	keys  keyspace
+	// streamMax is the event stream's length kept (streamMax; tests lower it).
+	streamMax int
 
 	up      atomic.Bool  // the last Redis call succeeded
 	applied atomic.Value // string: the last stream id this node applied
@@ -172,13 +174,14 @@ func New(opts Options) (*Node, error) {
 	ro.MaxRetries = 0 // a slow Redis must not multiply a request's wait
 	ro.ContextTimeoutEnabled = true
 	n := &Node{
-		opts:    opts,
-		log:     opts.Logger,
-		rdb:     redis.NewClient(ro),
-		token:   randomToken(),
-		keys:    keyspace(opts.KeyPrefix),
-		waiters: map[string][]chan struct{}{},
-		claims:  map[string]struct{}{},
+		opts:      opts,
+		log:       opts.Logger,
+		rdb:       redis.NewClient(ro),
+		token:     randomToken(),
+		keys:      keyspace(opts.KeyPrefix),
+		streamMax: streamMax,
+		waiters:   map[string][]chan struct{}{},
+		claims:    map[string]struct{}{},
 	}
 	n.applied.Store("")
 	n.up.Store(true) // until a call fails: Join finds out at once
@@ -279,6 +282,7 @@ func (p keyspace) index(host int) string { return string(p) + "i:" + strconv.Ito
 func (p keyspace) urls(host int) string  { return string(p) + "u:" + strconv.Itoa(host) }
 func (p keyspace) epoch() string         { return string(p) + "epoch" }
 func (p keyspace) events() string        { return string(p) + "events" }
+func (p keyspace) trimmed() string       { return string(p) + "trimmed" }
 func (p keyspace) acks() string          { return string(p) + "acks" }
 func (p keyspace) nodes() string         { return string(p) + "nodes" }
 func (p keyspace) node(id string) string { return string(p) + "node:" + id }

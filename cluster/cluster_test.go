@@ -45,8 +45,14 @@ func newStore(t *testing.T) *cachestore.Store {
 // testNode is a Node over mr with its own store and state dir.
 func testNode(t *testing.T, mr *miniredis.Miniredis, id string, mod func(*Options)) *Node {
 	t.Helper()
+	return testNodeAt(t, "redis://"+mr.Addr(), id, mod)
+}
+
+// testNodeAt is testNode on the Redis at url.
+func testNodeAt(t *testing.T, url, id string, mod func(*Options)) *Node {
+	t.Helper()
 	o := Options{
-		URL: "redis://" + mr.Addr(), NodeID: id, Store: newStore(t), HostIDs: []int{1, 2},
+		URL: url, NodeID: id, Store: newStore(t), HostIDs: []int{1, 2},
 		StateDir: t.TempDir(), LockLease: time.Second, CallTimeout: time.Second, PurgeWait: 5 * time.Second,
 		Logger: testLogger(t), Metrics: metrics.NewSet(),
 	}

@@ -95,7 +95,7 @@ func (n *Node) deliver(ctx context.Context, ev event) (string, error) {
 	cctx, cancel = n.call(ctx) // a large purge's removal took its own calls
 	defer cancel()
 	id, err := n.rdb.XAdd(cctx, &redis.XAddArgs{
-		Stream: n.keys.events(), MaxLen: streamMax, Approx: true,
+		Stream: n.keys.events(),
 		Values: []any{"t", ev.Type, "n", ev.Node, "p", body},
 	}).Result()
 	if n.note(err) != nil {

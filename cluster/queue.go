@@ -263,7 +263,7 @@ func (n *Node) announceWarmed(ctx context.Context, k cachestore.Key, result erro
 	cctx, cancel := n.call(context.WithoutCancel(ctx))
 	defer cancel()
 	err := n.rdb.XAdd(cctx, &redis.XAddArgs{
-		Stream: n.keys.events(), MaxLen: streamMax, Approx: true,
+		Stream: n.keys.events(),
 		Values: []any{"t", "warmed", "n", n.opts.NodeID, "k", member(k), "e", msg},
 	}).Err()
 	if n.note(err) != nil {

@@ -63,14 +63,11 @@ func (n *Node) CatchUp(ctx context.Context) error {
 		n.applied.Store(id)
 		return n.savePosition(id)
 	}
-	info, err := n.rdb.XInfoStream(cctx, n.keys.events()).Result()
-	if err != nil && strings.Contains(err.Error(), "no such key") {
-		err = nil // no event yet
-	}
-	if n.note(err) != nil {
+	trimmed, err := n.rdb.Get(cctx, n.keys.trimmed()).Result()
+	if n.note(err) != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("cluster: catch up: %w", err)
 	}
-	if info != nil && streamIDLess(pos, info.MaxDeletedEntryID) {
+	if streamIDLess(pos, trimmed) {
 		dropped := n.opts.Store.DeleteAll()
 		n.log.Warn("cluster: events this node missed were trimmed from the stream: local cache emptied", "entries", dropped)
 	}
@@ -143,6 +140,8 @@ func (n *Node) ack(ctx context.Context, pos string) error {
 // released anywhere, and delivers purges kept while Redis was unreachable.
 // It returns nil at ctx's end, unregistering the node.
 func (n *Node) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
 	wg.Go(func() { n.subscribe(ctx) })
@@ -156,6 +155,7 @@ func (n *Node) Run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
+		cancel()
 	}
 	wg.Wait()
 	n.leave()
@@ -198,6 +198,28 @@ func (n *Node) register(ctx context.Context, first bool) error {
 	}
 }
 
+// trimStreamScript removes up to ARGV[2] of the oldest events beyond
+// ARGV[1], and records the newest id removed in KEYS[2]: a node whose
+// saved position is older missed events it can no longer read. (Exact
+// deletes rather than XTRIM ~, whose cut point is unknown; and MAXLEN on
+// XADD would trim without telling.)
+var trimStreamScript = redis.NewScript(`
+local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[1])
+if excess <= 0 then return 0 end
+local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', math.min(excess, tonumber(ARGV[2])))
+local ids = {}
+for i, e in ipairs(old) do ids[i] = e[1] end
+redis.call('XDEL', KEYS[1], unpack(ids))
+redis.call('SET', KEYS[2], ids[#ids])
+return #ids`)
+
+// trimStream keeps the event stream near streamMax records.
+func (n *Node) trimStream(ctx context.Context) {
+	cctx, cancel := n.call(ctx)
+	defer cancel()
+	n.note(trimStreamScript.Run(cctx, n.rdb, []string{n.keys.events(), n.keys.trimmed()}, n.streamMax, 1000).Err())
+}
+
 // trimEvery is how many heartbeats pass between index trims.
 const trimEvery = 30
 
@@ -224,6 +246,7 @@ func (n *Node) beat(ctx context.Context) error {
 			n.flushPending(ctx)
 			n.renewClaims(ctx)
 			n.publishStats(ctx)
+			n.trimStream(ctx)
 			if beats%trimEvery == 0 {
 				n.trimIndexes(ctx)
 			}
@@ -266,6 +289,7 @@ func (n *Node) consume(ctx context.Context) {
 		}
 		if _, err := n.readOnce(ctx, time.Second); err != nil && ctx.Err() == nil {
 			n.log.Debug("cluster: event stream", "err", err)
+			caughtUp = false // check for trimmed events again once Redis answers
 			sleep(ctx, 500*time.Millisecond)
 		}
 	}

@@ -91,11 +91,11 @@ var publishScript = redis.NewScript(`
 if (redis.call('GET', KEYS[3]) or '0') ~= ARGV[3] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
-redis.call('ZADD', KEYS[5], 0, ARGV[9])
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', 't', 'fill', 'n', ARGV[6], 'k', ARGV[4], 'at', ARGV[7])
+redis.call('ZADD', KEYS[5], 0, ARGV[8])
+redis.call('XADD', KEYS[4], '*', 't', 'fill', 'n', ARGV[6], 'k', ARGV[4], 'at', ARGV[7])
 return 1`)
 
-// streamMax bounds the event stream (approximately).
+// streamMax bounds the event stream: the heartbeats trim it (trimStream).
 const streamMax = 100000
 
 // Lock takes k's cluster-wide render lock, waiting while another node holds
@@ -227,7 +227,7 @@ func (n *Node) publish(ctx context.Context, e *cachestore.Entry, epoch string) {
 	ok, err := publishScript.Run(cctx, n.rdb,
 		[]string{n.keys.entry(hash(e.Key)), n.keys.index(e.Key.HostID), n.keys.epoch(), n.keys.events(), n.keys.urls(e.Key.HostID)},
 		b, ttl.Milliseconds(), epoch, m, e.RenderedAt.UnixMilli(), n.opts.NodeID,
-		strconv.FormatInt(e.RenderedAt.UnixMilli(), 10), streamMax, urlMember(e.Key)).Int()
+		strconv.FormatInt(e.RenderedAt.UnixMilli(), 10), urlMember(e.Key)).Int()
 	switch {
 	case n.note(err) != nil:
 		n.log.Debug("cluster: publish failed", "key", e.Key.String(), "err", err)

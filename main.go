@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/prismproxy/prism/adminapi"
@@ -130,6 +131,7 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		for _, h := range sites.Hosts() {
 			hostIDs = append(hostIDs, h.ID)
 		}
+		redis.SetLogger(cluster.ClientLogger(logger.With("component", "cluster")))
 		node, err = cluster.New(cluster.Options{
 			URL:         cfg.Cluster.Redis,
 			NodeID:      cfg.Cluster.NodeID,

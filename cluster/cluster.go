@@ -347,3 +347,19 @@ func redactErr(err error, url string) error {
 	}
 	return errors.New(msg)
 }
+
+// ClientLogger routes the Redis client's own messages (failed dials while
+// Redis is down, one per attempt) to l at debug level: Node reports
+// reachability itself, once per change. Install it with redis.SetLogger,
+// which is process-wide.
+func ClientLogger(l *slog.Logger) interface {
+	Printf(ctx context.Context, format string, v ...any)
+} {
+	return clientLog{l}
+}
+
+type clientLog struct{ l *slog.Logger }
+
+func (c clientLog) Printf(ctx context.Context, format string, v ...any) {
+	c.l.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
+}

@@ -507,3 +507,20 @@ func TestGlobPurgeOfTheSharedTier(t *testing.T) {
 		}
 	}
 }
+
+// TestPurgeLag: a node reading an idle stream reports (almost) no purge
+// lag; one cut off from Redis reports a growing one.
+func TestPurgeLag(t *testing.T) {
+	mr := miniredis.RunT(t)
+	a := testNode(t, mr, "a", nil)
+	start(t, a)
+	waitFor(t, "an idle node's lag under 2s", func() bool { return a.lag() < 2*time.Second })
+	time.Sleep(1500 * time.Millisecond) // an idle stream for longer than one blocking read
+	if l := a.lag(); l > 2*time.Second {
+		t.Fatalf("idle node's purge lag %v, want under 2s", l)
+	}
+	mr.SetError("LOADING down")
+	waitFor(t, "a cut-off node's lag to grow past 2s", func() bool { return a.lag() > 2*time.Second })
+	mr.SetError("")
+	waitFor(t, "the lag back under 2s", func() bool { return a.lag() < 2*time.Second })
+}

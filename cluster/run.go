@@ -61,6 +61,7 @@ func (n *Node) CatchUp(ctx context.Context) error {
 			id = last[0].ID
 		}
 		n.applied.Store(id)
+		n.caughtUp.Store(n.opts.Now().UnixNano())
 		return n.savePosition(id)
 	}
 	trimmed, err := n.rdb.Get(cctx, n.keys.trimmed()).Result()
@@ -98,8 +99,9 @@ func (n *Node) readOnce(ctx context.Context, block time.Duration) (more bool, er
 		args.Block = -1 // no BLOCK argument
 	}
 	res, err := n.rdb.XRead(cctx, args).Result()
-	if errors.Is(err, redis.Nil) {
+	if errors.Is(err, redis.Nil) { // nothing after pos: caught up
 		n.note(nil)
+		n.caughtUp.Store(n.opts.Now().UnixNano())
 		return false, nil
 	}
 	if n.note(err) != nil {

@@ -207,10 +207,15 @@ func (r *renders) of(name string) []string {
 // testScheduler runs a recache scheduler over node with tabs free tabs.
 func testScheduler(t *testing.T, node *Node, refresh func(context.Context, cachestore.Key, prerender.Class) (fill.Outcome, error), tabs int) *recache.Scheduler {
 	t.Helper()
-	s, err := recache.New(recache.Options{
-		Sites: testSites(t), Refresh: refresh, Capacity: func() int { return tabs },
-		JournalDir: t.TempDir(), Shared: node, Tick: 20 * time.Millisecond, Logger: testLogger(t),
-	})
+	return runScheduler(t, recache.Options{Refresh: refresh, Capacity: func() int { return tabs }, Shared: node})
+}
+
+// runScheduler builds a scheduler from opts (sites, journal dir, tick and
+// logger filled in) and runs it until the test ends.
+func runScheduler(t *testing.T, opts recache.Options) *recache.Scheduler {
+	t.Helper()
+	opts.Sites, opts.JournalDir, opts.Tick, opts.Logger = testSites(t), t.TempDir(), 20*time.Millisecond, testLogger(t)
+	s, err := recache.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,17 +332,7 @@ func TestWarmupRenderedByTheCluster(t *testing.T) {
 		}
 		return fill.Outcome{Entry: &cachestore.Entry{Key: k, RenderedAt: time.Now()}, Stored: true}, nil
 	}
-	s, err := recache.New(recache.Options{
-		Sites: testSites(t), Refresh: fails, Capacity: func() int { return 2 }, MaxAttempts: 1,
-		JournalDir: t.TempDir(), Shared: b, Tick: 20 * time.Millisecond, Logger: quiet,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); s.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; s.Close() })
+	s := runScheduler(t, recache.Options{Refresh: fails, Capacity: func() int { return 2 }, MaxAttempts: 1, Shared: b})
 
 	keys := []cachestore.Key{key(1, "/w1"), key(2, "/w2"), key(1, "/broken"), key(1, "/w1")}
 	var mu sync.Mutex

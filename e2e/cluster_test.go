@@ -168,18 +168,7 @@ func TestCluster(t *testing.T) {
 
 	t.Run("glob purge reaches every node, one stopped meanwhile too", func(t *testing.T) {
 		// Each render of these pages says which render it was.
-		var mu sync.Mutex
-		version := map[string]int{}
-		o.Mux.HandleFunc("/c/purge/", func(w http.ResponseWriter, r *http.Request) {
-			mu.Lock()
-			if r.Header.Get("X-Prism-Render") != "" {
-				version[r.URL.Path]++
-			}
-			v := version[r.URL.Path]
-			mu.Unlock()
-			w.Header().Set("Content-Type", "text/html; charset=utf-8")
-			fmt.Fprintf(w, "<!DOCTYPE html><html><body><p>%s version %d</p></body></html>", r.URL.Path, v)
-		})
+		versionedPages(o, "/c/purge/")
 		paths := []string{"/c/purge/a", "/c/purge/b"}
 		for _, path := range paths {
 			for i, p := range nodes {
@@ -475,18 +464,8 @@ func clusterRedisStopped(t *testing.T, o *Origin, nodes []*Prism, redis *redisPr
 // render; a purge (answered 202, pending) and a recache made on node 1
 // meanwhile reach the cluster once Redis is back.
 func clusterRedisKilled(t *testing.T, o *Origin, nodes []*Prism, redis *redisProc) {
-	var mu sync.Mutex
-	version := map[string]int{}
-	o.Mux.HandleFunc("/c/kill/", func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		if r.Header.Get("X-Prism-Render") != "" {
-			version[r.URL.Path]++
-		}
-		v := version[r.URL.Path]
-		mu.Unlock()
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		fmt.Fprintf(w, "<!DOCTYPE html><html><body><p>%s version %d</p></body></html>", r.URL.Path, v)
-	})
+	var mu sync.Mutex // guards the load's counters
+	version := versionedPages(o, "/c/kill/")
 	hits := []string{"/c/kill/purged", "/c/kill/hit-1", "/c/kill/hit-2"}
 	for _, path := range hits {
 		for i, p := range nodes {
@@ -560,9 +539,7 @@ func clusterRedisKilled(t *testing.T, o *Origin, nodes []*Prism, redis *redisPro
 		})
 	}
 	waitFor(t, 30*time.Second, "the recache made while Redis was down rendered", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return version["/c/kill/recached"] >= 1
+		return version("/c/kill/recached") >= 1
 	})
 	waitFor(t, 20*time.Second, "every node back in the cluster", func() bool {
 		c := clusterStatus(t, nodes[2])["cluster"].(map[string]any)
@@ -618,5 +595,28 @@ func clusterWarmup(t *testing.T, o *Origin, nodes []*Prism) {
 				}
 			}
 		}
+	}
+}
+
+// versionedPages serves pages under prefix that say which render of them
+// they are ("<path> version N", 0 for a fetch that is not a render), and
+// returns how many renders of a path the origin has seen.
+func versionedPages(o *Origin, prefix string) func(path string) int {
+	var mu sync.Mutex
+	version := map[string]int{}
+	o.Mux.HandleFunc(prefix, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		if r.Header.Get("X-Prism-Render") != "" {
+			version[r.URL.Path]++
+		}
+		v := version[r.URL.Path]
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, "<!DOCTYPE html><html><body><p>%s version %d</p></body></html>", r.URL.Path, v)
+	})
+	return func(path string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return version[path]
 	}
 }

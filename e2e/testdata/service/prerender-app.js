@@ -1,7 +1,6 @@
 // A site behind prerender-node (the real npm package), pointed at PRISM's
 // render-service port: crawlers get the page from PRISM, people the origin.
 // Env: PRISM_SERVICE_URL, PRERENDER_TOKEN, ORIGIN. Prints "listening PORT".
-const http = require('http');
 const express = require('express');
 const prerender = require('prerender-node');
 const { passToOrigin } = require('./origin-pass');

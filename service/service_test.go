@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prismproxy/prism/cachestore"
 	"github.com/prismproxy/prism/cluster"
@@ -36,6 +37,8 @@ type fakeRenderer struct {
 	calls atomic.Int64
 	mu    sync.Mutex
 	reqs  []prerender.Request
+	gate  chan struct{} // /slow waits for it
+	fail  atomic.Bool   // every render fails
 }
 
 func (f *fakeRenderer) render(ctx context.Context, req prerender.Request) (*prerender.Result, error) {
@@ -45,7 +48,16 @@ func (f *fakeRenderer) render(ctx context.Context, req prerender.Request) (*prer
 	f.mu.Unlock()
 	html := func(s string) []byte { return []byte("<!DOCTYPE html><html><body>" + s + "</body></html>") }
 	u, _ := url.Parse(req.URL)
+	if f.fail.Load() {
+		return nil, fmt.Errorf("render %s: %w", req.URL, prerender.ErrPageCrashed)
+	}
 	switch u.Path {
+	case "/slow":
+		select {
+		case <-f.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	case "/missing":
 		return &prerender.Result{Status: 404, Header: http.Header{}, HTML: html("not here")}, nil
 	case "/moved":
@@ -60,6 +72,9 @@ func (f *fakeRenderer) render(ctx context.Context, req prerender.Request) (*prer
 }
 
 type env struct {
+	mu     sync.Mutex
+	now    time.Time
+	offers []cachestore.Key
 	srv    *Server
 	store  *cachestore.Store
 	r      *fakeRenderer
@@ -75,9 +90,9 @@ func (c fakeCluster) Purge(_ context.Context, p cluster.Purge) cluster.PurgeResu
 	return cluster.PurgeResult{Applied: 1, Live: 1}
 }
 
-func newEnv(t *testing.T, mods ...func(*Options)) *env {
+func newEnv(t testing.TB, mods ...func(*Options)) *env {
 	t.Helper()
-	e := &env{r: &fakeRenderer{}}
+	e := &env{r: &fakeRenderer{gate: make(chan struct{})}, now: time.Now()}
 	e.origin = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html")
 		w.Header().Set("Set-Cookie", "s=1")
@@ -105,7 +120,8 @@ func newEnv(t *testing.T, mods ...func(*Options)) *env {
 	go func() { defer close(done); _ = store.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done; store.Close() })
 	e.store = store
-	pipe, err := fill.New(fill.Options{Sites: sites, Store: store, Render: e.r.render, Logger: logger})
+	pipe, err := fill.New(fill.Options{Sites: sites, Store: store, Render: e.r.render, Logger: logger,
+		TTL: time.Hour, StaleTTL: time.Hour, Now: e.clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,6 +130,13 @@ func newEnv(t *testing.T, mods ...func(*Options)) *env {
 		AllowFrom: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 		Forget:    func(keys ...cachestore.Key) { e.forgot = append(e.forgot, keys...) },
 		Cluster:   fakeCluster{e},
+		Now:       e.clock,
+		Offer: func(k cachestore.Key) bool {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			e.offers = append(e.offers, k)
+			return true
+		},
 	}
 	for _, m := range mods {
 		m(&opts)
@@ -122,6 +145,18 @@ func newEnv(t *testing.T, mods ...func(*Options)) *env {
 		t.Fatal(err)
 	}
 	return e
+}
+
+func (e *env) clock() time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.now
+}
+
+func (e *env) advance(d time.Duration) {
+	e.mu.Lock()
+	e.now = e.now.Add(d)
+	e.mu.Unlock()
 }
 
 type resp struct {
@@ -503,6 +538,107 @@ func FuzzTargetFromPath(f *testing.F) {
 			}
 			if _, ok := sites.Match(u.Host); !ok {
 				t.Fatalf("%q accepted for host %q", uri, u.Host)
+			}
+		}
+	})
+}
+
+// TestStaleAndFallbacks: a stale entry is served (STALE) and offered for a
+// recache; past stale_ttl a failed render is a 504 with its reason.
+func TestStaleAndFallbacks(t *testing.T) {
+	e := newEnv(t)
+	u := "/https://site.test/s"
+	if r := e.get(t, u, "User-Agent: "+googlebot); r.header.Get("X-Prism-Cache") != "MISS" {
+		t.Fatalf("first: %q", r.header.Get("X-Prism-Cache"))
+	}
+	e.advance(90 * time.Minute) // past the TTL, within stale_ttl
+	r := e.get(t, u, "User-Agent: "+googlebot)
+	if r.status != 200 || r.header.Get("X-Prism-Cache") != "STALE" || len(e.offers) != 1 {
+		t.Fatalf("stale: %d %q, offers %v", r.status, r.header.Get("X-Prism-Cache"), e.offers)
+	}
+	ec := e.get(t, "/render?url="+url.QueryEscape("https://site.test/s"), "X-Render-Key: k", "User-Agent: "+googlebot)
+	if ec.header.Get("X-Render-Source") != "cache" || ec.header.Get("X-Render-Cache") != "stale" {
+		t.Fatalf("edgecomet stale: %q %q", ec.header.Get("X-Render-Source"), ec.header.Get("X-Render-Cache"))
+	}
+	// Too old to serve, and the render fails: a prerender client gets the
+	// 504 and its reason; nothing stale is left to serve.
+	e.advance(time.Hour)
+	e.r.fail.Store(true)
+	r = e.get(t, u, "User-Agent: "+googlebot)
+	if r.status != 504 || r.header.Get("X-Prerender-504-Reason") != "the page crashed its renderer" {
+		t.Fatalf("failed render: %d %q", r.status, r.header.Get("X-Prerender-504-Reason"))
+	}
+}
+
+// TestOverload: a miss beyond MaxRenders is not queued: prerender gets 503
+// with Retry-After, EdgeComet the origin's page.
+func TestOverload(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.MaxRenders = 1 })
+	done := make(chan resp, 1)
+	go func() { done <- e.get(t, "/https://site.test/slow", "User-Agent: "+googlebot) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, n := e.srv.opts.Fill.Busy(cachestore.Key{}); n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the slow render never started")
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval
+	}
+	r := e.get(t, "/https://site.test/other", "User-Agent: "+googlebot)
+	if r.status != 503 || r.header.Get("Retry-After") == "" || r.header.Get("X-Prerender-504-Reason") != "too many renders in flight" {
+		t.Fatalf("overloaded prerender: %d %q %q", r.status, r.header.Get("Retry-After"), r.header.Get("X-Prerender-504-Reason"))
+	}
+	r = e.get(t, "/render?url="+url.QueryEscape("https://site.test/other"), "X-Render-Key: k", "User-Agent: "+googlebot)
+	if r.status != 200 || r.header.Get("X-Render-Source") != "bypass" {
+		t.Fatalf("overloaded edgecomet: %d %q", r.status, r.header.Get("X-Render-Source"))
+	}
+	close(e.r.gate)
+	if r := <-done; r.status != 200 {
+		t.Fatalf("slow render: %d", r.status)
+	}
+}
+
+// FuzzServeHTTP feeds hostile request targets and headers to the handler:
+// nothing panics, nothing outside the configured host is rendered, and no
+// 5xx comes back while the renderer and the origin are healthy.
+func FuzzServeHTTP(f *testing.F) {
+	for _, s := range []string{"/https://site.test/x?y=1", "/https:/site.test/a/../b", "/render?url=https%3A%2F%2Fsite.test%2F",
+		"/render/https%3A%2F%2Fsite.test%2F%3Fa?mobile", "/invalidate/https://site.test/x", "/%", "/render/%zz", "/_ah/health"} {
+		f.Add(s, "gzip", "Googlebot", "")
+	}
+	e := newEnv(f)
+	close(e.r.gate) // /slow must not hold an input for RenderWait
+	f.Fuzz(func(t *testing.T, target, accept, ua, key string) {
+		for _, v := range []string{accept, ua, key} {
+			for i := 0; i < len(v); i++ {
+				if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+					return // the server refuses such requests before any handler
+				}
+			}
+		}
+		u, err := url.ParseRequestURI(target)
+		if err != nil {
+			return
+		}
+		r := httptest.NewRequest("GET", "/", nil)
+		r.URL, r.RequestURI, r.RemoteAddr = u, target, "127.0.0.1:1"
+		r.Header.Set("User-Agent", ua)
+		r.Header.Set("Accept-Encoding", accept)
+		if key != "" {
+			r.Header.Set("X-Render-Key", key)
+		}
+		w := httptest.NewRecorder()
+		e.srv.ServeHTTP(w, r)
+		if w.Code >= 500 {
+			t.Fatalf("%q: status %d: %q", target, w.Code, w.Body)
+		}
+		e.r.mu.Lock()
+		defer e.r.mu.Unlock()
+		for _, req := range e.r.reqs {
+			if !strings.HasPrefix(req.URL, "https://site.test/") {
+				t.Fatalf("%q rendered %q", target, req.URL)
 			}
 		}
 	})

@@ -16,7 +16,6 @@ import (
 
 	"github.com/prismproxy/prism/cachestore"
 	"github.com/prismproxy/prism/fill"
-	"github.com/prismproxy/prism/prerender"
 	"github.com/prismproxy/prism/site"
 )
 
@@ -215,26 +214,12 @@ func (s *Server) fail(w http.ResponseWriter, err error, dim *site.Dimension) int
 	return status
 }
 
-// failureReason is what a client is told of a failed render: its kind,
-// never the chain (URLs, addresses), which goes to the log.
+// failureReason is what a client is told of a failed render.
 func failureReason(err error) string {
-	switch {
-	case errors.Is(err, errOverloaded):
+	if errors.Is(err, errOverloaded) {
 		return "too many renders in flight"
-	case errors.Is(err, prerender.ErrUnavailable):
-		return "browser unavailable"
-	case errors.Is(err, prerender.ErrNoCapacity):
-		return "no tab free"
-	case errors.Is(err, prerender.ErrBlank):
-		return "the page rendered blank"
-	case errors.Is(err, prerender.ErrPageCrashed):
-		return "the page crashed its renderer"
-	case errors.Is(err, fill.ErrServerStatus):
-		return "the page rendered with a server error status"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "render timed out"
 	}
-	return "render error"
+	return fill.FailureReason(err)
 }
 
 // hopHeaders are not copied from an origin's fallback response.

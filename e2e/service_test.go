@@ -123,6 +123,11 @@ func TestServiceMiddlewares(t *testing.T) {
 			t.Fatalf("/meta404: %d, want 404", r.Status)
 		}
 		contains(t, "/meta404", r.Body, "product not found")
+		// Redirects come back as redirects, not followed.
+		r = do(t, http.MethodGet, app+"/moved", desktopBot, nil)
+		if r.Status != 301 || !strings.HasSuffix(r.Header.Get("Location"), "/new-home") {
+			t.Fatalf("/moved: %d Location %q, want 301 to /new-home", r.Status, r.Header.Get("Location"))
+		}
 		// People get the origin's own page.
 		r = do(t, http.MethodGet, app+"/products/x?y=1", person, nil)
 		if r.Header.Get("X-Prism-Cache") != "" || !strings.Contains(r.Body, "Loading") {

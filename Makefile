@@ -27,6 +27,8 @@ test: check
 	PRISM_TEST_CHROME=none $(GO) test -count=1 -timeout 10m ./...
 	./scripts/ensure-chromium.sh
 	./scripts/ensure-redis.sh
+	# prerender-node and rendertron-middleware for the service e2e test
+	./scripts/ensure-node-deps.sh >/dev/null || echo "npm packages unavailable: the service e2e test will skip"
 	$(GO) test -race -count=1 -timeout 20m ./...
 	FUZZTIME=$(FUZZTIME) ./scripts/fuzz-smoke.sh
 

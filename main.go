@@ -263,6 +263,15 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		}
 		servers = append(servers, &namedServer{name: "internal", addr: cfg.Internal.Address, srv: sideServer(internal, logger)})
 	}
+	if cfg.Service.Enabled() {
+		svc, err := newServiceServer(cfg, serviceDeps{sites: sites, store: store, pipe: pipe, sched: sched, node: node,
+			renderer: renderer, originRT: originRT, logger: logger, metrics: set})
+		if err != nil {
+			return err
+		}
+		servers = append(servers, svc)
+		logger.Info("render-service port enabled", "address", cfg.Service.Address, "tokens", len(cfg.Service.Tokens))
+	}
 	// Listen before anything runs, so a taken port is a start-up error.
 	for _, s := range servers {
 		if s.ln, err = net.Listen("tcp", s.addr); err != nil {

@@ -34,6 +34,7 @@ type Config struct {
 	Cache    Cache    `toml:"cache"`
 	Recache  Recache  `toml:"recache"`
 	Cluster  Cluster  `toml:"cluster"`
+	Service  Service  `toml:"service"`
 	Hosts    []Host   `toml:"hosts"`
 
 	// lines maps key paths ("render.tabs", "hosts[0].dimensions[1].id") to
@@ -370,6 +371,7 @@ func (c *Config) ApplyEnv(lookupEnv func(string) (string, bool)) {
 	if v, ok := lookupEnv(EnvRedisURL); ok && v != "" {
 		c.Cluster.Redis = v
 	}
+	c.applyServiceEnv(lookupEnv)
 }
 
 // InternalEnabled reports whether the internal port should be started: it

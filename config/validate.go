@@ -156,6 +156,7 @@ func (c *Config) Validate() error {
 		v.durRange("cluster.claim_lease", cl.ClaimLease, 2*time.Second, 10*time.Minute)
 	}
 
+	c.validateService(v)
 	c.validateHosts(v)
 	return joinProblems(v.probs)
 }

@@ -89,6 +89,12 @@ type Conf struct {
 	Redis, NodeID           string // [cluster]: on when Redis is set
 	Reservation             int    // render.online_reservation_percent
 	Listen, Admin, Internal string // filled by start
+	// ServiceOn adds a [service] section (the render-service port) with
+	// ServiceExtra (TOML: tokens, allow_from, ...); Service is its
+	// address, filled by start.
+	ServiceOn    bool
+	ServiceExtra string
+	Service      string
 }
 
 const confTemplate = `
@@ -129,6 +135,11 @@ lock_lease = "2s"
 purge_wait = "10s"
 claim_lease = "3s"
 {{end}}
+{{if .Service}}
+[service]
+address = "{{.Service}}"
+{{.ServiceExtra}}
+{{end}}
 [[hosts]]
 id = 1
 name = "` + siteHost + `"
@@ -165,6 +176,7 @@ type Prism struct {
 	ended bool
 	// Public, AdminURL and InternalURL are base URLs ("http://127.0.0.1:port").
 	Public, AdminURL, InternalURL string
+	ServiceURL                    string // the render-service port, when Conf.ServiceOn
 }
 
 // newConf returns the default configuration for an instance in a fresh dir.
@@ -218,6 +230,9 @@ func startPrism(t *testing.T, c Conf) *Prism {
 func tryStartPrism(t *testing.T, c Conf) (*Prism, error) {
 	t.Helper()
 	c.Listen, c.Admin, c.Internal = freeAddr(t), freeAddr(t), freeAddr(t)
+	if c.ServiceOn {
+		c.Service = freeAddr(t)
+	}
 	var buf bytes.Buffer
 	if err := template.Must(template.New("conf").Parse(confTemplate)).Execute(&buf, c); err != nil {
 		t.Fatalf("config template: %v", err)
@@ -242,6 +257,9 @@ func tryStartPrism(t *testing.T, c Conf) (*Prism, error) {
 		Public:      "http://" + c.Listen,
 		AdminURL:    "http://" + c.Admin,
 		InternalURL: "http://" + c.Internal,
+	}
+	if c.ServiceOn {
+		p.ServiceURL = "http://" + c.Service
 	}
 	go func() { p.done <- cmd.Wait() }()
 	if err := p.waitHealthy(45 * time.Second); err != nil {

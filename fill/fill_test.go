@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -307,4 +308,17 @@ func gzipped(s string) []byte {
 	zw.Write([]byte(s))
 	zw.Close()
 	return b.Bytes()
+}
+
+func TestFailureReason(t *testing.T) {
+	for err, want := range map[error]string{
+		fmt.Errorf("render https://x/: %w", context.DeadlineExceeded):   "render timed out",
+		fmt.Errorf("render: %w", prerender.ErrUnavailable):              "browser unavailable",
+		fmt.Errorf("%w: https://x/: 503", fill.ErrServerStatus):         "the page rendered with a server error status",
+		errors.New("dial tcp 10.0.0.1:80: connection refused (secret)"): "render error",
+	} {
+		if got := fill.FailureReason(err); got != want {
+			t.Errorf("FailureReason(%v) = %q, want %q", err, got, want)
+		}
+	}
 }

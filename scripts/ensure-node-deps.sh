@@ -16,9 +16,12 @@ for p in $pkgs; do
 	fi
 done
 if [ "$have" = 0 ]; then
-	if ! command -v npm >/dev/null 2>&1; then
-		echo "ensure-node-deps: npm not found (apt-get install nodejs npm)" >&2
-		exit 1
+	if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
+		echo "ensure-node-deps: installing Debian's nodejs and npm packages" >&2
+		if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+		export DEBIAN_FRONTEND=noninteractive
+		$SUDO apt-get update -qq >&2
+		$SUDO apt-get install -y -qq --no-install-recommends nodejs npm >&2
 	fi
 	mkdir -p "$dir"
 	# shellcheck disable=SC2086

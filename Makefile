@@ -29,6 +29,7 @@ test: check
 	PRISM_TEST_CHROME=none $(GO) test -count=1 -timeout 10m ./...
 	./scripts/ensure-chromium.sh
 	./scripts/ensure-redis.sh
+	./scripts/ensure-packaging-tools.sh
 	$(GO) test -race -count=1 -timeout 20m ./...
 	FUZZTIME=$(FUZZTIME) ./scripts/fuzz-smoke.sh
 

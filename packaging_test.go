@@ -187,30 +187,16 @@ func TestNginxExamples(t *testing.T) {
 		}
 	}
 
-	b, err := os.ReadFile("examples/nginx-render-service.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	www := filepath.Join(dir, "www")
-	os.Mkdir(www, 0o755)
-	writeFile(t, filepath.Join(www, "index.html"), "<html>app</html>")
-	_, svcPort := echoService(t)
-	pub, orig := freePort(t), freePort(t)
-	conf := string(b)
-	for _, r := range [][2]string{
-		{"listen 443 ssl;", fmt.Sprintf("listen 127.0.0.1:%d;", pub)},
+	r := newRecipe(t, dir)
+	conf := r.conf(t, "examples/nginx-render-service.conf", [][2]string{
+		{"listen 443 ssl;", fmt.Sprintf("listen 127.0.0.1:%d;", r.pub)},
 		{"listen [::]:443 ssl;", ""},
-		{"127.0.0.1:4002", fmt.Sprintf("127.0.0.1:%d", svcPort)},
-		{"listen 127.0.0.1:8080;", fmt.Sprintf("listen 127.0.0.1:%d;", orig)},
-		{"/srv/www", www},
+		{"127.0.0.1:4002", fmt.Sprintf("127.0.0.1:%d", r.svc)},
+		{"listen 127.0.0.1:8080;", fmt.Sprintf("listen 127.0.0.1:%d;", r.orig)},
+		{"/srv/www", r.www},
 		{"pid /tmp/nginx-prism-service-example.pid;", "pid " + filepath.Join(dir, "nginx.pid") + ";"},
-	} {
-		if !strings.Contains(conf, r[0]) {
-			t.Fatalf("example changed: %q not found; update this test", r[0])
-		}
-		conf = strings.ReplaceAll(conf, r[0], r[1])
-	}
+	})
 	path := filepath.Join(dir, "nginx.conf")
 	writeFile(t, path, conf)
 	cmd := exec.Command(nginx, "-e", "stderr", "-p", dir, "-c", path,
@@ -231,9 +217,8 @@ func TestNginxExamples(t *testing.T) {
 			<-done
 		}
 	})
-	base := fmt.Sprintf("http://127.0.0.1:%d", pub)
-	waitListening(t, fmt.Sprintf("127.0.0.1:%d", pub), logs)
-	checkServiceRecipe(t, base, "example.com", "CHANGE-ME")
+	waitListening(t, fmt.Sprintf("127.0.0.1:%d", r.pub), logs)
+	checkServiceRecipe(t, fmt.Sprintf("http://127.0.0.1:%d", r.pub), "example.com", "CHANGE-ME")
 }
 
 // TestCaddyExamples validates both Caddyfiles, and runs the render-service
@@ -253,27 +238,13 @@ func TestCaddyExamples(t *testing.T) {
 		}
 	}
 
-	b, err := os.ReadFile("examples/Caddyfile.render-service")
-	if err != nil {
-		t.Fatal(err)
-	}
-	www := filepath.Join(dir, "www")
-	os.Mkdir(www, 0o755)
-	writeFile(t, filepath.Join(www, "index.html"), "<html>app</html>")
-	_, svcPort := echoService(t)
-	pub, orig := freePort(t), freePort(t)
-	conf := string(b)
-	for _, r := range [][2]string{
-		{"\nexample.com {\n", fmt.Sprintf("\n{\n\tadmin off\n}\n\nhttp://example.com:%d {\n\tbind 127.0.0.1\n", pub)},
-		{"127.0.0.1:4002", fmt.Sprintf("127.0.0.1:%d", svcPort)},
-		{"http://example.com:8080 {", fmt.Sprintf("http://example.com:%d {", orig)},
-		{"/srv/www", www},
-	} {
-		if !strings.Contains(conf, r[0]) {
-			t.Fatalf("example changed: %q not found; update this test", r[0])
-		}
-		conf = strings.ReplaceAll(conf, r[0], r[1])
-	}
+	r := newRecipe(t, dir)
+	conf := r.conf(t, "examples/Caddyfile.render-service", [][2]string{
+		{"\nexample.com {\n", fmt.Sprintf("\n{\n\tadmin off\n}\n\nhttp://example.com:%d {\n\tbind 127.0.0.1\n", r.pub)},
+		{"127.0.0.1:4002", fmt.Sprintf("127.0.0.1:%d", r.svc)},
+		{"http://example.com:8080 {", fmt.Sprintf("http://example.com:%d {", r.orig)},
+		{"/srv/www", r.www},
+	})
 	// A global options block must come first.
 	i := strings.Index(conf, "\n{\n\tadmin off\n}\n")
 	conf = "{\n\tadmin off\n}\n" + conf[:i] + conf[i+len("\n{\n\tadmin off\n}\n"):]
@@ -289,8 +260,45 @@ func TestCaddyExamples(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cancel(); cmd.Wait() })
-	waitListening(t, fmt.Sprintf("127.0.0.1:%d", pub), logs)
-	checkServiceRecipe(t, fmt.Sprintf("http://127.0.0.1:%d", pub), fmt.Sprintf("example.com:%d", pub), "tok-123")
+	waitListening(t, fmt.Sprintf("127.0.0.1:%d", r.pub), logs)
+	checkServiceRecipe(t, fmt.Sprintf("http://127.0.0.1:%d", r.pub), fmt.Sprintf("example.com:%d", r.pub), "tok-123")
+}
+
+// recipe is what a render-service example runs with in a test: the app's
+// files, a stand-in service port, and free ports for the public and origin
+// servers.
+type recipe struct {
+	www            string
+	svc, pub, orig int
+}
+
+func newRecipe(t *testing.T, dir string) *recipe {
+	t.Helper()
+	r := &recipe{www: filepath.Join(dir, "www"), pub: freePort(t), orig: freePort(t)}
+	if err := os.Mkdir(r.www, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(r.www, "index.html"), "<html>app</html>")
+	_, r.svc = echoService(t)
+	return r
+}
+
+// conf returns example file with each replacement made; a text that is no
+// longer in the file fails the test.
+func (r *recipe) conf(t *testing.T, file string, repl [][2]string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := string(b)
+	for _, rp := range repl {
+		if !strings.Contains(conf, rp[0]) {
+			t.Fatalf("%s changed: %q not found; update this test", file, rp[0])
+		}
+		conf = strings.ReplaceAll(conf, rp[0], rp[1])
+	}
+	return conf
 }
 
 // logFile creates a file for a child process's output.

@@ -30,6 +30,7 @@ commands:
   check    validate a configuration file; print every problem with its key and line
              -config FILE   configuration file (default prism.toml)
   version  print PRISM's version, its build (module, VCS revision) and Chromium's version
+           (also --version)
              -config FILE   read render.chrome_path from this file (default: find Chromium)
   purge    purge cached pages through a running instance's admin API
   warmup   warm the cache from a sitemap through a running instance's admin API
@@ -54,7 +55,7 @@ type command struct {
 // run dispatches args (without the program name) to a subcommand and
 // returns the process exit status.
 func (c *command) run(args []string) int {
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") && !isHelpFlag(args[0]) {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") && !isHelpFlag(args[0]) && !isVersionFlag(args[0]) {
 		return c.serveCmd(args) // "prism" and "prism -config FILE" serve
 	}
 	switch args[0] {
@@ -62,7 +63,7 @@ func (c *command) run(args []string) int {
 		return c.serveCmd(args[1:])
 	case "check":
 		return c.check(args[1:])
-	case "version":
+	case "version", "-version", "--version":
 		return c.versionCmd(args[1:])
 	case "purge", "warmup":
 		if hasHelpFlag(args[1:]) {
@@ -98,7 +99,8 @@ func isCommand(s string) bool {
 	return false
 }
 
-func isHelpFlag(s string) bool { return s == "-h" || s == "-help" || s == "--help" }
+func isHelpFlag(s string) bool    { return s == "-h" || s == "-help" || s == "--help" }
+func isVersionFlag(s string) bool { return s == "-version" || s == "--version" }
 
 // hasHelpFlag reports whether args ask for help before any "--".
 func hasHelpFlag(args []string) bool {

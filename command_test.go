@@ -107,9 +107,12 @@ func TestCommandVersion(t *testing.T) {
 	old := version
 	t.Cleanup(func() { version = old })
 	version = "v1.2.3-4-gabcdef-dirty"
-	code, stdout, stderr, _ := runTestCommand(t, "version")
+	code, stdout, stderr, served := runTestCommand(t, "version")
 	if code != exitOK {
 		t.Fatalf("exit = %d (stderr %q)", code, stderr)
+	}
+	if code, out, _, served2 := runTestCommand(t, "--version"); code != exitOK || out != stdout || served != "" || served2 != "" {
+		t.Errorf("--version: exit %d, output %q; want version's", code, out)
 	}
 	for _, want := range []string{"prism v1.2.3-4-gabcdef-dirty\n", "module: github.com/prismproxy/prism (devel)\n",
 		"revision: 0123abcd (2026-12-01T00:00:00Z, modified)\n", "go: go1.26.8 ", "chromium: "} {

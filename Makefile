@@ -5,11 +5,13 @@ GO ?= go
 # A count, not a duration: duration-based -fuzztime can fail spuriously with
 # "context deadline exceeded" in Go 1.26 (golang/go#75804).
 FUZZTIME ?= 10000x
+# The version `prism version` prints, set at build time.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 
 .PHONY: run test build check fuzz-smoke bench
 
 build:
-	$(GO) build -o prism .
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o prism .
 	$(GO) build -o bin/demo ./demo
 
 # run: PRISM on prism.example.toml in front of the bundled demo site
@@ -29,6 +31,7 @@ test: check
 	./scripts/ensure-redis.sh
 	# prerender-node and rendertron-middleware for the service e2e test
 	./scripts/ensure-node-deps.sh >/dev/null || echo "npm packages unavailable: the service e2e test will skip"
+	./scripts/ensure-packaging-tools.sh
 	$(GO) test -race -count=1 -timeout 20m ./...
 	FUZZTIME=$(FUZZTIME) ./scripts/fuzz-smoke.sh
 

@@ -1,13 +1,13 @@
 // Command prism is a prerendering reverse proxy: crawlers get pages rendered
 // by headless Chromium from a two-tier cache, people pass through to the
-// origin. `prism -config FILE` serves; `prism purge` and `prism warmup` talk
-// to a running instance's admin API (for CI jobs).
+// origin. `prism -config FILE` (or `prism serve`) serves; `prism check`
+// validates a configuration, `prism version` prints the build; `prism purge`
+// and `prism warmup` talk to a running instance's admin API (for CI jobs).
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -35,25 +36,19 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 1 {
-		switch os.Args[1] {
-		case "purge", "warmup":
-			os.Exit(runCLI(os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
-		case "serve":
-			os.Args = append(os.Args[:1], os.Args[2:]...)
-		}
+	c := &command{
+		stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv,
+		serve: func(cfgPath string) error {
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return serve(ctx, cfgPath, os.Stderr)
+		},
+		buildInfo: func() *debug.BuildInfo {
+			bi, _ := debug.ReadBuildInfo()
+			return bi
+		},
 	}
-	fs := flag.NewFlagSet("prism", flag.ContinueOnError)
-	cfgPath := fs.String("config", "prism.toml", "configuration file")
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := serve(ctx, *cfgPath, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "prism:", err)
-		os.Exit(1)
-	}
+	os.Exit(c.run(os.Args[1:]))
 }
 
 // serve runs PRISM until ctx is done, then drains and stops every component.

@@ -190,7 +190,7 @@ type Dimension struct {
 	ID   int    `toml:"id"`
 	Name string `toml:"name"`
 	// MatchUA: plain strings are case-insensitive substrings, "re:EXPR" a
-	// regular expression, "@crawlers", "@search", "@social", "@ai" the
+	// regular expression, "@crawlers", "@search", "@social", "@ai", "@seo" the
 	// built-in crawler lists. The first matching dimension of a host wins.
 	MatchUA  []string `toml:"match_ua"`
 	Width    int      `toml:"width"`     // default 1366, or 412 when mobile

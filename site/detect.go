@@ -28,7 +28,7 @@ type matcher struct {
 }
 
 // CrawlerLists are the "@name" matchers of the built-in crawler list.
-var CrawlerLists = []string{"@crawlers", "@search", "@social", "@ai"}
+var CrawlerLists = []string{"@crawlers", "@search", "@social", "@ai", "@seo"}
 
 // CheckMatcher reports why e is not a valid MatchUA entry, or nil: the one
 // check, used by New and by configuration validation.
@@ -112,6 +112,7 @@ func newTokenSet() *tokenSet {
 	add(searchCrawlers, groupSearch)
 	add(socialCrawlers, groupSocial)
 	add(aiCrawlers, groupAI)
+	add(seoCrawlers, groupSEO)
 	return ts
 }
 

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
+	"github.com/prismproxy/prism/internal/metricdoc"
 )
 
 func TestRoundTripMemoryAndDisk(t *testing.T) {
@@ -279,7 +279,7 @@ func TestMemoryBound(t *testing.T) {
 
 func TestDiskDegraded(t *testing.T) {
 	dir := t.TempDir()
-	set := metrics.NewSet()
+	set := metricdoc.NewSet()
 	s := openStore(t, dir, func(o *Options) { o.Metrics = set })
 	runStore(t, s)
 	waitReady(t, s)
@@ -321,7 +321,7 @@ func TestDiskDegraded(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
-	set := metrics.NewSet()
+	set := metricdoc.NewSet()
 	s := openStore(t, "", func(o *Options) { o.Metrics = set })
 	e := testEntry(1)
 	mustPut(t, s, e)

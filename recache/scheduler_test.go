@@ -8,9 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
-
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/internal/metricdoc"
 	"github.com/prismproxy/prism/prerender"
 )
 
@@ -424,7 +423,7 @@ func TestForget(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
-	set := metrics.NewSet()
+	set := metricdoc.NewSet()
 	f := newFixture(t, 2, 1, nil, func(o *Options) { o.Metrics = set })
 	f.run(t)
 	mustEnqueue(t, f.s, High, key(1, 1, "/a"), key(2, 1, "/b"))

@@ -94,8 +94,12 @@ func (s *Set) Histogram(name, help string, upperBounds []float64) *metrics.Prome
 }
 
 // WritePrometheus writes every metric of s in the Prometheus text format,
-// each family preceded by its HELP and TYPE lines.
+// each family preceded by its HELP and TYPE lines. A nil Set writes
+// nothing.
 func (s *Set) WritePrometheus(w io.Writer) {
+	if s == nil {
+		return
+	}
 	var raw bytes.Buffer
 	s.Set.WritePrometheus(&raw)
 	s.mu.Lock()

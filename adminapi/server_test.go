@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/internal/promcheck"
 	"github.com/prismproxy/prism/prerender"
 )
 
@@ -217,6 +218,10 @@ func TestMetricsEncoding(t *testing.T) {
 		}
 		if v := resp.Header.Get("Vary"); v != "Accept-Encoding" {
 			t.Errorf("Accept-Encoding %q: Vary %q", tc.ae, v)
+		}
+		_, problems := promcheck.Check(text)
+		for _, err := range problems {
+			t.Errorf("Accept-Encoding %q: %v", tc.ae, err)
 		}
 		if !strings.Contains(text, "# HELP prism_uptime_seconds Time since PRISM started, in seconds.\n# TYPE prism_uptime_seconds gauge\n") ||
 			!strings.Contains(text, "# TYPE go_goroutines gauge\n") {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"io"
-	"math"
 	"net/http"
 	"os/exec"
 	"slices"
@@ -12,8 +11,8 @@ import (
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+
+	"github.com/prismproxy/prism/internal/promcheck"
 )
 
 // scrape GETs the admin /metrics as a Prometheus scraper does, with the
@@ -86,7 +85,6 @@ func TestMetricsPrometheus(t *testing.T) {
 	}
 	text := string(plain)
 	fams := parseMetrics(t, text)
-	checkFamilies(t, fams, text)
 
 	wantFams := []string{
 		"prism_requests_total", "prism_proxy_hit_seconds", "prism_proxy_render_seconds", "prism_proxy_panics_total", // proxy, fill
@@ -176,90 +174,17 @@ func TestMetricsPrometheus(t *testing.T) {
 	})
 }
 
-// parseMetrics parses the text format with Prometheus's parser, which
-// refuses what Prometheus would (metadata twice, a sample of the wrong
-// type, a bad name or label).
+// parseMetrics checks text with promcheck (Prometheus's parser, HELP and
+// TYPE for every family, le buckets, promtool's naming rules), failing the
+// test on any problem.
 func parseMetrics(t *testing.T, text string) map[string]*dto.MetricFamily {
 	t.Helper()
-	p := expfmt.NewTextParser(model.LegacyValidation)
-	fams, err := p.TextToMetricFamilies(strings.NewReader(text))
-	if err != nil {
-		t.Fatalf("Prometheus text parser: %v\n%s", err, text)
+	fams, errs := promcheck.Check(text)
+	for _, err := range errs {
+		t.Error(err)
+	}
+	if fams == nil {
+		t.FailNow()
 	}
 	return fams
-}
-
-// checkFamilies holds every family to what Prometheus and promtool want:
-// a HELP text and a TYPE, names by promtool's rules, and for a histogram
-// le buckets in every series, ending in +Inf.
-func checkFamilies(t *testing.T, fams map[string]*dto.MetricFamily, text string) {
-	t.Helper()
-	declared := map[string]int{}
-	for _, line := range strings.Split(text, "\n") {
-		if name, ok := strings.CutPrefix(line, "# TYPE "); ok {
-			name, _, _ = strings.Cut(name, " ")
-			declared[name]++
-		}
-	}
-	for name, f := range fams {
-		if strings.TrimSpace(f.GetHelp()) == "" || strings.TrimSpace(f.GetHelp()) == name {
-			t.Errorf("%s: help %q, want a description", name, f.GetHelp())
-		}
-		if declared[name] != 1 || f.GetType() == dto.MetricType_UNTYPED {
-			t.Errorf("%s: %d TYPE lines, type %v; want one, not untyped", name, declared[name], f.GetType())
-		}
-		for _, p := range promlint(f) {
-			t.Errorf("%s: %s", name, p)
-		}
-		if f.GetType() != dto.MetricType_HISTOGRAM {
-			continue
-		}
-		for _, m := range f.Metric {
-			b := m.GetHistogram().GetBucket()
-			if len(b) < 2 || !math.IsInf(b[len(b)-1].GetUpperBound(), 1) {
-				t.Errorf("%s%v: buckets %v, want le buckets ending in +Inf", name, m.GetLabel(), b)
-				continue
-			}
-			// The Go runtime's histograms have no _sum, hence (as
-			// OpenMetrics wants) no _count either: buckets only.
-			if strings.Contains(text, "\n"+name+"_count") && b[len(b)-1].GetCumulativeCount() != m.GetHistogram().GetSampleCount() {
-				t.Errorf("%s%v: +Inf bucket %d, count %d", name, m.GetLabel(), b[len(b)-1].GetCumulativeCount(), m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	for _, line := range strings.Split(text, "\n") {
-		if n, _, _ := strings.Cut(line, "{"); strings.HasSuffix(n, "_bucket") && !strings.Contains(line, `le="`) {
-			t.Errorf("bucket without le: %s", line)
-		}
-	}
-}
-
-// promlint applies the rules of promtool check metrics that a family's
-// name and type can break (its "no help text" rule is checkFamilies').
-func promlint(f *dto.MetricFamily) []string {
-	var p []string
-	name, typ := f.GetName(), f.GetType()
-	total := strings.HasSuffix(name, "_total")
-	switch {
-	case typ == dto.MetricType_COUNTER && !total:
-		p = append(p, `counter metrics should have "_total" suffix`)
-	case typ != dto.MetricType_COUNTER && total:
-		p = append(p, `non-counter metrics should not have "_total" suffix`)
-	}
-	if typ != dto.MetricType_HISTOGRAM && typ != dto.MetricType_SUMMARY {
-		for _, s := range []string{"_bucket", "_count", "_sum"} {
-			if strings.HasSuffix(name, s) {
-				p = append(p, `non-histogram and non-summary metrics should not have "`+s+`" suffix`)
-			}
-		}
-	}
-	for _, unit := range []string{"milliseconds", "microseconds", "nanoseconds", "minutes", "hours", "days", "kilobytes", "megabytes"} {
-		if strings.Contains(name, "_"+unit) {
-			p = append(p, "use base unit seconds or bytes instead of "+unit)
-		}
-	}
-	if name != strings.ToLower(name) {
-		p = append(p, "metric names should be written in snake_case")
-	}
-	return p
 }

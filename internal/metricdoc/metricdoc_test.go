@@ -6,18 +6,20 @@ import (
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+
+	"github.com/prismproxy/prism/internal/promcheck"
 )
 
-// parse reads text-format metrics as Prometheus does, failing the test on
-// any syntax error (a family's metadata twice, a sample of the wrong type).
+// parse checks text as Prometheus and promtool would, failing the test on
+// any problem.
 func parse(t *testing.T, text string) map[string]*dto.MetricFamily {
 	t.Helper()
-	p := expfmt.NewTextParser(model.LegacyValidation)
-	fams, err := p.TextToMetricFamilies(strings.NewReader(text))
-	if err != nil {
-		t.Fatalf("parse: %v\n%s", err, text)
+	fams, errs := promcheck.Check(text)
+	for _, err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		t.Fatalf("in\n%s", text)
 	}
 	return fams
 }
@@ -83,9 +85,8 @@ func TestNilSetCounts(t *testing.T) {
 }
 
 // TestProcessMetrics checks every family metrics.WriteProcessMetrics
-// writes: each has a description of its own (none from the fallback, so a
-// family the library adds shows up here), a type, and the names pass the
-// naming rules promtool checks.
+// writes: each passes promcheck, with a description of its own (none from
+// the fallback, so a family the library adds shows up here).
 func TestProcessMetrics(t *testing.T) {
 	var b bytes.Buffer
 	WriteProcessMetrics(&b)
@@ -97,37 +98,10 @@ func TestProcessMetrics(t *testing.T) {
 		if f.Help == nil || f.GetHelp() == "" || strings.Contains(f.GetHelp(), "(github.com/VictoriaMetrics/metrics)") {
 			t.Errorf("%s: help %q, want a description of its own", name, f.GetHelp())
 		}
-		if f.GetType() == dto.MetricType_UNTYPED {
-			t.Errorf("%s: untyped", name)
-		}
-		for _, p := range lint(f) {
-			t.Errorf("%s: %s", name, p)
-		}
 	}
 	for _, name := range []string{"go_cgo_calls_count", "go_gc_forced_count", "go_cpu_count"} {
 		if strings.Contains(b.String(), name) {
 			t.Errorf("%s still written", name)
 		}
 	}
-}
-
-// lint applies promtool's naming rules that a family can break.
-func lint(f *dto.MetricFamily) []string {
-	var p []string
-	name, typ := f.GetName(), f.GetType()
-	total := strings.HasSuffix(name, "_total")
-	if typ == dto.MetricType_COUNTER && !total {
-		p = append(p, `counter without "_total" suffix`)
-	}
-	if typ != dto.MetricType_COUNTER && total {
-		p = append(p, `non-counter with "_total" suffix`)
-	}
-	if typ != dto.MetricType_HISTOGRAM && typ != dto.MetricType_SUMMARY {
-		for _, s := range []string{"_bucket", "_count", "_sum"} {
-			if strings.HasSuffix(name, s) {
-				p = append(p, "non-histogram with reserved suffix "+s)
-			}
-		}
-	}
-	return p
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prismproxy/prism/internal/metricdoc"
+	"github.com/prismproxy/prism/internal/promcheck"
 )
 
 func TestRoundTripMemoryAndDisk(t *testing.T) {
@@ -343,6 +344,9 @@ func TestMetrics(t *testing.T) {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("metrics lack %q:\n%s", want, buf.String())
 		}
+	}
+	if _, problems := promcheck.Check(buf.String()); len(problems) > 0 {
+		t.Errorf("metrics not as Prometheus wants them: %v", problems)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prismproxy/prism/cachestore"
 	"github.com/prismproxy/prism/internal/metricdoc"
+	"github.com/prismproxy/prism/internal/promcheck"
 	"github.com/prismproxy/prism/prerender"
 )
 
@@ -441,6 +442,9 @@ func TestMetrics(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("metrics lack %q:\n%s", want, b.String())
 		}
+	}
+	if _, problems := promcheck.Check(b.String()); len(problems) > 0 {
+		t.Errorf("metrics not as Prometheus wants them: %v", problems)
 	}
 }
 

@@ -19,7 +19,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
@@ -28,6 +27,7 @@ import (
 	"github.com/prismproxy/prism/cluster"
 	"github.com/prismproxy/prism/config"
 	"github.com/prismproxy/prism/fill"
+	"github.com/prismproxy/prism/internal/metricdoc"
 	"github.com/prismproxy/prism/internalapi"
 	"github.com/prismproxy/prism/prerender"
 	"github.com/prismproxy/prism/proxy"
@@ -62,7 +62,7 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		logger.Warn(w)
 	}
 	start := time.Now()
-	set := metrics.NewSet()
+	set := metricdoc.NewSet() // every family with its help text; see internal/metricdoc
 
 	sites, err := site.New(cfg.SiteOptions())
 	if err != nil {

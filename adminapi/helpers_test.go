@@ -17,10 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
-
 	"github.com/prismproxy/prism/cachestore"
 	"github.com/prismproxy/prism/fill"
+	"github.com/prismproxy/prism/internal/metricdoc"
 	"github.com/prismproxy/prism/prerender"
 	"github.com/prismproxy/prism/recache"
 	"github.com/prismproxy/prism/site"
@@ -113,7 +112,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 			n, _ := e.tracked.LoadOrStore(ent.Key, new(atomic.Int64))
 			n.(*atomic.Int64).Add(1)
 		},
-		Metrics: metrics.NewSet(),
+		Metrics: metricdoc.NewSet(),
 		Logger:  quietLogger(),
 	}
 	for _, f := range opts {

@@ -33,11 +33,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
-
 	"github.com/prismproxy/prism/cachestore"
 	"github.com/prismproxy/prism/cluster"
 	"github.com/prismproxy/prism/fill"
+	"github.com/prismproxy/prism/internal/metricdoc"
 	"github.com/prismproxy/prism/prerender"
 	"github.com/prismproxy/prism/site"
 )
@@ -82,10 +81,11 @@ type Options struct {
 	Pool func() prerender.Capacity
 	// QueueDepth returns the recache internal queue depth; nil means 0.
 	QueueDepth func() int
-	// Metrics is written by GET /metrics; nil means an empty exposition. New
-	// registers prism_pool_size, prism_pool_available and
-	// prism_uptime_seconds gauges in it (GetOrCreate, so sharing is safe).
-	Metrics *metrics.Set
+	// Metrics is written by GET /metrics (with the Go runtime and process
+	// figures); nil means those figures only. New registers
+	// prism_pool_size, prism_pool_available and prism_uptime_seconds gauges
+	// in it (GetOrCreate, so sharing is safe).
+	Metrics *metricdoc.Set
 	// HTTPClient fetches sitemaps; nil means a client that sends requests for
 	// configured hosts to their origins (with X-Prism-Render: 1) and refuses
 	// every other destination.
@@ -170,9 +170,12 @@ func New(opts Options) (*Server, error) {
 	}
 	if m := opts.Metrics; m != nil {
 		pool, start, now := opts.Pool, opts.Start, opts.Now
-		m.GetOrCreateGauge("prism_pool_size", func() float64 { return float64(pool().Tabs) })
-		m.GetOrCreateGauge("prism_pool_available", func() float64 { return float64(pool().Free) })
-		m.GetOrCreateGauge("prism_uptime_seconds", func() float64 { return now().Sub(start).Seconds() })
+		m.Gauge("prism_pool_size", "Tabs in the render pool (as /status reports them).",
+			func() float64 { return float64(pool().Tabs) })
+		m.Gauge("prism_pool_available", "Tabs of the render pool free for a render (as /status reports them).",
+			func() float64 { return float64(pool().Free) })
+		m.Gauge("prism_uptime_seconds", "Time since PRISM started, in seconds.",
+			func() float64 { return now().Sub(start).Seconds() })
 	}
 	s.routes()
 	return s, nil

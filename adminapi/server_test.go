@@ -1,6 +1,7 @@
 package adminapi
 
 import (
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/internal/promcheck"
 	"github.com/prismproxy/prism/prerender"
 )
 
@@ -147,7 +149,7 @@ func jsonInt(n int64) string { b, _ := json.Marshal(n); return string(b) }
 func TestMetrics(t *testing.T) {
 	e := newEnv(t, func(o *Options, _ *env) {
 		o.Pool = func() prerender.Capacity { return prerender.Capacity{Tabs: 4, Free: 3} }
-		o.Metrics.GetOrCreateCounter(`prism_requests_total{status="hit"}`).Add(3)
+		o.Metrics.Counter(`prism_requests_total{status="hit"}`, "Requests.").Add(3)
 	})
 	req, _ := http.NewRequest("GET", e.http.URL+"/metrics", nil)
 	req.Header.Set("Authorization", "Bearer "+testToken)
@@ -167,6 +169,63 @@ func TestMetrics(t *testing.T) {
 	for _, want := range []string{`prism_requests_total{status="hit"} 3`, "prism_pool_size 4", "prism_pool_available 3", "prism_uptime_seconds "} {
 		if !strings.Contains(text, want) {
 			t.Errorf("metrics lack %q:\n%s", want, text)
+		}
+	}
+}
+
+// TestMetricsEncoding checks that /metrics is gzipped exactly when the
+// scraper accepts it, says so in Vary either way, and carries the same
+// text both ways.
+func TestMetricsEncoding(t *testing.T) {
+	e := newEnv(t)
+	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	scrape := func(ae string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", e.http.URL+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		if ae != "" {
+			req.Header.Set("Accept-Encoding", ae)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var r io.Reader = resp.Body
+		if resp.Header.Get("Content-Encoding") == "gzip" {
+			zr, err := gzip.NewReader(resp.Body)
+			if err != nil {
+				t.Fatalf("Accept-Encoding %q: %v", ae, err)
+			}
+			r = zr
+		}
+		b, err := io.ReadAll(r)
+		if err != nil {
+			t.Fatalf("Accept-Encoding %q: %v", ae, err)
+		}
+		return resp, string(b)
+	}
+	for _, tc := range []struct {
+		ae   string
+		gzip bool
+	}{
+		{"", false}, {"identity", false}, {"gzip;q=0", false}, {"br", false},
+		{"gzip", true}, {"GZIP", true}, {"deflate, gzip;q=0.5", true}, {"x-gzip", true}, {"*", true},
+	} {
+		resp, text := scrape(tc.ae)
+		if got := resp.Header.Get("Content-Encoding") == "gzip"; got != tc.gzip {
+			t.Errorf("Accept-Encoding %q: gzipped %v, want %v", tc.ae, got, tc.gzip)
+		}
+		if v := resp.Header.Get("Vary"); v != "Accept-Encoding" {
+			t.Errorf("Accept-Encoding %q: Vary %q", tc.ae, v)
+		}
+		_, problems := promcheck.Check(text)
+		for _, err := range problems {
+			t.Errorf("Accept-Encoding %q: %v", tc.ae, err)
+		}
+		if !strings.Contains(text, "# HELP prism_uptime_seconds Time since PRISM started, in seconds.\n# TYPE prism_uptime_seconds gauge\n") ||
+			!strings.Contains(text, "# TYPE go_goroutines gauge\n") {
+			t.Errorf("Accept-Encoding %q: text lacks HELP/TYPE lines:\n%.600s", tc.ae, text)
 		}
 	}
 }

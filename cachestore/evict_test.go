@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
+	"github.com/prismproxy/prism/internal/metricdoc"
 )
 
 var evictEpoch = time.Date(2026, 3, 4, 5, 0, 0, 0, time.UTC)
@@ -68,7 +68,7 @@ func TestEvictOldestPastCap(t *testing.T) {
 	size := evictFileSize()
 	const maxFiles, lowFiles, n = 20, 18, 30
 	dir := t.TempDir()
-	set := metrics.NewSet()
+	set := metricdoc.NewSet()
 	var logs syncBuffer
 	s := openStore(t, dir, func(o *Options) {
 		o.MaxDiskBytes = maxFiles * size

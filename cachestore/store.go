@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/prismproxy/prism/internal/metricdoc"
 )
 
 // Errors returned by the Store.
@@ -85,7 +87,7 @@ type Options struct {
 	MemoryBytes   int64            // memory tier bound; 0 means 256 MiB
 	MaxEntryBytes int64            // largest body Put accepts and Get reads; 0 means 64 MiB
 	Logger        *slog.Logger     // nil: slog.Default()
-	Metrics       *metrics.Set     // nil: no metrics
+	Metrics       *metricdoc.Set   // nil: no metrics
 	Now           func() time.Time // stamps Entry.RenderedAt when Put gets it zero; nil: time.Now
 	// MaxAge removes entries rendered longer ago than this (Run sweeps for
 	// them every MaxAge/4, at most every 10 minutes): an entry past every
@@ -194,30 +196,31 @@ func New(opts Options) (*Store, error) {
 }
 
 // registerMetrics exposes the store's metrics in set. With a nil set the
-// counters still exist (in a private set) so the hot path needs no checks.
+// counters still exist (unexported) so the hot path needs no checks.
 // One Store per Set: a second Store on the same Set shares the counters and
 // the first Store's gauges.
-func (s *Store) registerMetrics(set *metrics.Set) {
-	if set == nil {
-		set = metrics.NewSet()
-	}
-	s.memHits = set.GetOrCreateCounter(`prism_cache_hits_total{tier="memory"}`)
-	s.diskHits = set.GetOrCreateCounter(`prism_cache_hits_total{tier="disk"}`)
-	s.misses = set.GetOrCreateCounter(`prism_cache_misses_total`)
-	s.diskErrCount = set.GetOrCreateCounter(`prism_cache_disk_errors_total`)
-	s.corruptCount = set.GetOrCreateCounter(`prism_cache_corrupt_files_total`)
-	s.evictCount = set.GetOrCreateCounter(`prism_cache_disk_evictions_total`)
-	s.evictBytes = set.GetOrCreateCounter(`prism_cache_disk_evicted_bytes_total`)
-	set.GetOrCreateGauge(`prism_cache_entries`, func() float64 { return float64(s.entries.Load()) })
-	set.GetOrCreateGauge(`prism_cache_memory_bytes`, func() float64 { return float64(s.memoryBytes()) })
-	set.GetOrCreateGauge(`prism_cache_disk_bytes`, func() float64 { return float64(s.diskBytes.Load()) })
-	set.GetOrCreateGauge(`prism_cache_disk_degraded`, func() float64 {
+func (s *Store) registerMetrics(set *metricdoc.Set) {
+	const hits = "Cache lookups answered from a tier (memory, disk)."
+	s.memHits = set.Counter(`prism_cache_hits_total{tier="memory"}`, hits)
+	s.diskHits = set.Counter(`prism_cache_hits_total{tier="disk"}`, hits)
+	s.misses = set.Counter(`prism_cache_misses_total`, "Cache lookups that found no entry in any tier.")
+	s.diskErrCount = set.Counter(`prism_cache_disk_errors_total`, "Disk tier reads and writes that failed.")
+	s.corruptCount = set.Counter(`prism_cache_corrupt_files_total`, "Cache files found damaged, and removed.")
+	s.evictCount = set.Counter(`prism_cache_disk_evictions_total`, "Cache files removed to keep the disk tier under its byte bound.")
+	s.evictBytes = set.Counter(`prism_cache_disk_evicted_bytes_total`, "Bytes of cache files removed to keep the disk tier under its byte bound.")
+	set.Gauge(`prism_cache_entries`, "Entries in the cache (each key once, whatever its tiers).",
+		func() float64 { return float64(s.entries.Load()) })
+	set.Gauge(`prism_cache_memory_bytes`, "Bytes the memory tier holds.",
+		func() float64 { return float64(s.memoryBytes()) })
+	set.Gauge(`prism_cache_disk_bytes`, "Bytes of cache files in the disk tier.",
+		func() float64 { return float64(s.diskBytes.Load()) })
+	set.Gauge(`prism_cache_disk_degraded`, "1 while the disk tier fails and the cache runs on memory only, else 0.", func() float64 {
 		if s.degraded.Load() {
 			return 1
 		}
 		return 0
 	})
-	set.GetOrCreateGauge(`prism_cache_index_ready`, func() float64 {
+	set.Gauge(`prism_cache_index_ready`, "1 once the key index is rebuilt from disk (pattern purges see every entry), else 0.", func() float64 {
 		if s.ready.Load() {
 			return 1
 		}

@@ -13,7 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
+	"github.com/prismproxy/prism/internal/metricdoc"
+	"github.com/prismproxy/prism/internal/promcheck"
 )
 
 func TestRoundTripMemoryAndDisk(t *testing.T) {
@@ -279,7 +280,7 @@ func TestMemoryBound(t *testing.T) {
 
 func TestDiskDegraded(t *testing.T) {
 	dir := t.TempDir()
-	set := metrics.NewSet()
+	set := metricdoc.NewSet()
 	s := openStore(t, dir, func(o *Options) { o.Metrics = set })
 	runStore(t, s)
 	waitReady(t, s)
@@ -321,7 +322,7 @@ func TestDiskDegraded(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
-	set := metrics.NewSet()
+	set := metricdoc.NewSet()
 	s := openStore(t, "", func(o *Options) { o.Metrics = set })
 	e := testEntry(1)
 	mustPut(t, s, e)
@@ -343,6 +344,9 @@ func TestMetrics(t *testing.T) {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("metrics lack %q:\n%s", want, buf.String())
 		}
+	}
+	if _, problems := promcheck.Check(buf.String()); len(problems) > 0 {
+		t.Errorf("metrics not as Prometheus wants them: %v", problems)
 	}
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/internal/metricdoc"
 )
 
 // Options configures a Node.
@@ -69,7 +70,7 @@ type Options struct {
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// Metrics receives prism_cluster_* metrics; nil registers none.
-	Metrics *metrics.Set
+	Metrics *metricdoc.Set
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -191,35 +192,36 @@ func New(opts Options) (*Node, error) {
 }
 
 func (n *Node) registerMetrics() {
-	set := n.opts.Metrics
-	if set == nil {
-		set = metrics.NewSet()
-	}
+	set := n.opts.Metrics // nil: the counters still work, nothing is exported
+	const lock = "Cluster render locks asked for, by result: acquired at once, waited (after its holder released it), taken_over (after its holder's lease ran out), local (Redis unreachable: rendered without the lock)."
+	const shared = "Lookups in the cluster's shared tier after a local miss, by result (hit, miss, error)."
+	const claims = "Shared recache queue claims, by result: claimed by this node, returned (another node's lapsed claims put back in the queue)."
 	n.m = nodeMetrics{
-		lockAcquired:  set.NewCounter(`prism_cluster_lock_total{result="acquired"}`),
-		lockWaited:    set.NewCounter(`prism_cluster_lock_total{result="waited"}`),
-		lockTakenOver: set.NewCounter(`prism_cluster_lock_total{result="taken_over"}`),
-		lockLocal:     set.NewCounter(`prism_cluster_lock_total{result="local"}`),
-		lockBusy:      set.NewCounter(`prism_cluster_lock_busy_total`),
-		sharedHit:     set.NewCounter(`prism_cluster_shared_total{result="hit"}`),
-		sharedMiss:    set.NewCounter(`prism_cluster_shared_total{result="miss"}`),
-		sharedError:   set.NewCounter(`prism_cluster_shared_total{result="error"}`),
-		published:     set.NewCounter(`prism_cluster_published_total`),
-		refused:       set.NewCounter(`prism_cluster_publish_refused_total`),
-		eventsApplied: set.NewCounter(`prism_cluster_events_applied_total`),
-		claimed:       set.NewCounter(`prism_cluster_queue_claims_total{result="claimed"}`),
-		reaped:        set.NewCounter(`prism_cluster_queue_claims_total{result="returned"}`),
+		lockAcquired:  set.Counter(`prism_cluster_lock_total{result="acquired"}`, lock),
+		lockWaited:    set.Counter(`prism_cluster_lock_total{result="waited"}`, lock),
+		lockTakenOver: set.Counter(`prism_cluster_lock_total{result="taken_over"}`, lock),
+		lockLocal:     set.Counter(`prism_cluster_lock_total{result="local"}`, lock),
+		lockBusy:      set.Counter(`prism_cluster_lock_busy_total`, "Render lock attempts that found the lock held by another node."),
+		sharedHit:     set.Counter(`prism_cluster_shared_total{result="hit"}`, shared),
+		sharedMiss:    set.Counter(`prism_cluster_shared_total{result="miss"}`, shared),
+		sharedError:   set.Counter(`prism_cluster_shared_total{result="error"}`, shared),
+		published:     set.Counter(`prism_cluster_published_total`, "Renders published to the shared tier and the event stream."),
+		refused:       set.Counter(`prism_cluster_publish_refused_total`, "Renders not published because a purge ran while they rendered."),
+		eventsApplied: set.Counter(`prism_cluster_events_applied_total`, "Events (fills, purges) from other nodes applied to this node's cache."),
+		claimed:       set.Counter(`prism_cluster_queue_claims_total{result="claimed"}`, claims),
+		reaped:        set.Counter(`prism_cluster_queue_claims_total{result="returned"}`, claims),
 	}
-	if n.opts.Metrics == nil {
+	if set == nil {
 		return
 	}
-	set.NewGauge(`prism_cluster_redis_up`, func() float64 {
+	set.Gauge(`prism_cluster_redis_up`, "1 while Redis answers this node, else 0.", func() float64 {
 		if n.up.Load() {
 			return 1
 		}
 		return 0
 	})
-	set.NewGauge(`prism_cluster_purge_lag_seconds`, func() float64 { return n.lag().Seconds() })
+	set.Gauge(`prism_cluster_purge_lag_seconds`, "Time since this node last knew it had applied every purge of the cluster, in seconds.",
+		func() float64 { return n.lag().Seconds() })
 }
 
 // ID returns the node's id.

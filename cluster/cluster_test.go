@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
 	"github.com/alicebob/miniredis/v2"
 
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/internal/metricdoc"
 )
 
 var quiet = slog.New(slog.DiscardHandler)
@@ -54,7 +54,7 @@ func testNodeAt(t *testing.T, url, id string, mod func(*Options)) *Node {
 	o := Options{
 		URL: url, NodeID: id, Store: newStore(t), HostIDs: []int{1, 2},
 		StateDir: t.TempDir(), LockLease: time.Second, CallTimeout: time.Second, PurgeWait: 5 * time.Second,
-		Logger: testLogger(t), Metrics: metrics.NewSet(),
+		Logger: testLogger(t), Metrics: metricdoc.NewSet(),
 	}
 	if mod != nil {
 		mod(&o)

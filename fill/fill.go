@@ -25,6 +25,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/internal/metricdoc"
 	"github.com/prismproxy/prism/prerender"
 	"github.com/prismproxy/prism/site"
 )
@@ -42,8 +43,8 @@ type Options struct {
 	// Cluster is the shared tier and render lock of several nodes
 	// (cluster.Node); nil: a single node.
 	Cluster Cluster
-	Logger  *slog.Logger // nil: slog.Default()
-	Metrics *metrics.Set // nil: no metrics registered
+	Logger  *slog.Logger   // nil: slog.Default()
+	Metrics *metricdoc.Set // nil: no metrics registered
 	Now     func() time.Time
 }
 
@@ -163,11 +164,11 @@ func New(opts Options) (*Pipeline, error) {
 		return nil, fmt.Errorf("fill: %w", errors.Join(errs...))
 	}
 	opts = opts.withDefaults()
-	p := &Pipeline{opts: opts, log: opts.Logger, flights: map[cachestore.Key]*flight{}, panics: new(metrics.Counter)}
-	if opts.Metrics != nil {
-		// The counter render panics went to before the pipeline left the proxy.
-		p.panics = opts.Metrics.GetOrCreateCounter(`prism_proxy_panics_total`)
-	}
+	p := &Pipeline{opts: opts, log: opts.Logger, flights: map[cachestore.Key]*flight{}}
+	// The counter render panics went to before the pipeline left the proxy
+	// (the proxy registers it with the same text).
+	p.panics = opts.Metrics.Counter(`prism_proxy_panics_total`,
+		"Panics recovered while answering a request or rendering (the request got a 5xx or a fallback).")
 	return p, nil
 }
 

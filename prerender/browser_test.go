@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
+	"github.com/prismproxy/prism/internal/metricdoc"
 )
 
 // chromeBin is the browser the tests use: found as PRISM finds it
@@ -240,7 +240,7 @@ func setupEnv() (*testEnv, error) {
 				return nil, false
 			},
 			Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-			Metrics: metrics.NewSet(),
+			Metrics: metricdoc.NewSet(),
 		})
 		if err != nil {
 			envErr = err

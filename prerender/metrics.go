@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/prismproxy/prism/internal/metricdoc"
 )
 
 // outcome is how a render ended; its String is the outcome label of
@@ -40,7 +42,7 @@ func (o outcome) String() string {
 // records nothing.
 type rendererMetrics struct {
 	total    [numOutcomes]*metrics.Counter
-	duration *metrics.Histogram
+	duration *metrics.PrometheusHistogram
 	crashes  *metrics.Counter
 	restarts *metrics.Counter
 	shown    *metrics.Counter
@@ -54,30 +56,41 @@ type rendererMetrics struct {
 // fetchLimitReasons label prism_render_fetch_refused_total.
 var fetchLimitReasons = []string{"body_too_large", "page_bytes", "inflight_bytes"}
 
-func newRendererMetrics(s *metrics.Set, r *Renderer) *rendererMetrics {
+// renderBuckets are prism_render_duration_seconds's bucket bounds: 50 ms
+// (a page that needs no script) to 30 s (render.timeout's upper range).
+var renderBuckets = []float64{0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 20, 30}
+
+func newRendererMetrics(s *metricdoc.Set, r *Renderer) *rendererMetrics {
 	if s == nil {
 		return nil
 	}
 	m := &rendererMetrics{}
 	for o := range numOutcomes {
-		m.total[o] = s.GetOrCreateCounter(`prism_render_total{outcome="` + o.String() + `"}`)
+		m.total[o] = s.Counter(`prism_render_total{outcome="`+o.String()+`"}`,
+			"Renders finished, by outcome (ok, partial, redirect, error_status, blank, error, timeout, ...).")
 	}
-	m.duration = s.GetOrCreateHistogram(`prism_render_duration_seconds`)
-	m.crashes = s.GetOrCreateCounter(`prism_browser_crashes_total`)
-	m.restarts = s.GetOrCreateCounter(`prism_browser_restarts_total`)
-	m.shown = s.GetOrCreateCounter(`prism_render_shown_total`)
-	m.pageCrashes = s.GetOrCreateCounter(`prism_render_page_crashes_total`)
-	m.dialogs = s.GetOrCreateCounter(`prism_render_dialogs_dismissed_total`)
-	m.popups = s.GetOrCreateCounter(`prism_render_popups_closed_total`)
+	m.duration = s.Histogram(`prism_render_duration_seconds`,
+		"Time a render took, from its request (any wait for a tab included) to its result, in seconds.", renderBuckets)
+	m.crashes = s.Counter(`prism_browser_crashes_total`, "Browser crashes and hangs detected (the browser was killed and relaunched).")
+	m.restarts = s.Counter(`prism_browser_restarts_total`, "Browser launches after the first: relaunches after a crash and planned recycles.")
+	m.shown = s.Counter(`prism_render_shown_total`, "Renders whose page had to be shown (laid out and painted) instead of rendered hidden.")
+	m.pageCrashes = s.Counter(`prism_render_page_crashes_total`, "Renders whose page crashed its renderer process.")
+	m.dialogs = s.Counter(`prism_render_dialogs_dismissed_total`, "JavaScript dialogs (alert, confirm, prompt, beforeunload) a page opened and the render dismissed.")
+	m.popups = s.Counter(`prism_render_popups_closed_total`, "Windows a page opened and the render closed.")
 	m.refused = map[string]*metrics.Counter{}
 	for _, r := range fetchLimitReasons {
-		m.refused[r] = s.GetOrCreateCounter(`prism_render_fetch_refused_total{reason="` + r + `"}`)
+		m.refused[r] = s.Counter(`prism_render_fetch_refused_total{reason="`+r+`"}`,
+			"Subresource fetches of a page refused by a size limit, by reason.")
 	}
-	s.GetOrCreateGauge(`prism_render_active`, func() float64 { return float64(r.active.Load()) })
-	s.GetOrCreateGauge(`prism_render_waiting`, func() float64 { return float64(r.waiting.Load()) })
-	s.GetOrCreateGauge(`prism_render_pool_tabs`, func() float64 { return float64(r.opts.Tabs) })
-	s.GetOrCreateGauge(`prism_render_pool_free`, func() float64 { return float64(r.Capacity().Free) })
-	s.GetOrCreateGauge(`prism_browser_up`, func() float64 {
+	s.Gauge(`prism_render_active`, "Renders in progress in the browser.",
+		func() float64 { return float64(r.active.Load()) })
+	s.Gauge(`prism_render_waiting`, "Renders waiting for a free tab.",
+		func() float64 { return float64(r.waiting.Load()) })
+	s.Gauge(`prism_render_pool_tabs`, "Tabs in the render pool (render.tabs).",
+		func() float64 { return float64(r.opts.Tabs) })
+	s.Gauge(`prism_render_pool_free`, "Tabs of the render pool free for a render.",
+		func() float64 { return float64(r.Capacity().Free) })
+	s.Gauge(`prism_browser_up`, "1 while the browser is up and answering, else 0.", func() float64 {
 		if r.Healthy() == nil {
 			return 1
 		}

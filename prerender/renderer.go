@@ -17,9 +17,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/prismproxy/prism/internal/metricdoc"
 	"github.com/prismproxy/prism/site"
 )
 
@@ -128,8 +128,8 @@ type Options struct {
 	// directories (each removed when its browser exits); empty means the
 	// system temp dir.
 	UserDataDir string
-	Logger      *slog.Logger // nil discards logs
-	Metrics     *metrics.Set // nil registers no metrics
+	Logger      *slog.Logger   // nil discards logs
+	Metrics     *metricdoc.Set // nil registers no metrics
 	// Transport fetches origin resources for the browser; nil means a
 	// dedicated http.Transport.
 	Transport http.RoundTripper

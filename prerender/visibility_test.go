@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
+	"github.com/prismproxy/prism/internal/metricdoc"
 )
 
 // Pages render hidden unless they use an API that needs frames; those are
@@ -51,7 +51,7 @@ func TestVisibilityLazyFrame(t *testing.T) {
 // AlwaysVisible shows every page.
 func TestVisibilityAlways(t *testing.T) {
 	e := getEnv(t)
-	set := metrics.NewSet()
+	set := metricdoc.NewSet()
 	r, ctx, stop := runRenderer(t, Options{ChromePath: chromeBin, Tabs: 1, Timeout: 3 * time.Second, AlwaysVisible: true,
 		UserDataDir: t.TempDir(), Origin: e.r.opts.Origin, Metrics: set})
 	for _, p := range []string{"/vis-plain", "/vis-state"} {

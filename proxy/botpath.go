@@ -9,12 +9,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/prismproxy/prism/cachestore"
 	"github.com/prismproxy/prism/fill"
+	"github.com/prismproxy/prism/internal/negotiate"
 	"github.com/prismproxy/prism/site"
 )
 
@@ -96,6 +96,9 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 		status = p.serveEntry(w, r, e, state, dim)
 	}
 	p.m.counter(state).Inc()
+	if !rendered && (state == fill.CacheHit || state == fill.CacheStale) {
+		p.m.hitTime.UpdateDuration(start)
+	}
 	// Hits are the bulk of the traffic and cheap; a log line each (a write
 	// to the log per request) cost about a quarter of a hit's CPU, so they
 	// are logged at Debug. Renders, stale serves and fallbacks stay at Info.
@@ -155,7 +158,7 @@ func (p *Proxy) bypass(w http.ResponseWriter, r *http.Request, dim *site.Dimensi
 func (p *Proxy) serveEntry(w http.ResponseWriter, r *http.Request, e *cachestore.Entry, state fill.CacheState, dim *site.Dimension) int {
 	notMod := e.Status == http.StatusOK && notModified(r, e)
 	head := r.Method == http.MethodHead
-	gz := acceptsGzip(r.Header["Accept-Encoding"])
+	gz := negotiate.AcceptsGzip(r.Header["Accept-Encoding"])
 	var plain []byte // the identity body, when kept in the identity cache
 	if !notMod && !head && !gz && len(e.Body) > 0 {
 		var err error
@@ -306,53 +309,4 @@ func etagMatches(list, etag string) bool {
 		}
 	}
 	return false
-}
-
-// acceptsGzip reports whether the Accept-Encoding values allow gzip: listed
-// as gzip or x-gzip with a q-value above zero, or covered by "*" with one.
-func acceptsGzip(values []string) bool {
-	if len(values) == 1 {
-		// What crawlers and browsers send, answered without parsing.
-		switch values[0] {
-		case "gzip", "gzip, deflate", "gzip, deflate, br", "gzip, deflate, br, zstd", "gzip,deflate", "gzip,deflate,br":
-			return true
-		}
-	}
-	return parseAcceptsGzip(values)
-}
-
-// parseAcceptsGzip is acceptsGzip without the shortcut.
-func parseAcceptsGzip(values []string) bool {
-	gzipQ, starQ := -1.0, -1.0
-	for _, v := range values {
-		for v != "" {
-			var item string
-			item, v, _ = strings.Cut(v, ",")
-			name, params, _ := strings.Cut(item, ";")
-			name = strings.TrimSpace(name)
-			q := 1.0
-			for params != "" {
-				var param string
-				param, params, _ = strings.Cut(params, ";")
-				pk, pv, _ := strings.Cut(param, "=")
-				if strings.EqualFold(strings.TrimSpace(pk), "q") {
-					f, err := strconv.ParseFloat(strings.TrimSpace(pv), 64)
-					if err != nil || f < 0 {
-						f = 0
-					}
-					q = f
-				}
-			}
-			switch {
-			case strings.EqualFold(name, "gzip"), strings.EqualFold(name, "x-gzip"):
-				gzipQ = max(gzipQ, q)
-			case name == "*":
-				starQ = max(starQ, q)
-			}
-		}
-	}
-	if gzipQ >= 0 {
-		return gzipQ > 0
-	}
-	return starQ > 0
 }

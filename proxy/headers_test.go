@@ -49,18 +49,3 @@ func TestETagRemembered(t *testing.T) {
 		}
 	}
 }
-
-// TestAcceptsGzipShortcut checks that the values acceptsGzip answers without
-// parsing parse to the same answer.
-func TestAcceptsGzipShortcut(t *testing.T) {
-	for _, v := range []string{"gzip", "gzip, deflate", "gzip, deflate, br", "gzip, deflate, br, zstd", "gzip,deflate", "gzip,deflate,br"} {
-		if got, parsed := acceptsGzip([]string{v}), parseAcceptsGzip([]string{v}); got != parsed || !got {
-			t.Errorf("acceptsGzip(%q) = %v, parsed %v; want both true", v, got, parsed)
-		}
-	}
-	for _, vv := range [][]string{nil, {""}, {"gzip;q=0"}, {"identity"}, {"br"}, {"*"}, {"gzip", "gzip;q=0"}, {"x-gzip"}} {
-		if got, parsed := acceptsGzip(vv), parseAcceptsGzip(vv); got != parsed {
-			t.Errorf("acceptsGzip(%q) = %v, parsed %v", vv, got, parsed)
-		}
-	}
-}

@@ -14,10 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
-
 	"github.com/prismproxy/prism/cachestore"
 	"github.com/prismproxy/prism/fill"
+	"github.com/prismproxy/prism/internal/metricdoc"
 	"github.com/prismproxy/prism/prerender"
 	"github.com/prismproxy/prism/site"
 )
@@ -108,7 +107,7 @@ type harness struct {
 	render  *fakeRender
 	clock   *clock
 	sites   *site.Table
-	metrics *metrics.Set
+	metrics *metricdoc.Set
 
 	mu       sync.Mutex
 	enqueued []cachestore.Key
@@ -126,7 +125,7 @@ type harnessOpt func(*testOptions)
 
 func newHarness(t testing.TB, opts ...harnessOpt) *harness {
 	t.Helper()
-	h := &harness{t: t, olog: &originLog{}, render: &fakeRender{}, clock: newClock(), metrics: metrics.NewSet()}
+	h := &harness{t: t, olog: &originLog{}, render: &fakeRender{}, clock: newClock(), metrics: metricdoc.NewSet()}
 	h.render.set(htmlResult(200, "<!DOCTYPE html><html><body>rendered</body></html>"))
 	h.origin = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)

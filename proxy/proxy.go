@@ -19,6 +19,7 @@ import (
 
 	"github.com/prismproxy/prism/cachestore"
 	"github.com/prismproxy/prism/fill"
+	"github.com/prismproxy/prism/internal/metricdoc"
 	"github.com/prismproxy/prism/prerender"
 	"github.com/prismproxy/prism/site"
 )
@@ -76,8 +77,8 @@ type Options struct {
 	OriginHeaderTimeout time.Duration
 	// Transport reaches the origins; nil: a tuned http.Transport.
 	Transport http.RoundTripper
-	Logger    *slog.Logger // nil: slog.Default()
-	Metrics   *metrics.Set // nil: no metrics registered
+	Logger    *slog.Logger   // nil: slog.Default()
+	Metrics   *metricdoc.Set // nil: no metrics registered
 	Now       func() time.Time
 }
 
@@ -270,36 +271,40 @@ func writeJSONError(w http.ResponseWriter, status int, msg string) {
 	_, _ = w.Write([]byte(`{"error":"` + msg + `"}` + "\n"))
 }
 
-// proxyMetrics are the proxy's counters; without a metrics.Set they are
-// unregistered (zero values work).
+// proxyMetrics are the proxy's counters; without a metricdoc.Set they are
+// unregistered (they count, nothing exports them).
 type proxyMetrics struct {
 	hit, miss, stale, bypass, pass *metrics.Counter
 	badURL, panics, overload       *metrics.Counter
 	originErrors                   *metrics.Counter
-	renderWait                     *metrics.Histogram
+	renderWait                     *metrics.PrometheusHistogram
+	hitTime                        *metrics.PrometheusHistogram
 }
 
-func newProxyMetrics(s *metrics.Set) proxyMetrics {
-	if s == nil {
-		return proxyMetrics{
-			hit: new(metrics.Counter), miss: new(metrics.Counter), stale: new(metrics.Counter),
-			bypass: new(metrics.Counter), pass: new(metrics.Counter),
-			badURL: new(metrics.Counter), panics: new(metrics.Counter), originErrors: new(metrics.Counter),
-			overload:   new(metrics.Counter),
-			renderWait: new(metrics.Histogram),
-		}
-	}
+// Bucket bounds, in seconds: a crawler's wait for a render runs from 50 ms
+// to RenderWait (render.timeout + 5 s); an answer from the cache from
+// 100 µs (memory) to 1 s (a slow disk, a slow client).
+var (
+	renderWaitBuckets = []float64{0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60}
+	hitBuckets        = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}
+)
+
+func newProxyMetrics(s *metricdoc.Set) proxyMetrics {
+	const requests = "Crawler requests answered, by cache status (hit, miss, stale, bypass), and people's requests passed to the origin (pass)."
 	return proxyMetrics{
-		hit:          s.GetOrCreateCounter(`prism_requests_total{status="hit"}`),
-		miss:         s.GetOrCreateCounter(`prism_requests_total{status="miss"}`),
-		stale:        s.GetOrCreateCounter(`prism_requests_total{status="stale"}`),
-		bypass:       s.GetOrCreateCounter(`prism_requests_total{status="bypass"}`),
-		pass:         s.GetOrCreateCounter(`prism_requests_total{status="pass"}`),
-		badURL:       s.GetOrCreateCounter(`prism_proxy_bad_requests_total`),
-		panics:       s.GetOrCreateCounter(`prism_proxy_panics_total`),
-		overload:     s.GetOrCreateCounter(`prism_proxy_render_overload_total`),
-		originErrors: s.GetOrCreateCounter(`prism_proxy_origin_errors_total`),
-		renderWait:   s.GetOrCreateHistogram(`prism_proxy_render_seconds`),
+		hit:          s.Counter(`prism_requests_total{status="hit"}`, requests),
+		miss:         s.Counter(`prism_requests_total{status="miss"}`, requests),
+		stale:        s.Counter(`prism_requests_total{status="stale"}`, requests),
+		bypass:       s.Counter(`prism_requests_total{status="bypass"}`, requests),
+		pass:         s.Counter(`prism_requests_total{status="pass"}`, requests),
+		badURL:       s.Counter(`prism_proxy_bad_requests_total`, "Crawler requests refused with 400 for a URL that does not normalize."),
+		panics:       s.Counter(`prism_proxy_panics_total`, "Panics recovered while answering a request or rendering (the request got a 5xx or a fallback)."),
+		overload:     s.Counter(`prism_proxy_render_overload_total`, "Crawler misses not rendered because too many renders were in flight (served as bypass)."),
+		originErrors: s.Counter(`prism_proxy_origin_errors_total`, "Requests passed to the origin that failed before an answer went out (502 or 504)."),
+		renderWait: s.Histogram(`prism_proxy_render_seconds`,
+			"Time a crawler waited for a render (its own or one it joined), in seconds.", renderWaitBuckets),
+		hitTime: s.Histogram(`prism_proxy_hit_seconds`,
+			"Time to answer a crawler from the cache (HIT or STALE, no render waited for), in seconds.", hitBuckets),
 	}
 }
 

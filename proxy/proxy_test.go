@@ -16,6 +16,7 @@ import (
 
 	"github.com/prismproxy/prism/cachestore"
 	"github.com/prismproxy/prism/fill"
+	"github.com/prismproxy/prism/internal/promcheck"
 	"github.com/prismproxy/prism/prerender"
 )
 
@@ -203,6 +204,18 @@ func TestMissThenHit(t *testing.T) {
 	}
 	if got := h.metrics.GetOrCreateCounter(`prism_requests_total{status="miss"}`).Get(); got != 2 {
 		t.Errorf(`prism_requests_total{status="miss"} = %d, want 2`, got)
+	}
+	var b strings.Builder
+	h.metrics.WritePrometheus(&b)
+	fams, problems := promcheck.Check(b.String())
+	if len(problems) > 0 {
+		t.Errorf("metrics not as Prometheus wants them: %v", problems)
+	}
+	if f := fams["prism_proxy_hit_seconds"]; f == nil || f.Metric[0].GetHistogram().GetSampleCount() != 1 {
+		t.Errorf("prism_proxy_hit_seconds %v, want the one HIT", f)
+	}
+	if f := fams["prism_proxy_render_seconds"]; f == nil || f.Metric[0].GetHistogram().GetSampleCount() != 2 {
+		t.Errorf("prism_proxy_render_seconds %v, want the two renders", f)
 	}
 }
 

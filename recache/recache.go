@@ -23,6 +23,7 @@ import (
 
 	"github.com/prismproxy/prism/cachestore"
 	"github.com/prismproxy/prism/fill"
+	"github.com/prismproxy/prism/internal/metricdoc"
 	"github.com/prismproxy/prism/prerender"
 	"github.com/prismproxy/prism/site"
 )
@@ -140,7 +141,7 @@ type Options struct {
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// Metrics receives prism_recache_* metrics; nil registers none.
-	Metrics *metrics.Set
+	Metrics *metricdoc.Set
 }
 
 // QueueStatus is the size of one queue.
@@ -308,31 +309,31 @@ func New(opts Options) (*Scheduler, error) {
 }
 
 func (s *Scheduler) registerMetrics() {
-	set := s.opts.Metrics
-	if set == nil {
-		set = metrics.NewSet() // private: counters still work, nothing is exported
-	}
+	set := s.opts.Metrics // nil: the counters still work, nothing is exported
 	for _, p := range []Priority{High, Normal, Auto} {
-		s.m.enqueued[p.index()] = set.NewCounter(`prism_recache_enqueued_total{priority="` + p.String() + `"}`)
+		s.m.enqueued[p.index()] = set.Counter(`prism_recache_enqueued_total{priority="`+p.String()+`"}`,
+			"Recaches queued, by priority (high, normal, auto).")
 	}
-	s.m.ok = set.NewCounter(`prism_recache_renders_total{result="ok"}`)
-	s.m.retry = set.NewCounter(`prism_recache_renders_total{result="retry"}`)
-	s.m.dropped = set.NewCounter(`prism_recache_renders_total{result="dropped"}`)
-	s.m.gone = set.NewCounter(`prism_recache_renders_total{result="gone"}`)
-	s.m.requeued = set.NewCounter(`prism_recache_requeued_total`)
-	s.m.offersDropped = set.NewCounter(`prism_recache_offers_dropped_total`)
-	s.m.idle = set.NewCounter(`prism_recache_renders_total{result="idle"}`)
-	s.m.claimed = set.NewCounter(`prism_recache_shared_total{op="claimed"}`)
-	s.m.shared = set.NewCounter(`prism_recache_shared_total{op="moved"}`)
-	if s.opts.Metrics == nil {
+	const renders = "Background renders finished, by result: ok, retry (failed, retried later), dropped (failed, out of retries), gone (autorecache of an entry no longer stored), idle (autorecache skipped: not served since)."
+	s.m.ok = set.Counter(`prism_recache_renders_total{result="ok"}`, renders)
+	s.m.retry = set.Counter(`prism_recache_renders_total{result="retry"}`, renders)
+	s.m.dropped = set.Counter(`prism_recache_renders_total{result="dropped"}`, renders)
+	s.m.gone = set.Counter(`prism_recache_renders_total{result="gone"}`, renders)
+	s.m.requeued = set.Counter(`prism_recache_requeued_total`, "Recaches put back in their queue without an attempt counted (no free tab, or shutting down).")
+	s.m.offersDropped = set.Counter(`prism_recache_offers_dropped_total`, "Stale serves whose recache offer was dropped (the offer channel was full).")
+	s.m.idle = set.Counter(`prism_recache_renders_total{result="idle"}`, renders)
+	const shared = "Recaches through the cluster's shared queues: claimed from them (claimed), or moved to them from this node's queues (moved)."
+	s.m.claimed = set.Counter(`prism_recache_shared_total{op="claimed"}`, shared)
+	s.m.shared = set.Counter(`prism_recache_shared_total{op="moved"}`, shared)
+	if set == nil {
 		return
 	}
-	set.NewGauge(`prism_recache_internal_queue_size`, func() float64 {
+	set.Gauge(`prism_recache_internal_queue_size`, "Recaches handed to the render workers and not finished.", func() float64 {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return float64(s.dispatched)
 	})
-	set.NewGauge(`prism_recache_paused`, func() float64 {
+	set.Gauge(`prism_recache_paused`, "1 while the recache scheduler is paused, else 0.", func() float64 {
 		if s.paused.Load() {
 			return 1
 		}
@@ -341,7 +342,7 @@ func (s *Scheduler) registerMetrics() {
 	for _, id := range s.hosts {
 		for _, p := range []Priority{High, Normal, Auto} {
 			name := fmt.Sprintf(`prism_recache_queue_size{host="%d",priority="%s"}`, id, p)
-			set.NewGauge(name, func() float64 {
+			set.Gauge(name, "Recaches waiting in a host's queue, by host id and priority.", func() float64 {
 				s.mu.Lock()
 				defer s.mu.Unlock()
 				return float64(len(s.queues[id].q[p.index()]))

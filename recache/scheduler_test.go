@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
-
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/internal/metricdoc"
+	"github.com/prismproxy/prism/internal/promcheck"
 	"github.com/prismproxy/prism/prerender"
 )
 
@@ -424,7 +424,7 @@ func TestForget(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
-	set := metrics.NewSet()
+	set := metricdoc.NewSet()
 	f := newFixture(t, 2, 1, nil, func(o *Options) { o.Metrics = set })
 	f.run(t)
 	mustEnqueue(t, f.s, High, key(1, 1, "/a"), key(2, 1, "/b"))
@@ -442,6 +442,9 @@ func TestMetrics(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("metrics lack %q:\n%s", want, b.String())
 		}
+	}
+	if _, problems := promcheck.Check(b.String()); len(problems) > 0 {
+		t.Errorf("metrics not as Prometheus wants them: %v", problems)
 	}
 }
 

@@ -5,12 +5,11 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
-
 	"github.com/prismproxy/prism/cachestore"
 	"github.com/prismproxy/prism/cluster"
 	"github.com/prismproxy/prism/config"
 	"github.com/prismproxy/prism/fill"
+	"github.com/prismproxy/prism/internal/metricdoc"
 	"github.com/prismproxy/prism/prerender"
 	"github.com/prismproxy/prism/recache"
 	"github.com/prismproxy/prism/service"
@@ -27,7 +26,7 @@ type serviceDeps struct {
 	renderer *prerender.Renderer
 	originRT http.RoundTripper
 	logger   *slog.Logger
-	metrics  *metrics.Set
+	metrics  *metricdoc.Set
 }
 
 // newServiceServer builds the [service] port (prerender, Rendertron and

@@ -11,11 +11,11 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prismproxy/prism/cachestore"
 	"github.com/prismproxy/prism/fill"
+	"github.com/prismproxy/prism/internal/negotiate"
 	"github.com/prismproxy/prism/site"
 )
 
@@ -143,7 +143,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, proto protocol, 
 // when the client accepts it, and returns the status sent.
 func (s *Server) serveEntry(w http.ResponseWriter, r *http.Request, e *cachestore.Entry, state fill.CacheState, dim *site.Dimension, proto protocol) int {
 	var plain []byte
-	gz := acceptsGzip(r.Header.Values("Accept-Encoding"))
+	gz := negotiate.AcceptsGzip(r.Header.Values("Accept-Encoding"))
 	if !gz && len(e.Body) > 0 {
 		var err error
 		if plain, err = gunzip(e.Body); err != nil {
@@ -279,35 +279,6 @@ func (s *Server) bypass(w http.ResponseWriter, r *http.Request, h *site.Host, k 
 		_, _ = w.Write(body)
 	}
 	return resp.StatusCode
-}
-
-// acceptsGzip reports whether the Accept-Encoding values allow gzip.
-func acceptsGzip(values []string) bool {
-	gzipQ, starQ := -1.0, -1.0
-	for _, v := range values {
-		for _, item := range strings.Split(v, ",") {
-			name, params, _ := strings.Cut(item, ";")
-			name = strings.TrimSpace(name)
-			q := 1.0
-			if k, val, ok := strings.Cut(strings.TrimSpace(params), "="); ok && strings.EqualFold(strings.TrimSpace(k), "q") {
-				if f, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil && f >= 0 {
-					q = f
-				} else {
-					q = 0
-				}
-			}
-			switch {
-			case strings.EqualFold(name, "gzip"), strings.EqualFold(name, "x-gzip"):
-				gzipQ = max(gzipQ, q)
-			case name == "*":
-				starQ = max(starQ, q)
-			}
-		}
-	}
-	if gzipQ >= 0 {
-		return gzipQ > 0
-	}
-	return starQ > 0
 }
 
 // gunzip decompresses a stored body.

@@ -34,6 +34,7 @@ import (
 	"github.com/prismproxy/prism/cachestore"
 	"github.com/prismproxy/prism/cluster"
 	"github.com/prismproxy/prism/fill"
+	"github.com/prismproxy/prism/internal/metricdoc"
 	"github.com/prismproxy/prism/site"
 )
 
@@ -82,8 +83,8 @@ type Options struct {
 	MaxFallbackBytes int64
 	// Transport reaches the origins for fallbacks; nil: a tuned transport.
 	Transport http.RoundTripper
-	Logger    *slog.Logger // nil: slog.Default()
-	Metrics   *metrics.Set // nil: no metrics registered
+	Logger    *slog.Logger   // nil: slog.Default()
+	Metrics   *metricdoc.Set // nil: no metrics registered
 	Now       func() time.Time
 }
 
@@ -499,19 +500,16 @@ type serviceMetrics struct {
 	refused, invalidations, panics   *metrics.Counter
 }
 
-func newServiceMetrics(s *metrics.Set) serviceMetrics {
-	if s == nil {
-		return serviceMetrics{new(metrics.Counter), new(metrics.Counter), new(metrics.Counter), new(metrics.Counter),
-			new(metrics.Counter), new(metrics.Counter), new(metrics.Counter), new(metrics.Counter)}
-	}
-	return serviceMetrics{
-		hit:           s.GetOrCreateCounter(`prism_service_requests_total{status="hit"}`),
-		miss:          s.GetOrCreateCounter(`prism_service_requests_total{status="miss"}`),
-		stale:         s.GetOrCreateCounter(`prism_service_requests_total{status="stale"}`),
-		bypass:        s.GetOrCreateCounter(`prism_service_requests_total{status="bypass"}`),
-		failed:        s.GetOrCreateCounter(`prism_service_requests_total{status="failed"}`),
-		refused:       s.GetOrCreateCounter(`prism_service_refused_total`),
-		invalidations: s.GetOrCreateCounter(`prism_service_invalidations_total`),
-		panics:        s.GetOrCreateCounter(`prism_service_panics_total`),
+func newServiceMetrics(s *metricdoc.Set) serviceMetrics {
+	const req = "Render-service port answers, by how they were served."
+	return serviceMetrics{ // a nil Set gives counters that belong to no exported set
+		hit:           s.Counter(`prism_service_requests_total{status="hit"}`, req),
+		miss:          s.Counter(`prism_service_requests_total{status="miss"}`, req),
+		stale:         s.Counter(`prism_service_requests_total{status="stale"}`, req),
+		bypass:        s.Counter(`prism_service_requests_total{status="bypass"}`, req),
+		failed:        s.Counter(`prism_service_requests_total{status="failed"}`, req),
+		refused:       s.Counter(`prism_service_refused_total`, "Render-service requests refused (bad URL, host not configured, token, allow_from, method)."),
+		invalidations: s.Counter(`prism_service_invalidations_total`, "Rendertron /invalidate requests served."),
+		panics:        s.Counter(`prism_service_panics_total`, "Render-service handler panics recovered (answered 500)."),
 	}
 }

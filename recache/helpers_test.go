@@ -84,6 +84,8 @@ type refresher struct {
 	gate     chan struct{}
 	started  chan cachestore.Key // optional: told of every call
 	stores   bool                // a success says it stored an entry
+	tabs     int                 // > 0: refuse with ErrNoCapacity beyond this many in flight
+	refused  int
 }
 
 func (r *refresher) Refresh(ctx context.Context, k cachestore.Key, _ prerender.Class) (fill.Outcome, error) {
@@ -95,6 +97,13 @@ func (r *refresher) Refresh(ctx context.Context, k cachestore.Key, _ prerender.C
 
 func (r *refresher) refresh(ctx context.Context, k cachestore.Key) error {
 	r.mu.Lock()
+	if r.tabs > 0 && r.inflight >= r.tabs {
+		// As the renderer does: no tab free, refused at once (the
+		// scheduler requeues it without counting an attempt).
+		r.refused++
+		r.mu.Unlock()
+		return prerender.ErrNoCapacity
+	}
 	r.calls = append(r.calls, k)
 	n := len(r.calls)
 	r.inflight++

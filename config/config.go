@@ -34,6 +34,7 @@ type Config struct {
 	Cache    Cache    `toml:"cache"`
 	Recache  Recache  `toml:"recache"`
 	Cluster  Cluster  `toml:"cluster"`
+	Warmup   Warmup   `toml:"warmup"`
 	Hosts    []Host   `toml:"hosts"`
 
 	// lines maps key paths ("render.tabs", "hosts[0].dimensions[1].id") to
@@ -172,6 +173,22 @@ type Recache struct {
 	JournalDir  string   `toml:"journal_dir"`  // default "data/recache"
 }
 
+// Warmup paces sitemap warmups (POST /warmup, prism warmup). Warmup
+// renders also go through the recache scheduler: recache.workers and the
+// tabs crawlers leave free bound them too.
+type Warmup struct {
+	// Concurrency is how many of a warmup's renders are queued and not
+	// finished at once; default (and 0): recache.workers.
+	Concurrency int `toml:"concurrency"`
+	// Rate is how many page URLs per second a warmup queues at most (all
+	// of a URL's dimensions count once); 0 (default): no limit.
+	Rate float64 `toml:"rate"`
+	// MaxURLs caps one warmup's page URLs (after deduplication); a bigger
+	// sitemap is truncated (logged, /warmup/status "truncated": true), not
+	// refused. Default 50000.
+	MaxURLs int `toml:"max_urls"`
+}
+
 // Host is one site PRISM fronts.
 type Host struct {
 	ID      int      `toml:"id"`
@@ -268,6 +285,7 @@ func Default() *Config {
 			PurgeWait:   Duration{2 * time.Second},
 			ClaimLease:  Duration{15 * time.Second},
 		},
+		Warmup: Warmup{MaxURLs: 50_000},
 	}
 }
 
@@ -327,6 +345,9 @@ func Parse(data []byte) (*Config, error) {
 func (c *Config) fill() {
 	if c.Recache.Workers == 0 {
 		c.Recache.Workers = c.Render.Tabs
+	}
+	if c.Warmup.Concurrency == 0 {
+		c.Warmup.Concurrency = c.Recache.Workers
 	}
 	for i := range c.Render.BlockResourceTypes {
 		if t, ok := cdpResourceType(c.Render.BlockResourceTypes[i]); ok {

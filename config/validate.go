@@ -156,8 +156,18 @@ func (c *Config) Validate() error {
 		v.durRange("cluster.claim_lease", cl.ClaimLease, 2*time.Second, 10*time.Minute)
 	}
 
+	c.validateWarmup(v)
 	c.validateHosts(v)
 	return joinProblems(v.probs)
+}
+
+func (c *Config) validateWarmup(v *validator) {
+	w := &c.Warmup
+	v.intRange("warmup.concurrency", w.Concurrency, 0, 1024) // 0 only when render.tabs is invalid (reported)
+	if !(w.Rate >= 0 && w.Rate <= 100_000) { // NaN fails both
+		v.add("warmup.rate", "must be between 0 (no limit) and 100000 URLs per second, got %v", w.Rate)
+	}
+	v.intRange("warmup.max_urls", w.MaxURLs, 1, 10_000_000)
 }
 
 func (c *Config) validateRender(v *validator) {

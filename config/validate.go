@@ -163,7 +163,8 @@ func (c *Config) Validate() error {
 
 func (c *Config) validateWarmup(v *validator) {
 	w := &c.Warmup
-	v.intRange("warmup.concurrency", w.Concurrency, 0, 1024) // 0 only when render.tabs is invalid (reported)
+	// 0 only when render.tabs is invalid, which is reported.
+	v.intRange("warmup.concurrency", w.Concurrency, 0, 1024)
 	if !(w.Rate >= 0 && w.Rate <= 100_000) { // NaN fails both
 		v.add("warmup.rate", "must be between 0 (no limit) and 100000 URLs per second, got %v", w.Rate)
 	}

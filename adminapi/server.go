@@ -67,8 +67,8 @@ type Options struct {
 	// that warmups share the recache queue's tabs, fairness and retry
 	// policy).
 	Warm func(ctx context.Context, keys []cachestore.Key, done func(cachestore.Key, error)) error
-	// Warmup paces warmups and caps their size; the zero value is 4
-	// renders at once, no rate limit and 50,000 URLs.
+	// Warmup paces warmups and caps their size; the zero value is no
+	// pacing of its own (the scheduler's bounds) and 50,000 URLs.
 	Warmup WarmupOptions
 	// Cluster delivers purges to the other nodes and adds a cluster block
 	// to /status (cluster.Node); nil: a single node.
@@ -161,8 +161,8 @@ func New(opts Options) (*Server, error) {
 	if opts.QueueDepth == nil {
 		opts.QueueDepth = func() int { return 0 }
 	}
-	if opts.Warmup.Concurrency <= 0 {
-		opts.Warmup.Concurrency = 4
+	if opts.Warmup.Concurrency < 0 {
+		opts.Warmup.Concurrency = 0
 	}
 	if opts.Warmup.Rate < 0 {
 		opts.Warmup.Rate = 0

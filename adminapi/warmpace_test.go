@@ -73,26 +73,30 @@ func pages(host string, n int) []string {
 
 func TestWarmupConcurrency(t *testing.T) {
 	// The scheduler renders 2 at once: 1 limits it further, 3 and 8 are
-	// handed over but wait in its queue.
-	for _, n := range []int{1, 2, 3, 8} {
+	// handed over but wait in its queue, 0 hands over all 12 at once.
+	for _, n := range []int{1, 2, 3, 8, 0} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			spy := &warmSpy{}
 			e := newEnv(t, func(o *Options, _ *env) { o.Warmup.Concurrency = n }, withSpy(spy))
+			want := n
+			if n == 0 {
+				want = 12
+			}
 			e.block = make(chan struct{})
 			e.setFile("/s.xml", urlset(pages("example.com", 6)...)) // 12 keys
 			e.startWarmup("https://example.com/s.xml")
-			waitFor(t, fmt.Sprintf("%d keys handed over", n), func() bool { o, _ := spy.state(); return o == n })
-			waitFor(t, "renders started", func() bool { return e.refreshes.Load() == int64(min(n, 2)) })
-			if _, most := spy.state(); most != n {
-				t.Fatalf("%d keys unsettled at once, want %d", most, n)
+			waitFor(t, fmt.Sprintf("%d keys handed over", want), func() bool { o, _ := spy.state(); return o == want })
+			waitFor(t, "renders started", func() bool { return e.refreshes.Load() == int64(min(want, 2)) })
+			if _, most := spy.state(); most != want {
+				t.Fatalf("%d keys unsettled at once, want %d", most, want)
 			}
 			close(e.block)
 			st := e.waitWarmupDone()
 			if st.Processed != 12 || st.Errors != 0 {
 				t.Fatalf("status = %+v, want 12 processed", st)
 			}
-			if _, most := spy.state(); most != n {
-				t.Errorf("%d keys unsettled at once, want at most %d", most, n)
+			if _, most := spy.state(); most != want {
+				t.Errorf("%d keys unsettled at once, want at most %d", most, want)
 			}
 		})
 	}

@@ -26,7 +26,8 @@ import (
 // not render faster.
 type WarmupOptions struct {
 	// Concurrency is how many of a warmup's renders are handed to Warm
-	// and not settled yet at most; 0: 4.
+	// and not settled yet at most; 0: no bound of its own (the
+	// scheduler's; in a cluster every node's free tabs take part).
 	Concurrency int
 	// Rate is how many page URLs per second a warmup starts rendering at
 	// most (a URL's dimensions count once); 0: no limit.
@@ -402,8 +403,6 @@ func (s *Server) collect(ctx context.Context, job *warmupJob) ([]cachestore.Key,
 // processed nor errors.
 func (s *Server) renderAll(ctx context.Context, job *warmupJob, items []cachestore.Key) error {
 	wo := s.opts.Warmup
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	done := func(k cachestore.Key, err error) {
 		if err != nil {
 			job.errors.Add(1)
@@ -411,7 +410,20 @@ func (s *Server) renderAll(ctx context.Context, job *warmupJob, items []cachesto
 		}
 		job.processed.Add(1)
 	}
-	slots := make(chan struct{}, wo.Concurrency)
+	if wo.Concurrency <= 0 && wo.Rate <= 0 {
+		// Nothing to pace: the scheduler takes every key at once.
+		if err := s.opts.Warm(ctx, items, done); err != nil && ctx.Err() == nil {
+			return fmt.Errorf("queueing renders: %w", err)
+		}
+		return nil
+	}
+	limit := wo.Concurrency
+	if limit <= 0 {
+		limit = maxWarmCalls
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	slots := make(chan struct{}, limit)
 	var wg sync.WaitGroup
 	var warmErr error // the first error of Warm that was not ctx's; set under once
 	var once sync.Once
@@ -445,6 +457,9 @@ loop:
 	}
 	return nil
 }
+
+// maxWarmCalls bounds the Warm calls of a warmup paced by Rate alone.
+const maxWarmCalls = 1024
 
 // renderFailure describes k's failed render for the list.
 func (s *Server) renderFailure(k cachestore.Key, err error) failedURL {

@@ -178,7 +178,8 @@ type Recache struct {
 // tabs crawlers leave free bound them too.
 type Warmup struct {
 	// Concurrency is how many of a warmup's renders are queued and not
-	// finished at once; default (and 0): recache.workers.
+	// finished at once; 0 (default): no bound of its own, the scheduler's
+	// (in a cluster, every node's free tabs).
 	Concurrency int `toml:"concurrency"`
 	// Rate is how many page URLs per second a warmup queues at most (all
 	// of a URL's dimensions count once); 0 (default): no limit.
@@ -345,9 +346,6 @@ func Parse(data []byte) (*Config, error) {
 func (c *Config) fill() {
 	if c.Recache.Workers == 0 {
 		c.Recache.Workers = c.Render.Tabs
-	}
-	if c.Warmup.Concurrency == 0 {
-		c.Warmup.Concurrency = c.Recache.Workers
 	}
 	for i := range c.Render.BlockResourceTypes {
 		if t, ok := cdpResourceType(c.Render.BlockResourceTypes[i]); ok {

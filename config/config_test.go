@@ -69,7 +69,7 @@ func TestExampleFile(t *testing.T) {
 		{"recache.workers", c.Recache.Workers, c.Render.Tabs},
 		{"recache.max_attempts", c.Recache.MaxAttempts, def.Recache.MaxAttempts},
 		{"recache.journal_dir", c.Recache.JournalDir, def.Recache.JournalDir},
-		{"warmup.concurrency", c.Warmup.Concurrency, c.Recache.Workers},
+		{"warmup.concurrency", c.Warmup.Concurrency, def.Warmup.Concurrency},
 		{"warmup.rate", c.Warmup.Rate, def.Warmup.Rate},
 		{"warmup.max_urls", c.Warmup.MaxURLs, def.Warmup.MaxURLs},
 	} {
@@ -608,21 +608,18 @@ func TestCluster(t *testing.T) {
 
 func TestWarmup(t *testing.T) {
 	c, err := LoadWith(writeFile(t, "[render]\ntabs = 3\n"+minimal), env(nil))
-	if err != nil || c.Warmup != (Warmup{Concurrency: 3, Rate: 0, MaxURLs: 50_000}) {
-		t.Fatalf("default warmup = %+v (err %v), want recache.workers at once, no rate, 50000 URLs", c.Warmup, err)
+	if err != nil || c.Warmup != (Warmup{Concurrency: 0, Rate: 0, MaxURLs: 50_000}) {
+		t.Fatalf("default warmup = %+v (err %v), want no bound of its own, no rate, 50000 URLs", c.Warmup, err)
 	}
 	for _, tc := range []struct {
 		toml string
 		want Warmup
 	}{
 		{"concurrency = 8\nrate = 5\nmax_urls = 200", Warmup{8, 5, 200}},
-		{"rate = 0.5", Warmup{3, 0.5, 50_000}},
-		{"[recache]\nworkers = 2", Warmup{2, 0, 50_000}},
+		{"rate = 0.5", Warmup{0, 0.5, 50_000}},
+		{"concurrency = 0\nrate = 0", Warmup{0, 0, 50_000}},
 	} {
-		doc := "[warmup]\n" + tc.toml + "\n[render]\ntabs = 3\n" + minimal
-		if strings.HasPrefix(tc.toml, "[") {
-			doc = "[render]\ntabs = 3\n" + tc.toml + "\n" + minimal
-		}
+		doc := "[warmup]\n" + tc.toml + "\n" + minimal
 		c, err := LoadWith(writeFile(t, doc), env(nil))
 		if err != nil || c.Warmup != tc.want {
 			t.Errorf("%q: warmup = %+v (err %v), want %+v", tc.toml, c.Warmup, err, tc.want)

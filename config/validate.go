@@ -163,7 +163,7 @@ func (c *Config) Validate() error {
 
 func (c *Config) validateWarmup(v *validator) {
 	w := &c.Warmup
-	// 0 only when render.tabs is invalid, which is reported.
+	// concurrency 0: no bound of its own.
 	v.intRange("warmup.concurrency", w.Concurrency, 0, 1024)
 	if !(w.Rate >= 0 && w.Rate <= 100_000) { // NaN fails both
 		v.add("warmup.rate", "must be between 0 (no limit) and 100000 URLs per second, got %v", w.Rate)

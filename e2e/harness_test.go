@@ -88,6 +88,7 @@ type Conf struct {
 	TrustedProxies          string // server.trusted_proxies, a TOML array ("" for none)
 	Redis, NodeID           string // [cluster]: on when Redis is set
 	Reservation             int    // render.online_reservation_percent
+	MaxAttempts             int    // recache.max_attempts; 0: the default
 	Listen, Admin, Internal string // filled by start
 }
 
@@ -121,6 +122,7 @@ stale_ttl = "{{.StaleTTL}}"
 
 [recache]
 interval = "{{.RecacheInterval}}"
+{{if .MaxAttempts}}max_attempts = {{.MaxAttempts}}{{end}}
 {{if .Redis}}
 [cluster]
 redis = "{{.Redis}}"

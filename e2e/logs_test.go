@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -59,5 +60,53 @@ func TestLogsErrorPage(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no bot line for /err500:\n%s", log)
+	}
+}
+
+// TestWarmupRobotsCLI: `prism warmup --sitemap <site root> --wait` against
+// the binary warms the sitemaps robots.txt lists (paced by [warmup]) and
+// prints the URLs that failed, with their status.
+func TestWarmupRobotsCLI(t *testing.T) {
+	o := newOrigin(t)
+	o.Mux.HandleFunc("/robots.txt", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "User-agent: *\nSitemap: https://%[1]s/sm-a.xml\nSitemap: https://evil.example/sm.xml\nsitemap: https://www.%[1]s/sm-b.xml\n", siteHost)
+	})
+	urlset := func(locs ...string) string {
+		s := `<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">`
+		for _, l := range locs {
+			s += "<url><loc>https://" + siteHost + l + "</loc></url>"
+		}
+		return s + "</urlset>"
+	}
+	o.Mux.HandleFunc("/sm-a.xml", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, urlset("/r/1", "/r/2")) })
+	o.Mux.HandleFunc("/sm-b.xml", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, urlset("/r/3", "/r/down")) })
+	o.Mux.HandleFunc("/r/down", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(503)
+		fmt.Fprint(w, "<html><body>maintenance</body></html>")
+	})
+	c := newConf(t, o.URL)
+	c.Extra = "[warmup]\nconcurrency = 2\nrate = 20\nmax_urls = 100\n"
+	c.Reservation = 0
+	c.MaxAttempts = 1 // a failed render is not retried (the first retry waits 30s)
+	p := startPrism(t, c)
+	cmd := exec.Command(prismBin, "warmup", "--sitemap", "https://"+siteHost+"/", "--wait", "--admin", p.Conf.Admin, "--token", c.AdminToken)
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("prism warmup --wait = %v, want exit 1 (a URL failed):\n%s", err, out)
+	}
+	for _, want := range []string{
+		"warmup completed: 8/8 processed, 2 errors",
+		"failed: https://" + siteHost + "/r/down (mobile) status 503:",
+		"failed: https://" + siteHost + "/r/down (desktop) status 503:",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, path := range []string{"/r/1", "/r/2", "/r/3"} {
+		if r := p.Get(path, uaGooglebotLogs); r.Header.Get("X-Prism-Cache") != "HIT" {
+			t.Errorf("%s after warmup: %q, want HIT", path, r.Header.Get("X-Prism-Cache"))
+		}
 	}
 }

@@ -53,6 +53,13 @@ func TestErrorPagesResetCleanly(t *testing.T) {
 <body><div id="app">Loading</div><iframe src="/frame"></iframe><script>
 document.getElementById('app').innerHTML = '<h1>err</h1>'; sessionStorage.setItem('x', '1'); localStorage.setItem('y', '2');
 document.cookie = 'c=1';</script></body></html>`))
+		case "/500-hang":
+			w.WriteHeader(500)
+			w.Write([]byte(`<!DOCTYPE html><html><head><script>window.onbeforeunload = e => { e.preventDefault(); return 'stay'; };
+window.onunload = () => { const t = Date.now(); while (Date.now() - t < 3000) {} };</script>
+<script src="/hang.js"></script></head><body><img src="/hang.png"><iframe src="/hang"></iframe>oops</body></html>`))
+		case "/hang.js", "/hang.png", "/hang":
+			<-r.Context().Done()
 		case "/app.js":
 			w.Header().Set("Content-Type", "text/javascript")
 			w.Write([]byte(`window.x = 1;`))
@@ -108,7 +115,7 @@ func errorPagesResetCleanly(t *testing.T, ou *url.URL, visible bool) {
 		Metrics: metrics.NewSet(),
 	})
 	e := &testEnv{r: r}
-	for _, path := range []string{"/500", "/ok", "/500-plain", "/500-js", "/ok", "/500-js", "/502", "/503-empty", "/504-slow", "/404-empty", "/500", "/500", "/500-big", "/ok", "/500-trickle", "/500-big", "/500-trickle", "/ok"} {
+	for _, path := range []string{"/500-hang", "/ok", "/500-hang", "/500-hang", "/500", "/ok", "/500-plain", "/500-js", "/ok", "/500-js", "/502", "/503-empty", "/504-slow", "/404-empty", "/500", "/500", "/500-big", "/ok", "/500-trickle", "/500-big", "/500-trickle", "/ok"} {
 		res, err := render(t, e, Request{URL: path})
 		if err != nil {
 			t.Fatalf("Render(%s): %v", path, err)

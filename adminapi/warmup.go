@@ -331,7 +331,6 @@ func (s *Server) collect(ctx context.Context, job *warmupJob) ([]cachestore.Key,
 				}
 				lastRootErr = err
 			}
-			s.opts.Logger.Warn("admin: warmup sitemap failed", "err", err)
 			skip(d.url, err.Error())
 			continue
 		}

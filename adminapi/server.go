@@ -15,7 +15,10 @@
 //     cacheable (e.g. a 5xx page) answers 500.
 //   - Warmup: DELETE /warmup or POST /warmup/cancel cancels it; it then ends
 //     "completed" with error_message "cancelled". See warmup.go for how
-//     total, processed and errors are counted.
+//     total, processed and errors are counted. A site root or a robots.txt
+//     URL warms the sitemaps its robots.txt lists (robots.go).
+//     /warmup/status adds failed_urls (the first 100 failures) and
+//     truncated (more URLs than WarmupOptions.MaxURLs) to the spec's fields.
 package adminapi
 
 import (

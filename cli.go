@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/prismproxy/prism/config"
 )
@@ -248,6 +249,43 @@ type warmupState struct {
 	Errors       int64   `json:"errors"`
 	ElapsedSecs  float64 `json:"elapsed_secs"`
 	ErrorMessage *string `json:"error_message"`
+	FailedURLs   []struct {
+		URL       string `json:"url"`
+		Dimension string `json:"dimension"`
+		Status    int    `json:"status"`
+		Reason    string `json:"reason"`
+	} `json:"failed_urls"`
+	Truncated bool `json:"truncated"`
+}
+
+// printFailures writes the failed URLs the admin API listed, one a line,
+// and how many more failed; the text comes from sitemaps and origins, so
+// control characters are replaced.
+func (s warmupState) printFailures(w io.Writer) {
+	clean := func(v string) string {
+		return strings.Map(func(r rune) rune {
+			if unicode.IsControl(r) {
+				return '?'
+			}
+			return r
+		}, v)
+	}
+	for _, f := range s.FailedURLs {
+		l := "  failed: " + clean(f.URL)
+		if f.Dimension != "" {
+			l += " (" + clean(f.Dimension) + ")"
+		}
+		if f.Status != 0 {
+			l += fmt.Sprintf(" status %d", f.Status)
+		}
+		fmt.Fprintln(w, l+": "+clean(f.Reason))
+	}
+	if more := s.Errors - int64(len(s.FailedURLs)); more > 0 && len(s.FailedURLs) > 0 {
+		fmt.Fprintf(w, "  ... and %d more failed (see the server log)\n", more)
+	}
+	if s.Truncated {
+		fmt.Fprintln(w, "  truncated: the sitemaps list more URLs than warmup.max_urls")
+	}
 }
 
 func (s warmupState) line() string {
@@ -334,6 +372,7 @@ func (c *adminCLI) waitWarmup() int {
 			}
 			switch st.Status {
 			case "completed":
+				st.printFailures(c.stdout)
 				if st.Errors > 0 || st.ErrorMessage != nil {
 					return exitFail
 				}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -268,6 +269,9 @@ func TestCLIWarmup(t *testing.T) {
 	if code != exitFail || !strings.Contains(out, "warmup completed: 2/2 processed, 1 errors") {
 		t.Fatalf("warmup with a failing page = %d %q, want exit 1", code, out)
 	}
+	if !strings.Contains(out, "\n  failed: https://example.com/b (desktop): render failed\n") || strings.Contains(out, "/a (desktop)") {
+		t.Fatalf("warmup --wait printed %q, want the failed URL with its reason", out)
+	}
 
 	code, _, stderr = runTestCLI(append([]string{"warmup", "--sitemap", "https://example.com/missing.xml", "--wait"}, flags...), nil)
 	if code != exitFail {
@@ -333,5 +337,29 @@ func TestCLIPurgeInCluster(t *testing.T) {
 			t.Errorf("purge %v answered %s: exit %d, stdout %q, stderr %q; want %d, %q, %q",
 				tc.args, tc.answer, code, out, stderr, tc.code, tc.stdout, tc.stderr)
 		}
+	}
+}
+
+func TestCLIWarmupFailures(t *testing.T) {
+	var st warmupState
+	if err := json.Unmarshal([]byte(`{"status":"completed","total":300,"processed":300,"errors":150,
+		"failed_urls":[{"url":"https://example.com/x","dimension":"mobile","status":503,"reason":"fill: page rendered with a server error status"},
+		{"url":"https://evil.com/\u001b[2Jboom","reason":"not on a configured host\r\nFAKE LINE"}],
+		"truncated":true}`), &st); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	st.printFailures(&b)
+	want := "  failed: https://example.com/x (mobile) status 503: fill: page rendered with a server error status\n" +
+		"  failed: https://evil.com/?[2Jboom: not on a configured host??FAKE LINE\n" +
+		"  ... and 148 more failed (see the server log)\n" +
+		"  truncated: the sitemaps list more URLs than warmup.max_urls\n"
+	if b.String() != want {
+		t.Errorf("printed\n%s\nwant\n%s", b.String(), want)
+	}
+	b.Reset()
+	warmupState{Status: "completed", Errors: 0}.printFailures(&b)
+	if b.Len() != 0 {
+		t.Errorf("a warmup without failures printed %q", b.String())
 	}
 }

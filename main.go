@@ -228,6 +228,11 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 	if node != nil {
 		adminOpts.Cluster = node
 	}
+	adminOpts.Warmup = adminapi.WarmupOptions{
+		Concurrency: cfg.Warmup.Concurrency,
+		Rate:        cfg.Warmup.Rate,
+		MaxURLs:     cfg.Warmup.MaxURLs,
+	}
 	admin, err := adminapi.New(adminOpts)
 	if err != nil {
 		return err

@@ -46,6 +46,7 @@ type env struct {
 	refreshes atomic.Int64
 	block     chan struct{} // when non-nil, Refresh waits for it
 	failURL   string        // Refresh fails for keys with this URL
+	status5xx string        // Refresh answers a 503 page (fill.StatusError) for keys with this URL
 	noCap     atomic.Int64  // Refresh answers ErrNoCapacity this many times first
 	classes   sync.Map      // cachestore.Key -> prerender.Class of the last Refresh
 	tracked   sync.Map      // cachestore.Key -> times Options.Track was told of it
@@ -187,6 +188,9 @@ func (e *env) refresh(ctx context.Context, k cachestore.Key, class prerender.Cla
 	}
 	if e.noCap.Load() > 0 && e.noCap.Add(-1) >= 0 {
 		return fill.Outcome{}, prerender.ErrNoCapacity
+	}
+	if e.status5xx != "" && k.URL == e.status5xx {
+		return fill.Outcome{}, &fill.StatusError{URL: "https://example.com" + k.URL, Status: 503}
 	}
 	if e.failURL != "" && k.URL == e.failURL {
 		return fill.Outcome{}, fmt.Errorf("render https://internal.example/%s: dial 10.0.0.7: %w", k.URL, prerender.ErrUnavailable)

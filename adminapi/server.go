@@ -15,7 +15,10 @@
 //     cacheable (e.g. a 5xx page) answers 500.
 //   - Warmup: DELETE /warmup or POST /warmup/cancel cancels it; it then ends
 //     "completed" with error_message "cancelled". See warmup.go for how
-//     total, processed and errors are counted.
+//     total, processed and errors are counted. A site root or a robots.txt
+//     URL warms the sitemaps its robots.txt lists (robots.go).
+//     /warmup/status adds failed_urls (the first 100 failures) and
+//     truncated (more URLs than WarmupOptions.MaxURLs) to the spec's fields.
 package adminapi
 
 import (
@@ -66,6 +69,9 @@ type Options struct {
 	// that warmups share the recache queue's tabs, fairness and retry
 	// policy).
 	Warm func(ctx context.Context, keys []cachestore.Key, done func(cachestore.Key, error)) error
+	// Warmup paces warmups and caps their size; the zero value is no
+	// pacing of its own (the scheduler's bounds) and 50,000 URLs.
+	Warmup WarmupOptions
 	// Cluster delivers purges to the other nodes and adds a cluster block
 	// to /status (cluster.Node); nil: a single node.
 	Cluster interface {
@@ -158,6 +164,18 @@ func New(opts Options) (*Server, error) {
 	if opts.QueueDepth == nil {
 		opts.QueueDepth = func() int { return 0 }
 	}
+	if opts.Warmup.Concurrency < 0 {
+		opts.Warmup.Concurrency = 0
+	}
+	if opts.Warmup.Rate < 0 {
+		opts.Warmup.Rate = 0
+	}
+	if opts.Warmup.MaxURLs <= 0 {
+		opts.Warmup.MaxURLs = defaultSitemapLimits.maxURLs
+	}
+	if opts.Warmup.Sleep == nil {
+		opts.Warmup.Sleep = sleepCtx
+	}
 	s := &Server{
 		opts:     opts,
 		tokenSum: sha256.Sum256([]byte(opts.Token)),
@@ -165,6 +183,7 @@ func New(opts Options) (*Server, error) {
 		limits:   defaultSitemapLimits,
 		jobs:     make(chan *warmupJob, 1),
 	}
+	s.limits.maxURLs = opts.Warmup.MaxURLs
 	if s.client == nil {
 		s.client = originClient(opts.Sites)
 	}

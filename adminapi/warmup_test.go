@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -63,6 +64,7 @@ func TestWarmup(t *testing.T) {
 		wantTotal int64
 		wantErrs  int64
 		cached    []cachestore.Key
+		failed    []string // the failed URLs listed, in any order
 	}{
 		{
 			name: "plain sitemap",
@@ -116,6 +118,8 @@ func TestWarmup(t *testing.T) {
 			wantTotal: 2 + 3 + 4,
 			wantErrs:  3 + 4,
 			cached:    keysFor(1, []int{1, 2}, "/g"),
+			failed: []string{"https://evil.com/s.xml", "https://example.com/404.xml", "https://example.com/html.xml",
+				"https://evil.com/x", "http://127.0.0.1/y", "/relative", "https://example.com/../../etc"},
 		},
 	}
 	for _, tt := range tests {
@@ -129,7 +133,20 @@ func TestWarmup(t *testing.T) {
 			}
 			e.startWarmup(tt.sitemap)
 			st := e.waitWarmupDone()
-			want := warmupStatus{Status: "completed", Total: tt.wantTotal, Processed: tt.wantTotal, Errors: tt.wantErrs, ElapsedSecs: st.ElapsedSecs}
+			var failed []string
+			for _, f := range st.FailedURLs {
+				if f.Reason == "" {
+					t.Errorf("failed url %s has no reason", f.URL)
+				}
+				failed = append(failed, f.URL)
+			}
+			slices.Sort(failed)
+			slices.Sort(tt.failed)
+			if !slices.Equal(failed, tt.failed) {
+				t.Errorf("failed_urls %v, want %v", failed, tt.failed)
+			}
+			want := warmupStatus{Status: "completed", Total: tt.wantTotal, Processed: tt.wantTotal, Errors: tt.wantErrs, ElapsedSecs: st.ElapsedSecs,
+				FailedURLs: st.FailedURLs}
 			if !reflect.DeepEqual(st, want) {
 				t.Fatalf("status = %+v, want %+v", st, want)
 			}

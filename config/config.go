@@ -35,6 +35,7 @@ type Config struct {
 	Recache  Recache  `toml:"recache"`
 	Cluster  Cluster  `toml:"cluster"`
 	Service  Service  `toml:"service"`
+	Warmup   Warmup   `toml:"warmup"`
 	Hosts    []Host   `toml:"hosts"`
 
 	// lines maps key paths ("render.tabs", "hosts[0].dimensions[1].id") to
@@ -173,6 +174,23 @@ type Recache struct {
 	JournalDir  string   `toml:"journal_dir"`  // default "data/recache"
 }
 
+// Warmup paces sitemap warmups (POST /warmup, prism warmup). Warmup
+// renders also go through the recache scheduler: recache.workers and the
+// tabs crawlers leave free bound them too.
+type Warmup struct {
+	// Concurrency is how many of a warmup's renders are queued and not
+	// finished at once; 0 (default): no bound of its own, the scheduler's
+	// (in a cluster, every node's free tabs).
+	Concurrency int `toml:"concurrency"`
+	// Rate is how many page URLs per second a warmup queues at most (all
+	// of a URL's dimensions count once); 0 (default): no limit.
+	Rate float64 `toml:"rate"`
+	// MaxURLs caps one warmup's page URLs (after deduplication); a bigger
+	// sitemap is truncated (logged, /warmup/status "truncated": true), not
+	// refused. Default 50000.
+	MaxURLs int `toml:"max_urls"`
+}
+
 // Host is one site PRISM fronts.
 type Host struct {
 	ID      int      `toml:"id"`
@@ -269,6 +287,7 @@ func Default() *Config {
 			PurgeWait:   Duration{2 * time.Second},
 			ClaimLease:  Duration{15 * time.Second},
 		},
+		Warmup: Warmup{MaxURLs: 50_000},
 	}
 }
 

@@ -69,6 +69,9 @@ func TestExampleFile(t *testing.T) {
 		{"recache.workers", c.Recache.Workers, c.Render.Tabs},
 		{"recache.max_attempts", c.Recache.MaxAttempts, def.Recache.MaxAttempts},
 		{"recache.journal_dir", c.Recache.JournalDir, def.Recache.JournalDir},
+		{"warmup.concurrency", c.Warmup.Concurrency, def.Warmup.Concurrency},
+		{"warmup.rate", c.Warmup.Rate, def.Warmup.Rate},
+		{"warmup.max_urls", c.Warmup.MaxURLs, def.Warmup.MaxURLs},
 	} {
 		if !reflect.DeepEqual(tc.got, tc.want) {
 			t.Errorf("%s = %#v, want %#v", tc.name, tc.got, tc.want)
@@ -600,5 +603,43 @@ func TestCluster(t *testing.T) {
 	// Without redis the section is not checked: a single node.
 	if _, err := LoadWith(writeFile(t, "[cluster]\nnode_id = \"a b\"\n"+minimal), env(nil)); err != nil {
 		t.Errorf("an unused cluster section was checked: %v", err)
+	}
+}
+
+func TestWarmup(t *testing.T) {
+	c, err := LoadWith(writeFile(t, "[render]\ntabs = 3\n"+minimal), env(nil))
+	if err != nil || c.Warmup != (Warmup{Concurrency: 0, Rate: 0, MaxURLs: 50_000}) {
+		t.Fatalf("default warmup = %+v (err %v), want no bound of its own, no rate, 50000 URLs", c.Warmup, err)
+	}
+	for _, tc := range []struct {
+		toml string
+		want Warmup
+	}{
+		{"concurrency = 8\nrate = 5\nmax_urls = 200", Warmup{8, 5, 200}},
+		{"rate = 0.5", Warmup{0, 0.5, 50_000}},
+		{"concurrency = 0\nrate = 0", Warmup{0, 0, 50_000}},
+	} {
+		doc := "[warmup]\n" + tc.toml + "\n" + minimal
+		c, err := LoadWith(writeFile(t, doc), env(nil))
+		if err != nil || c.Warmup != tc.want {
+			t.Errorf("%q: warmup = %+v (err %v), want %+v", tc.toml, c.Warmup, err, tc.want)
+		}
+	}
+	for _, tc := range []struct{ toml, key, msg string }{
+		{"concurrency = -1", "warmup.concurrency", "between 0 and 1024"},
+		{"concurrency = 5000", "warmup.concurrency", "between 0 and 1024"},
+		{"rate = -2", "warmup.rate", "between 0"},
+		{"rate = nan", "warmup.rate", "between 0"},
+		{"rate = inf", "warmup.rate", "between 0"},
+		{"max_urls = 0", "warmup.max_urls", "between 1"},
+		{"max_urls = 20000000", "warmup.max_urls", "between 1"},
+		{`rate = "fast"`, "warmup.rate", ""},
+		{"concurency = 4", "warmup.concurency", "unknown key"},
+	} {
+		_, err := LoadWith(writeFile(t, "# warmup\n[warmup]\n"+tc.toml+"\n"+minimal), env(nil))
+		ps := problems(err)
+		if len(ps) != 1 || ps[0].Key != tc.key || ps[0].Line != 3 || !strings.Contains(ps[0].Msg, tc.msg) {
+			t.Errorf("%q: problems %v, want one for %s on line 3 saying %q", tc.toml, err, tc.key, tc.msg)
+		}
 	}
 }

@@ -157,8 +157,19 @@ func (c *Config) Validate() error {
 	}
 
 	c.validateService(v)
+	c.validateWarmup(v)
 	c.validateHosts(v)
 	return joinProblems(v.probs)
+}
+
+func (c *Config) validateWarmup(v *validator) {
+	w := &c.Warmup
+	// concurrency 0: no bound of its own.
+	v.intRange("warmup.concurrency", w.Concurrency, 0, 1024)
+	if !(w.Rate >= 0 && w.Rate <= 100_000) { // NaN fails both
+		v.add("warmup.rate", "must be between 0 (no limit) and 100000 URLs per second, got %v", w.Rate)
+	}
+	v.intRange("warmup.max_urls", w.MaxURLs, 1, 10_000_000)
 }
 
 func (c *Config) validateRender(v *validator) {

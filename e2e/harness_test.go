@@ -88,6 +88,7 @@ type Conf struct {
 	TrustedProxies          string // server.trusted_proxies, a TOML array ("" for none)
 	Redis, NodeID           string // [cluster]: on when Redis is set
 	Reservation             int    // render.online_reservation_percent
+	MaxAttempts             int    // recache.max_attempts; 0: the default
 	Listen, Admin, Internal string // filled by start
 	// ServiceOn adds a [service] section (the render-service port) with
 	// ServiceExtra (TOML: tokens, allow_from, ...); Service is its
@@ -127,6 +128,7 @@ stale_ttl = "{{.StaleTTL}}"
 
 [recache]
 interval = "{{.RecacheInterval}}"
+{{if .MaxAttempts}}max_attempts = {{.MaxAttempts}}{{end}}
 {{if .Redis}}
 [cluster]
 redis = "{{.Redis}}"

@@ -133,6 +133,20 @@ var (
 	ErrServerStatus = errors.New("fill: page rendered with a server error status")
 )
 
+// StatusError is the error of a render whose page had a 5xx status; it
+// matches ErrServerStatus (errors.Is).
+type StatusError struct {
+	URL    string
+	Status int
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("%v: %s: %d", ErrServerStatus, e.URL, e.Status)
+}
+
+// Unwrap returns ErrServerStatus.
+func (e *StatusError) Unwrap() error { return ErrServerStatus }
+
 // Pipeline fills the cache. It is safe for concurrent use.
 type Pipeline struct {
 	opts      Options
@@ -416,7 +430,7 @@ func (p *Pipeline) renderHere(ctx context.Context, k cachestore.Key, h *site.Hos
 	}
 	out.Entry = e
 	if res.Status >= 500 {
-		return Outcome{}, false, fmt.Errorf("%w: %s: %d", ErrServerStatus, req.URL, res.Status)
+		return Outcome{}, false, &StatusError{URL: req.URL, Status: res.Status}
 	}
 	if !cacheableStatus(res.Status) {
 		return out, false, nil

@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -25,7 +24,8 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 	norm, err := p.opts.Sites.Normalize(r.URL)
 	if err != nil {
 		p.m.badURL.Inc()
-		p.log.Info("proxy: invalid url from crawler", "host", h.Name, "dimension", dim.Name, "path", r.URL.EscapedPath(), "err", err)
+		p.log.Info("proxy: invalid url from crawler", "host", h.Name, "dimension", dim.Name, "path", r.URL.EscapedPath(),
+			"client", p.clientAddr(r), "ua", logUA(r), "err", err)
 		*wrote = true
 		writeJSONError(w, http.StatusBadRequest, "invalid url")
 		return
@@ -43,6 +43,7 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 	}
 	var renderErr error
 	rendered := false // this request waited for a render (or joined one)
+	var renderTime time.Duration
 	switch state {
 	case fill.CacheHit:
 	case fill.CacheStale:
@@ -58,7 +59,8 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 		ctx, cancel := context.WithTimeout(r.Context(), p.opts.RenderWait)
 		out, cached, err := p.opts.Fill.Fill(ctx, k, h, dim, p.publicScheme(r))
 		cancel()
-		p.m.renderWait.UpdateDuration(start)
+		renderTime = time.Since(start)
+		p.m.renderWait.Update(renderTime.Seconds())
 		rendered = true
 		switch {
 		case err == nil && out.Entry != nil:
@@ -71,7 +73,7 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 			}
 		case r.Context().Err() != nil:
 			p.log.Info("proxy: crawler left during render", "host", h.Name, "dimension", dim.Name, "path", k.URL,
-				"render_ms", time.Since(start).Milliseconds())
+				"client", p.clientAddr(r), "ua", logUA(r), "render_ms", renderTime.Milliseconds())
 			return
 		default:
 			renderErr = err
@@ -99,22 +101,8 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 	if !rendered && (state == fill.CacheHit || state == fill.CacheStale) {
 		p.m.hitTime.UpdateDuration(start)
 	}
-	// Hits are the bulk of the traffic and cheap; a log line each (a write
-	// to the log per request) cost about a quarter of a hit's CPU, so they
-	// are logged at Debug. Renders, stale serves and fallbacks stay at Info.
-	level := slog.LevelInfo
-	if state == fill.CacheHit && renderErr == nil && !rendered {
-		level = slog.LevelDebug
-	}
-	if !p.log.Enabled(r.Context(), level) {
-		return
-	}
-	attrs := []any{"host", h.Name, "dimension", dim.Name, "path", k.URL, "cache", state.String(), "status", status,
-		"render_ms", time.Since(start).Milliseconds()}
-	if renderErr != nil {
-		attrs = append(attrs, "err", renderErr)
-	}
-	p.log.Log(r.Context(), level, "proxy: bot", attrs...)
+	p.logBot(r, botLine{host: h, dim: dim, path: k.URL, state: state, status: status,
+		rendered: rendered, renderTime: renderTime, total: time.Since(start), err: renderErr})
 }
 
 // publicScheme is the scheme the crawler used, as a trusted proxy reports it

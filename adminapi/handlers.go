@@ -239,28 +239,6 @@ func (s *Server) handleRender(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// renderFailure is what a /render client is told of a failed render: the
-// kind of failure, never the chain (URLs, addresses), which goes to the log.
-func renderFailure(err error) string {
-	switch {
-	case errors.Is(err, prerender.ErrUnavailable):
-		return "browser unavailable"
-	case errors.Is(err, prerender.ErrNoCapacity):
-		return "no tab free"
-	case errors.Is(err, prerender.ErrBlank):
-		return "the page rendered blank"
-	case errors.Is(err, prerender.ErrPageCrashed):
-		return "the page crashed its renderer"
-	case errors.Is(err, fill.ErrServerStatus):
-		return "the page rendered with a server error status"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timed out"
-	case errors.Is(err, context.Canceled):
-		return "cancelled"
-	}
-	return "render error"
-}
-
 // renderDimension renders and stores one dimension of a /render request.
 func (s *Server) renderDimension(ctx context.Context, h *site.Host, d *site.Dimension, norm string) (renderDim, error) {
 	k := cachestore.Key{HostID: h.ID, DimensionID: d.ID, URL: norm}
@@ -269,7 +247,7 @@ func (s *Server) renderDimension(ctx context.Context, h *site.Host, d *site.Dime
 	elapsed := s.opts.Now().Sub(start)
 	if err != nil {
 		s.opts.Logger.Warn("admin: render failed", "key", k.String(), "err", err)
-		return renderDim{}, errorf(http.StatusInternalServerError, "render failed (%s): %s", d.Name, renderFailure(err))
+		return renderDim{}, errorf(http.StatusInternalServerError, "render failed (%s): %s", d.Name, fill.FailureReason(err))
 	}
 	if out.Entry == nil {
 		return renderDim{}, errorf(http.StatusInternalServerError, "render failed (%s): no result", d.Name)

@@ -47,6 +47,7 @@ func newServiceServer(cfg *config.Config, d serviceDeps) (*namedServer, error) {
 		Health:           d.renderer.Healthy,
 		MaxRenders:       cfg.Render.MaxPendingRenders, // 0: the service's default
 		RenderWait:       cfg.Render.Timeout.Duration + 5*time.Second,
+		WriteTimeout:     cfg.Server.WriteTimeout.Duration,
 		Transport:        d.originRT,
 		Logger:           d.logger.With("component", "service"),
 		Metrics:          d.metrics,

@@ -449,6 +449,14 @@ func parseProxy(s string) (netip.Prefix, error) {
 		if err != nil {
 			return netip.Prefix{}, err
 		}
+		if a := p.Addr(); a.Is4In6() {
+			// Peers are compared unmapped (::ffff:10.0.0.1 is 10.0.0.1),
+			// so an IPv4-mapped prefix is taken as the IPv4 one it names.
+			if p.Bits() < 96 {
+				return netip.Prefix{}, fmt.Errorf("IPv4-mapped prefix %s is shorter than /96", s)
+			}
+			return netip.PrefixFrom(a.Unmap(), p.Bits()-96).Masked(), nil
+		}
 		return p.Masked(), nil
 	}
 	a, err := netip.ParseAddr(s)

@@ -116,3 +116,24 @@ func TestServiceTokensFromEnv(t *testing.T) {
 		t.Fatalf("empty env: %v %q", err, c.Service.Tokens)
 	}
 }
+
+// TestMappedPrefixes: an IPv4-mapped prefix in allow_from or
+// trusted_proxies names the IPv4 addresses it maps (peers are compared
+// unmapped), and one shorter than /96 is refused.
+func TestMappedPrefixes(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"::ffff:10.0.0.0/104", "10.0.0.0/8"},
+		{"::ffff:192.168.1.7/128", "192.168.1.7/32"},
+		{"::ffff:192.168.1.7", "192.168.1.7/32"},
+		{"10.1.2.3/8", "10.0.0.0/8"},
+		{"2001:db8::/32", "2001:db8::/32"},
+	} {
+		p, err := parseProxy(tc.in)
+		if err != nil || p.String() != tc.want {
+			t.Errorf("parseProxy(%q) = %v, %v; want %s", tc.in, p, err, tc.want)
+		}
+	}
+	if p, err := parseProxy("::ffff:0.0.0.0/80"); err == nil {
+		t.Errorf("parseProxy of a mapped /80 = %v, want an error", p)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prismproxy/prism/cachestore"
@@ -105,7 +106,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, proto protocol, 
 		status = s.fail(w, renderErr, dim)
 		served = fill.CacheMiss // nothing served: counted as failed below
 	default:
-		status = s.bypass(w, r, h, k, dim, proto)
+		status = s.bypass(w, r, h, k, dim, proto, start)
 	}
 	switch {
 	case state == fill.CacheBypass && proto == protoPrerender:
@@ -222,32 +223,46 @@ func failureReason(err error) string {
 	return fill.FailureReason(err)
 }
 
-// hopHeaders are not copied from an origin's fallback response.
+// hopHeaders are not copied from an origin's fallback response: hop-by-hop
+// headers, the body's framing, cookies, and the headers PRISM itself sets
+// (an origin must not claim a render or a cache state).
 var hopHeaders = map[string]bool{
 	"Connection": true, "Keep-Alive": true, "Transfer-Encoding": true, "Te": true, "Trailer": true,
 	"Upgrade": true, "Proxy-Authenticate": true, "Proxy-Connection": true, "Content-Length": true,
-	"Set-Cookie": true, "X-Prism-Cache": true, "X-Prism-Dimension": true,
+	"Set-Cookie": true, "X-Prism-Cache": true, "X-Prism-Dimension": true, "X-Prism-Partial": true,
+	"X-Render-Source": true, "X-Render-Cache": true,
 }
 
 // bypass answers with the origin's own response for k (a failed render of
-// a Rendertron or EdgeComet request), fetched within FallbackTimeout and
-// MaxFallbackBytes, redirects returned.
-func (s *Server) bypass(w http.ResponseWriter, r *http.Request, h *site.Host, k cachestore.Key, dim *site.Dimension, proto protocol) int {
-	hdr := w.Header()
-	hdr.Set("X-Prism-Cache", fill.CacheBypass.String())
-	hdr.Set("X-Prism-Dimension", dim.Name)
-	if proto == protoEdgeComet {
-		hdr.Set("X-Render-Source", "bypass")
-		hdr.Set("X-Render-Cache", "bypass")
+// a Rendertron or EdgeComet request), fetched within FallbackTimeout (and
+// what is left of WriteTimeout since start) and streamed up to
+// MaxFallbackBytes, redirects returned. At most MaxFallbacks run at once.
+func (s *Server) bypass(w http.ResponseWriter, r *http.Request, h *site.Host, k cachestore.Key, dim *site.Dimension, proto protocol, start time.Time) int {
+	select {
+	case s.fallbacks <- struct{}{}:
+		defer func() { <-s.fallbacks }()
+	default:
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "render failed and too many origin fallbacks are in flight")
+		return http.StatusServiceUnavailable
 	}
 	pub, err := url.Parse(h.PublicURL(k.URL))
 	if err != nil {
 		writeError(w, http.StatusBadGateway, "origin fallback failed")
 		return http.StatusBadGateway
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.opts.FallbackTimeout)
+	budget := s.opts.FallbackTimeout
+	if s.opts.WriteTimeout > 0 {
+		budget = min(budget, time.Until(start.Add(s.opts.WriteTimeout-time.Second)))
+	}
+	if budget <= 0 {
+		writeError(w, http.StatusGatewayTimeout, "render failed and no time is left for the origin's page")
+		return http.StatusGatewayTimeout
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), budget)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, site.OriginURL(h.Origin, pub).String(), nil)
+	origin := site.OriginURL(h.Origin, pub)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, origin.String(), nil)
 	if err != nil {
 		writeError(w, http.StatusBadGateway, "origin fallback failed")
 		return http.StatusBadGateway
@@ -262,21 +277,53 @@ func (s *Server) bypass(w http.ResponseWriter, r *http.Request, h *site.Host, k 
 		return http.StatusBadGateway
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, s.opts.MaxFallbackBytes+1))
-	if err != nil || int64(len(body)) > s.opts.MaxFallbackBytes {
-		s.log.Warn("service: origin fallback body unreadable or too large", "host", h.Name, "path", k.URL, "err", err)
-		writeError(w, http.StatusBadGateway, "render failed and the origin's response could not be relayed")
+	if resp.ContentLength > s.opts.MaxFallbackBytes {
+		s.log.Warn("service: origin fallback body too large", "host", h.Name, "path", k.URL, "bytes", resp.ContentLength)
+		writeError(w, http.StatusBadGateway, "render failed and the origin's response is too large to relay")
 		return http.StatusBadGateway
 	}
+	hdr := w.Header()
+	listed := map[string]bool{} // named by the origin's Connection header: hop-by-hop too
+	for _, v := range resp.Header.Values("Connection") {
+		for _, f := range strings.Split(v, ",") {
+			listed[http.CanonicalHeaderKey(strings.TrimSpace(f))] = true
+		}
+	}
 	for name, vv := range resp.Header {
-		if !hopHeaders[name] {
+		if !hopHeaders[name] && !listed[name] {
 			hdr[name] = vv
 		}
 	}
-	hdr.Set("Content-Length", strconv.Itoa(len(body)))
+	if loc, err := url.Parse(resp.Header.Get("Location")); err == nil && loc.Host != "" && strings.EqualFold(loc.Host, origin.Host) {
+		// A redirect to the origin's own address names the public host
+		// instead: the origin's address stays private.
+		loc.Scheme, loc.Host = pub.Scheme, pub.Host
+		hdr.Set("Location", loc.String())
+	}
+	hdr.Set("X-Prism-Cache", fill.CacheBypass.String())
+	hdr.Set("X-Prism-Dimension", dim.Name)
+	if proto == protoEdgeComet {
+		hdr.Set("X-Render-Source", "bypass")
+		hdr.Set("X-Render-Cache", "bypass")
+	}
+	if resp.ContentLength >= 0 {
+		hdr.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+	}
 	w.WriteHeader(resp.StatusCode)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(body)
+	if r.Method == http.MethodHead {
+		return resp.StatusCode
+	}
+	n, err := io.Copy(w, io.LimitReader(resp.Body, s.opts.MaxFallbackBytes))
+	if err == nil && n == s.opts.MaxFallbackBytes {
+		var one [1]byte
+		if m, _ := resp.Body.Read(one[:]); m > 0 {
+			err = errors.New("body larger than the fallback limit")
+		}
+	}
+	if err != nil {
+		// Begun and cut short: the client must not take it for the page.
+		s.log.Warn("service: origin fallback cut short", "host", h.Name, "path", k.URL, "bytes", n, "err", err)
+		panic(http.ErrAbortHandler)
 	}
 	return resp.StatusCode
 }

@@ -79,8 +79,16 @@ type Options struct {
 	// FallbackTimeout bounds the origin fetch that answers EdgeComet and
 	// Rendertron requests whose render failed. 0: 10s.
 	FallbackTimeout time.Duration
-	// MaxFallbackBytes bounds that origin response's body. 0: 20 MiB.
+	// MaxFallbackBytes bounds that origin response's body (streamed, not
+	// held). 0: 20 MiB.
 	MaxFallbackBytes int64
+	// MaxFallbacks bounds the origin fallbacks in flight at once; more are
+	// answered 503 with Retry-After. 0: 32.
+	MaxFallbacks int
+	// WriteTimeout is the server's write timeout: a fallback gets no more
+	// than what is left of it (less a second), so that the client always
+	// gets an answer. 0: no such bound.
+	WriteTimeout time.Duration
 	// Transport reaches the origins for fallbacks; nil: a tuned transport.
 	Transport http.RoundTripper
 	Logger    *slog.Logger   // nil: slog.Default()
@@ -97,7 +105,9 @@ type Server struct {
 	log    *slog.Logger
 	tokens [][sha256.Size]byte
 	client *http.Client // fallback fetches: redirects returned, not followed
-	m      serviceMetrics
+	// fallbacks holds a token per origin fallback in flight.
+	fallbacks chan struct{}
+	m         serviceMetrics
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -150,6 +160,9 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxFallbackBytes <= 0 {
 		opts.MaxFallbackBytes = 20 << 20
 	}
+	if opts.MaxFallbacks <= 0 {
+		opts.MaxFallbacks = 32
+	}
 	if opts.Transport == nil {
 		opts.Transport = site.NewOriginTransport(30 * time.Second)
 	}
@@ -167,7 +180,8 @@ func New(opts Options) (*Server, error) {
 			Transport:     opts.Transport,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		m: newServiceMetrics(opts.Metrics),
+		fallbacks: make(chan struct{}, opts.MaxFallbacks),
+		m:         newServiceMetrics(opts.Metrics),
 	}
 	for _, t := range opts.Tokens {
 		s.tokens = append(s.tokens, sha256.Sum256([]byte(t)))
@@ -489,6 +503,11 @@ func (s *Server) recoverPanic(w http.ResponseWriter, r *http.Request, wrote *boo
 	}
 	s.m.panics.Inc()
 	s.log.Error("service: panic serving request", "uri", r.RequestURI, "panic", v, "stack", string(debug.Stack()))
+	if *wrote {
+		// An answer was begun: drop the connection rather than let it end
+		// as an empty or half-written 200.
+		panic(http.ErrAbortHandler)
+	}
 	if !*wrote {
 		writeError(w, http.StatusInternalServerError, "internal error")
 	}

@@ -72,15 +72,17 @@ func (f *fakeRenderer) render(ctx context.Context, req prerender.Request) (*prer
 }
 
 type env struct {
-	mu     sync.Mutex
-	now    time.Time
-	offers []cachestore.Key
-	srv    *Server
-	store  *cachestore.Store
-	r      *fakeRenderer
-	origin *httptest.Server
-	purges []cluster.Purge
-	forgot []cachestore.Key
+	mu      sync.Mutex
+	now     time.Time
+	offers  []cachestore.Key
+	srv     *Server
+	store   *cachestore.Store
+	r       *fakeRenderer
+	origin  *httptest.Server
+	purges  []cluster.Purge
+	forgot  []cachestore.Key
+	held    chan struct{} // the origin's /held answers once it is closed
+	release func()        // closes held (once)
 }
 
 type fakeCluster struct{ e *env }
@@ -92,13 +94,33 @@ func (c fakeCluster) Purge(_ context.Context, p cluster.Purge) cluster.PurgeResu
 
 func newEnv(t testing.TB, mods ...func(*Options)) *env {
 	t.Helper()
-	e := &env{r: &fakeRenderer{gate: make(chan struct{})}, now: time.Now()}
+	e := &env{r: &fakeRenderer{gate: make(chan struct{})}, now: time.Now(), held: make(chan struct{})}
+	e.release = sync.OnceFunc(func() { close(e.held) })
 	e.origin = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html")
 		w.Header().Set("Set-Cookie", "s=1")
+		switch r.URL.Path {
+		case "/liar": // claims what only PRISM may say, and leaks
+			w.Header().Set("X-Render-Source", "rendered")
+			w.Header().Set("X-Render-Cache", "hit")
+			w.Header().Set("X-Prism-Partial", "1")
+			w.Header().Set("X-Prism-Cache", "HIT")
+			w.Header().Set("Connection", "X-Secret")
+			w.Header().Set("X-Secret", "internal")
+			w.Header().Set("Location", e.origin.URL+"/elsewhere?a=1") // its own, private address
+			w.WriteHeader(http.StatusFound)
+			return
+		case "/huge":
+			w.Write(bytes.Repeat([]byte("x"), 64<<10))
+			return
+		case "/held": // held until release
+			<-e.held
+			return
+		}
 		fmt.Fprintf(w, "<html>origin page %s host=%s</html>", r.URL.Path, r.Host)
 	}))
 	t.Cleanup(e.origin.Close)
+	t.Cleanup(func() { e.release() }) // before the origin closes: it waits for its handlers
 	ou, _ := url.Parse(e.origin.URL)
 	sites, err := site.New(site.Options{Hosts: []site.Host{{
 		ID: 1, Name: "site.test", Aliases: []string{"www.site.test"}, Origin: ou,
@@ -183,7 +205,10 @@ func (e *env) do(t *testing.T, method, uri string, body io.Reader, headers ...st
 		r.Header.Set(k, strings.TrimSpace(v))
 	}
 	w := httptest.NewRecorder()
-	e.srv.ServeHTTP(w, r)
+	if aborted := serve(e.srv, w, r); aborted {
+		// net/http drops the connection: the client gets no answer.
+		return resp{status: -1, header: w.Result().Header, body: w.Body.String()}
+	}
 	res := w.Result()
 	b, _ := io.ReadAll(res.Body)
 	if res.Header.Get("Content-Encoding") == "gzip" {
@@ -194,6 +219,22 @@ func (e *env) do(t *testing.T, method, uri string, body io.Reader, headers ...st
 		b, _ = io.ReadAll(zr)
 	}
 	return resp{res.StatusCode, res.Header, string(b)}
+}
+
+// serve runs h and reports whether it aborted the response
+// (panic(http.ErrAbortHandler), which net/http turns into a dropped
+// connection).
+func serve(h http.Handler, w http.ResponseWriter, r *http.Request) (aborted bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				panic(v)
+			}
+			aborted = true
+		}
+	}()
+	h.ServeHTTP(w, r)
+	return false
 }
 
 func (e *env) get(t *testing.T, uri string, headers ...string) resp {
@@ -494,11 +535,32 @@ func TestTargetFromPath(t *testing.T) {
 		{"/render/https://a.test/x?y=1&mobile&z=2", "/render/", "https://a.test/x?y=1&z=2", "mobile="},
 		{"/render/https://a.test/x?mobile", "/render/", "https://a.test/x", "mobile="},
 		{"/products/x", "/", "products/x", ""},
+		// An encoded URL with the page's query after it (not inside).
+		{"/https%3A%2F%2Fa.test%2Fx?y=1&z=2", "/", "https://a.test/x?y=1&z=2", ""},
+		{"/render/https%3A%2F%2Fa.test%2Fx?mobile&y=1", "/render/", "https://a.test/x?y=1", "mobile="},
+		{"/invalidate/https%3A%2F%2Fa.test%2Fx?y=1", "/invalidate/", "https://a.test/x?y=1", ""},
 	} {
 		got, own, err := targetFromPath(tc.uri, tc.prefix)
 		if err != nil || got != tc.want || own.Encode() != tc.own {
 			t.Errorf("targetFromPath(%q) = %q, %q, %v; want %q, %q", tc.uri, got, own.Encode(), err, tc.want, tc.own)
 		}
+	}
+}
+
+// TestTargetFromPathAmbiguous: a query both inside an encoded URL and
+// after it is refused, not half dropped.
+func TestTargetFromPathAmbiguous(t *testing.T) {
+	for _, tc := range []struct{ uri, prefix string }{
+		{"/https%3A%2F%2Fa.test%2Fx%3Fy%3D1?z=2", "/"},
+		{"/render/https%3A%2F%2Fa.test%2Fx%3Fy%3D1?mobile&z=2", "/render/"},
+	} {
+		if got, _, err := targetFromPath(tc.uri, tc.prefix); err == nil {
+			t.Errorf("targetFromPath(%q) = %q, want an error", tc.uri, got)
+		}
+	}
+	// Only Rendertron's own parameters after the encoded URL: fine.
+	if got, own, err := targetFromPath("/render/https%3A%2F%2Fa.test%2Fx%3Fy%3D1?mobile", "/render/"); err != nil || got != "https://a.test/x?y=1" || !own.Has("mobile") {
+		t.Errorf("encoded URL with ?mobile = %q %v %v", got, own, err)
 	}
 }
 
@@ -572,6 +634,69 @@ func TestStaleAndFallbacks(t *testing.T) {
 
 // TestOverload: a miss beyond MaxRenders is not queued: prerender gets 503
 // with Retry-After, EdgeComet the origin's page.
+// TestFallbackIsTheOriginsOwn: an origin's fallback answer cannot claim a
+// render or a cache state, its Connection-listed headers and cookies stay
+// behind, and a redirect to its own address names the public host.
+func TestFallbackIsTheOriginsOwn(t *testing.T) {
+	e := newEnv(t)
+	e.r.fail.Store(true)
+	for _, tc := range []struct{ proto, uri string }{
+		{"edgecomet", "/render?url=" + url.QueryEscape("https://site.test/liar")},
+		{"rendertron", "/render/" + url.PathEscape("https://site.test/liar")},
+	} {
+		headers := []string{"User-Agent: " + googlebot}
+		if tc.proto == "edgecomet" {
+			headers = append(headers, "X-Render-Key: k")
+		}
+		r := e.get(t, tc.uri, headers...)
+		h := r.header
+		if r.status != http.StatusFound || h.Get("X-Prism-Cache") != "BYPASS" || h.Get("X-Prism-Partial") != "" ||
+			h.Get("X-Secret") != "" || h.Get("Set-Cookie") != "" {
+			t.Errorf("%s: %d %v", tc.proto, r.status, h)
+		}
+		if tc.proto == "edgecomet" && (h.Get("X-Render-Source") != "bypass" || h.Get("X-Render-Cache") != "bypass") {
+			t.Errorf("edgecomet: X-Render-Source %q X-Render-Cache %q, want bypass", h.Get("X-Render-Source"), h.Get("X-Render-Cache"))
+		}
+		if tc.proto == "rendertron" && h.Get("X-Render-Source") != "" {
+			t.Errorf("rendertron answer with X-Render-Source %q", h.Get("X-Render-Source"))
+		}
+		hs, _ := e.srv.opts.Sites.ByID(1)
+		if loc := h.Get("Location"); loc != hs.PublicURL("/elsewhere?a=1") {
+			t.Errorf("%s: Location %q, want the public host's", tc.proto, loc)
+		}
+	}
+}
+
+// TestFallbackBounds: a fallback body over the limit is refused or cut
+// (never passed as the page), and fallbacks beyond MaxFallbacks are
+// answered 503 at once.
+func TestFallbackBounds(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.MaxFallbackBytes = 1000; o.MaxFallbacks = 1 })
+	e.r.fail.Store(true)
+	ec := func(path string) string { return "/render?url=" + url.QueryEscape("https://site.test"+path) }
+	// Without a Content-Length the body streams until the limit, and the
+	// connection is then dropped: the client cannot take it for the page.
+	r := e.get(t, ec("/huge"), "X-Render-Key: k", "User-Agent: "+googlebot)
+	if r.status != -1 {
+		t.Fatalf("huge fallback: %d %.80q, want the connection dropped", r.status, r.body)
+	}
+	held := make(chan resp, 1)
+	go func() { held <- e.get(t, ec("/held"), "X-Render-Key: k", "User-Agent: "+googlebot) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(e.srv.fallbacks) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the held fallback never started")
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval
+	}
+	r = e.get(t, ec("/other"), "X-Render-Key: k", "User-Agent: "+googlebot)
+	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
+		t.Fatalf("fallback beyond the bound: %d %v", r.status, r.header)
+	}
+	e.release()
+	<-held
+}
+
 func TestOverload(t *testing.T) {
 	e := newEnv(t, func(o *Options) { o.MaxRenders = 1 })
 	done := make(chan resp, 1)
@@ -642,4 +767,18 @@ func FuzzServeHTTP(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestPanicAfterTheAnswerBegan: a panic once the answer is being written
+// drops the connection rather than end it as an empty 200; one before
+// gives a 500 with the error body.
+func TestPanicAfterTheAnswerBegan(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.Served = func(cachestore.Key) { panic("hook broke") } })
+	if r := e.get(t, "/https://site.test/p", "User-Agent: "+googlebot); r.status != 200 {
+		t.Fatalf("first render: %d", r.status)
+	}
+	// The hit calls Served, which panics after the answer began.
+	if r := e.get(t, "/https://site.test/p", "User-Agent: "+googlebot); r.status != -1 {
+		t.Fatalf("panic after the answer began: %d %q, want the connection dropped", r.status, r.body)
+	}
 }

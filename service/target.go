@@ -37,6 +37,25 @@ func targetFromPath(requestURI, prefix string) (target string, own url.Values, e
 		return "", nil, fmt.Errorf("url longer than %d bytes", maxURLLen)
 	}
 	path, query, hasQuery := strings.Cut(rest, "?")
+	var page []string // query parameters of the page, in their order
+	own = url.Values{}
+	switch {
+	case !hasQuery:
+	case prefix == "/":
+		page = []string{query} // prerender: the whole query is the page's
+	default:
+		// Rendertron: its own parameters are the service's, the rest the
+		// page's.
+		for _, part := range strings.Split(query, "&") {
+			name, val, _ := strings.Cut(part, "=")
+			if n, err := url.QueryUnescape(name); err == nil && rendertronParams[n] {
+				v, _ := url.QueryUnescape(val)
+				own.Add(n, v)
+				continue
+			}
+			page = append(page, part)
+		}
+	}
 	if isEncodedURL(path) {
 		dec := path
 		// Encoded once (encodeURIComponent) or twice by a proxy in
@@ -48,28 +67,12 @@ func targetFromPath(requestURI, prefix string) (target string, own url.Values, e
 			}
 			dec = d
 		}
-		own, _ = url.ParseQuery(query)
-		return restoreSlashes(dec), own, nil
-	}
-	if !hasQuery || prefix == "/" {
-		// prerender: the whole query is the page's.
-		if hasQuery {
-			path += "?" + query
+		if len(page) > 0 && strings.Contains(dec, "?") {
+			// A query inside the encoded URL and another after it: which
+			// page is meant cannot be told.
+			return "", nil, errors.New("url has a query both inside its encoding and after it")
 		}
-		return restoreSlashes(path), url.Values{}, nil
-	}
-	// Raw Rendertron URL: its own parameters are the service's, the rest
-	// the page's (in their order).
-	own = url.Values{}
-	var page []string
-	for _, part := range strings.Split(query, "&") {
-		name, val, _ := strings.Cut(part, "=")
-		if n, err := url.QueryUnescape(name); err == nil && rendertronParams[n] {
-			v, _ := url.QueryUnescape(val)
-			own.Add(n, v)
-			continue
-		}
-		page = append(page, part)
+		path = dec
 	}
 	if len(page) > 0 {
 		path += "?" + strings.Join(page, "&")

@@ -98,6 +98,11 @@ type Outcome struct {
 	Stored   bool              // the render replaced the cache entry
 	Previous CacheState        // CacheHit, CacheStale or CacheMiss: the key's state before
 	Duration time.Duration
+	// Ended and Settle are the render's prerender.Result.Ended and Settle:
+	// why it stopped waiting for the page, and after how long. Empty for a
+	// copy taken from elsewhere (a flight joined, the cluster).
+	Ended  string
+	Settle time.Duration
 }
 
 // CacheState is a key's state, as X-Prism-Cache says it. The zero value is
@@ -428,7 +433,7 @@ func (p *Pipeline) renderHere(ctx context.Context, k cachestore.Key, h *site.Hos
 	if err != nil {
 		return Outcome{}, false, fmt.Errorf("fill: render %s: %w", req.URL, err)
 	}
-	out.Entry = e
+	out.Entry, out.Ended, out.Settle = e, res.Ended, res.Settle
 	if res.Status >= 500 {
 		return Outcome{}, false, &StatusError{URL: req.URL, Status: res.Status}
 	}

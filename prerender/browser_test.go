@@ -334,6 +334,9 @@ func TestRenderJSAndPostprocess(t *testing.T) {
 	if res.Status != 200 || res.Partial {
 		t.Errorf("status %d partial %v, want 200 false", res.Status, res.Partial)
 	}
+	if res.Ended != EndedQuiet || res.Settle <= 0 || res.Settle > res.Duration {
+		t.Errorf("ended %q after %v (render %v), want quiet within the render", res.Ended, res.Settle, res.Duration)
+	}
 	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
 		t.Errorf("Content-Type %q", ct)
 	}
@@ -344,7 +347,14 @@ func TestRenderJSAndPostprocess(t *testing.T) {
 
 func TestPrerenderReady(t *testing.T) {
 	e := getEnv(t)
+	before := e.r.metrics.ended[EndedReady].Get()
 	res := mustRender(t, e, Request{URL: "/ready"})
+	if res.Ended != EndedReady || res.Settle < 1500*time.Millisecond || res.Settle > res.Duration {
+		t.Errorf("ended %q after %v (render %v), want ready after the page's 1.5s", res.Ended, res.Settle, res.Duration)
+	}
+	if got := e.r.metrics.ended[EndedReady].Get(); got != before+1 {
+		t.Errorf(`prism_render_ended_total{reason="ready"} went from %d to %d, want one more`, before, got)
+	}
 	if !strings.Contains(string(res.HTML), "late content") {
 		t.Errorf("late content missing:\n%s", res.HTML)
 	}
@@ -531,6 +541,9 @@ func TestTimeoutPartial(t *testing.T) {
 	}
 	if !res.Partial || !strings.Contains(string(res.HTML), "polling") {
 		t.Errorf("partial %v html %s", res.Partial, res.HTML)
+	}
+	if res.Ended != EndedTimeout || res.Settle < e.r.opts.Timeout/2 {
+		t.Errorf("ended %q after %v, want timeout", res.Ended, res.Settle)
 	}
 }
 

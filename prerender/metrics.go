@@ -46,6 +46,8 @@ type rendererMetrics struct {
 	crashes  *metrics.Counter
 	restarts *metrics.Counter
 	shown    *metrics.Counter
+	ended    map[string]*metrics.Counter // by Result.Ended
+	settle   *metrics.PrometheusHistogram
 	// What hostile pages were stopped from doing.
 	pageCrashes *metrics.Counter
 	dialogs     *metrics.Counter
@@ -64,13 +66,19 @@ func newRendererMetrics(s *metricdoc.Set, r *Renderer) *rendererMetrics {
 	if s == nil {
 		return nil
 	}
-	m := &rendererMetrics{}
+	m := &rendererMetrics{ended: map[string]*metrics.Counter{}}
 	for o := range numOutcomes {
 		m.total[o] = s.Counter(`prism_render_total{outcome="`+o.String()+`"}`,
 			"Renders finished, by outcome (ok, partial, redirect, error_status, blank, error, timeout, ...).")
 	}
 	m.duration = s.Histogram(`prism_render_duration_seconds`,
 		"Time a render took, from its request (any wait for a tab included) to its result, in seconds.", renderBuckets)
+	for _, e := range []string{EndedReady, EndedQuiet, EndedTimeout} {
+		m.ended[e] = s.Counter(`prism_render_ended_total{reason="`+e+`"}`,
+			"Renders by why they stopped waiting for the page: ready (prerenderReady or nothing left to wait for), quiet (network quiet period), timeout.")
+	}
+	m.settle = s.Histogram(`prism_render_settle_seconds`,
+		"Time from navigation until a render stopped waiting for its page (ready, quiet or timeout), in seconds.", renderBuckets)
 	m.crashes = s.Counter(`prism_browser_crashes_total`, "Browser crashes and hangs detected (the browser was killed and relaunched).")
 	m.restarts = s.Counter(`prism_browser_restarts_total`, "Browser launches after the first: relaunches after a crash and planned recycles.")
 	m.shown = s.Counter(`prism_render_shown_total`, "Renders whose page had to be shown (laid out and painted) instead of rendered hidden.")
@@ -99,14 +107,18 @@ func newRendererMetrics(s *metricdoc.Set, r *Renderer) *rendererMetrics {
 	return m
 }
 
-// observe records a finished render; shown: its page had to be shown
-// (painted) rather than rendered hidden.
-func (m *rendererMetrics) observe(o outcome, d time.Duration, shown bool) {
+// observe records a finished render and, when it produced one, its
+// result: shown, why it stopped waiting, how long its page took to settle.
+func (m *rendererMetrics) observe(o outcome, d time.Duration, res *Result) {
 	if m == nil {
 		return
 	}
-	if shown {
+	if res != nil && res.Shown {
 		m.shown.Inc()
+	}
+	if res != nil && m.ended[res.Ended] != nil {
+		m.ended[res.Ended].Inc()
+		m.settle.Update(res.Settle.Seconds())
 	}
 	if o >= 0 && o < numOutcomes {
 		m.total[o].Inc()

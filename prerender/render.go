@@ -114,6 +114,7 @@ func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request) (*Res
 	p := t.page.Context(rctx)
 	// The tab is on the about:blank of its reset, so even a URL with a
 	// fragment loads a new document.
+	navStart := time.Now()
 	nav, navErr := proto.PageNavigate{URL: st.pub.String()}.Call(p)
 	m := st.mainDoc()
 	if m != nil && m.location != "" {
@@ -151,14 +152,16 @@ func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request) (*Res
 	}
 
 	partial := false
-	if err := t.waitShown(rctx, st); err != nil {
+	ended, err := t.waitShown(rctx, st)
+	if err != nil {
 		// Only the render timeout makes a partial capture; a crash or the
 		// caller going away ends the render.
 		if !errors.Is(context.Cause(rctx), context.DeadlineExceeded) || ctx.Err() != nil {
 			return nil, outcomeError, fmt.Errorf("wait: %w", err)
 		}
-		partial = true
+		partial, ended = true, EndedTimeout
 	}
+	settle := time.Since(navStart)
 
 	// The capture may overrun the render timeout by captureBudget.
 	dl, _ := rctx.Deadline()
@@ -174,7 +177,8 @@ func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request) (*Res
 	header.Set("Content-Type", "text/html; charset=utf-8")
 	status, header = applyMeta(st.pub, status, header, c.Metas)
 	overLimit := st.overLimit.Load()
-	res := &Result{Status: status, Header: header, HTML: []byte(c.HTML), Partial: partial || overLimit, Shown: st.shown.Load()}
+	res := &Result{Status: status, Header: header, HTML: []byte(c.HTML), Partial: partial || overLimit, Shown: st.shown.Load(),
+		Ended: ended, Settle: settle}
 	oc := outcomeOK
 	switch {
 	case isRedirect(status) && header.Get("Location") != "":
@@ -288,27 +292,31 @@ func (t *tab) wait(ctx context.Context, st *renderState) (idle bool, err error) 
 // (IntersectionObserver sections, lazy frames) below the first viewport is
 // there too, and waited for until the network is quiet again. A hidden
 // page observes nothing and is not scrolled: ordinary pages pay nothing.
-func (t *tab) waitShown(ctx context.Context, st *renderState) error {
+func (t *tab) waitShown(ctx context.Context, st *renderState) (ended string, err error) {
 	idle, err := t.wait(ctx, st)
 	if err != nil {
-		return err
+		return "", err
+	}
+	ended = EndedReady
+	if idle {
+		ended = EndedQuiet
 	}
 	if !t.isShown() {
 		lazy, err := t.evalString(ctx, lazyJS)
 		if err != nil || lazy != "true" {
-			return err
+			return ended, err
 		}
 		shown, err := t.show(ctx, st)
 		if err != nil || !shown {
-			return err
+			return ended, err
 		}
 	}
 	if idle { // shown by now
 		if _, err := t.evalString(ctx, scrollJS); err != nil {
-			return err
+			return ended, err
 		}
 	}
-	return t.waitQuiet(ctx, st)
+	return ended, t.waitQuiet(ctx, st)
 }
 
 // scrollJS scrolls the page a viewport at a time to its end (at most 40

@@ -56,7 +56,23 @@ type Result struct {
 	Partial  bool        // captured at the timeout before the page was quiet or ready
 	Shown    bool        // the page was shown (laid out and painted), not only hidden
 	Duration time.Duration
+	// Ended says why the render stopped waiting: EndedReady (the page set
+	// prerenderReady, or its document was complete with nothing left to
+	// wait for), EndedQuiet (no request in flight for the quiet period) or
+	// EndedTimeout (captured at render.timeout). Empty for answers that
+	// were not waited for (redirects, 5xx documents).
+	Ended string
+	// Settle is how long the page took, from navigation to the end of the
+	// wait (Ended's moment); the capture comes after it.
+	Settle time.Duration
 }
+
+// Why a render stopped waiting (Result.Ended).
+const (
+	EndedReady   = "ready"
+	EndedQuiet   = "quiet"
+	EndedTimeout = "timeout"
+)
 
 // Capacity is a snapshot of the tab pool, as the internal API reports it.
 type Capacity struct {
@@ -319,7 +335,7 @@ func (r *Renderer) Render(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		r.failures.Add(1)
 	}
-	r.metrics.observe(oc, d, res != nil && res.Shown)
+	r.metrics.observe(oc, d, res)
 	return res, err
 }
 

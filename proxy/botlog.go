@@ -20,6 +20,8 @@ type botLine struct {
 	status     int
 	rendered   bool          // the request waited for a render (or joined one)
 	renderTime time.Duration // that wait: the render itself, no fallback fetch
+	ended      string        // why the render stopped waiting (prerender.Result.Ended), "" when not known
+	settle     time.Duration // how long its page took to settle
 	total      time.Duration // what the crawler waited, fallback fetch included
 	err        error         // why the render did not answer (a fallback)
 }
@@ -49,13 +51,16 @@ func (p *Proxy) logBot(r *http.Request, l botLine) {
 	if !p.log.Enabled(r.Context(), level) {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 11)
+	attrs := make([]slog.Attr, 0, 13)
 	attrs = append(attrs,
 		slog.String("host", l.host.Name), slog.String("dimension", l.dim.Name), slog.String("path", l.path),
 		slog.String("cache", l.state.String()), slog.Int("status", l.status),
 		slog.String("client", p.clientAddr(r)), slog.String("ua", logUA(r)))
 	if l.rendered {
 		attrs = append(attrs, slog.Int64("render_ms", l.renderTime.Milliseconds()))
+		if l.ended != "" {
+			attrs = append(attrs, slog.String("ended", l.ended), slog.Int64("settle_ms", l.settle.Milliseconds()))
+		}
 	}
 	attrs = append(attrs, slog.Int64("total_ms", l.total.Milliseconds()))
 	if l.err != nil {

@@ -198,3 +198,25 @@ func TestBotLogClientAddr(t *testing.T) {
 		t.Errorf("ua logged with %d bytes, want at most %d", len(ua), maxLogUA+3)
 	}
 }
+
+// TestBotLogEnded: a render's line says why the render stopped waiting for
+// the page and how long the page took to settle; a hit's says neither.
+func TestBotLogEnded(t *testing.T) {
+	var logs logBuffer
+	h := newHarness(t, withLogBuffer(&logs))
+	h.render.set(func(context.Context, prerender.Request) (*prerender.Result, error) {
+		return &prerender.Result{Status: 200, Header: http.Header{"Content-Type": {"text/html"}},
+			HTML: []byte("<html><body>ok</body></html>"), Ended: prerender.EndedQuiet, Settle: 420 * time.Millisecond}, nil
+	})
+	h.do("GET", "/settled", uaGooglebot)
+	l := oneBotLine(t, &logs)
+	if l["ended"] != prerender.EndedQuiet || l["settle_ms"] != 420.0 {
+		t.Errorf("miss: ended %v settle_ms %v, want quiet 420", l["ended"], l["settle_ms"])
+	}
+	h.do("GET", "/settled", uaGooglebot)
+	for _, l := range logs.botLines(t) {
+		if _, ok := l["ended"]; ok {
+			t.Errorf("hit line with ended %v", l["ended"])
+		}
+	}
+}

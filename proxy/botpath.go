@@ -44,6 +44,8 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 	var renderErr error
 	rendered := false // this request waited for a render (or joined one)
 	var renderTime time.Duration
+	var ended string // why this request's render stopped waiting
+	var settle time.Duration
 	switch state {
 	case fill.CacheHit:
 	case fill.CacheStale:
@@ -61,7 +63,7 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 		cancel()
 		renderTime = time.Since(start)
 		p.m.renderWait.Update(renderTime.Seconds())
-		rendered = true
+		rendered, ended, settle = true, out.Ended, out.Settle
 		switch {
 		case err == nil && out.Entry != nil:
 			e, state = out.Entry, fill.CacheMiss
@@ -102,7 +104,7 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 		p.m.hitTime.UpdateDuration(start)
 	}
 	p.logBot(r, botLine{host: h, dim: dim, path: k.URL, state: state, status: status,
-		rendered: rendered, renderTime: renderTime, total: time.Since(start), err: renderErr})
+		rendered: rendered, renderTime: renderTime, ended: ended, settle: settle, total: time.Since(start), err: renderErr})
 }
 
 // publicScheme is the scheme the crawler used, as a trusted proxy reports it

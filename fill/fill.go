@@ -232,6 +232,51 @@ func (p *Pipeline) Refresh(ctx context.Context, k cachestore.Key, class prerende
 	return out, err
 }
 
+// Miss is what AnswerMiss found to serve for a crawler's miss.
+type Miss struct {
+	// Entry is what to serve (nil when State is CacheBypass).
+	Entry *cachestore.Entry
+	// State is CacheMiss (rendered for this request), CacheHit (a fresh
+	// entry a concurrent render stored), CacheHit or CacheStale (the
+	// render failed but a concurrent one stored something servable), or
+	// CacheBypass (the render failed and nothing is servable).
+	State CacheState
+	// Outcome is Fill's outcome (Duration, Ended, Settle, Stored).
+	Outcome Outcome
+	// Err is the render's error when it did not answer (State from a
+	// fallback); nil otherwise.
+	Err error
+}
+
+// AnswerMiss answers a crawler's miss for k as the proxy and the service
+// port do: Fill within wait, and when the render fails, whatever a
+// concurrent render stored meanwhile if it is servable. When ctx ends
+// first (the crawler left) it returns Fill's error without looking again.
+func (p *Pipeline) AnswerMiss(ctx context.Context, k cachestore.Key, h *site.Host, d *site.Dimension, scheme string, wait time.Duration) Miss {
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	out, cached, err := p.Fill(wctx, k, h, d, scheme)
+	cancel()
+	m := Miss{Outcome: out}
+	if err == nil && out.Entry != nil {
+		m.Entry, m.State = out.Entry, CacheMiss
+		if cached {
+			m.State = CacheHit
+		}
+		return m
+	}
+	m.Err, m.State = err, CacheBypass
+	if ctx.Err() != nil {
+		return m
+	}
+	// A concurrent render may have stored something servable.
+	if e, ok := p.opts.Store.Get(k); ok {
+		if st := p.StateOf(e, p.opts.Now()); st != CacheMiss {
+			m.Entry, m.State = e, st
+		}
+	}
+	return m
+}
+
 // Fill answers a crawler's miss for k: it joins the render in flight for k
 // or starts one (class Online), rendering at scheme ("" is the host's own:
 // a crawler's, as a trusted proxy reported it); cached reports that a

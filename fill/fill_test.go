@@ -322,3 +322,41 @@ func TestFailureReason(t *testing.T) {
 		}
 	}
 }
+
+// TestAnswerMiss: a crawler's miss is answered by the render, by a fresh
+// entry found instead, by what is servable when the render fails, or not
+// at all; a crawler that left gets the error without a second look.
+func TestAnswerMiss(t *testing.T) {
+	e := newEnv(t, func(o *fill.Options) { o.TTL, o.StaleTTL = time.Hour, time.Hour })
+	h, _ := e.sites.ByID(1)
+	d, _ := h.Dimension(1)
+	key := func(u string) cachestore.Key { return cachestore.Key{HostID: 1, DimensionID: 1, URL: u} }
+	ctx := context.Background()
+
+	m := e.pipe.AnswerMiss(ctx, key("/fresh"), h, d, "", 5*time.Second)
+	if m.State != fill.CacheMiss || m.Entry == nil || m.Err != nil || !m.Outcome.Stored {
+		t.Fatalf("rendered: %+v", m)
+	}
+	if m := e.pipe.AnswerMiss(ctx, key("/fresh"), h, d, "", 5*time.Second); m.State != fill.CacheHit || m.Entry == nil {
+		t.Fatalf("stored meanwhile: %+v, want the fresh entry as a HIT", m)
+	}
+
+	if m := e.pipe.AnswerMiss(ctx, key("/broken"), h, d, "", 5*time.Second); m.State != fill.CacheBypass || m.Entry != nil || m.Err == nil {
+		t.Fatalf("failed, nothing stored: %+v, want BYPASS with the error", m)
+	}
+	stale := &cachestore.Entry{Key: key("/broken"), Status: 200, Header: http.Header{"Content-Type": {"text/html"}},
+		Body: gzipped("<p>old</p>"), RenderedAt: time.Now().Add(-90 * time.Minute)}
+	if err := e.store.Put(stale); err != nil {
+		t.Fatal(err)
+	}
+	m = e.pipe.AnswerMiss(ctx, key("/broken"), h, d, "", 5*time.Second)
+	if m.State != fill.CacheStale || m.Entry == nil || m.Err == nil {
+		t.Fatalf("failed, a stale copy stored: %+v, want it served STALE with the error", m)
+	}
+
+	left, cancel := context.WithCancel(ctx)
+	cancel()
+	if m := e.pipe.AnswerMiss(left, key("/broken"), h, d, "", 5*time.Second); m.State != fill.CacheBypass || m.Entry != nil {
+		t.Fatalf("crawler gone: %+v, want BYPASS without the stored copy", m)
+	}
+}

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"compress/gzip"
-	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -58,34 +57,18 @@ func (p *Proxy) serveBot(w http.ResponseWriter, r *http.Request, h *site.Host, d
 			renderErr, state = errOverloaded, fill.CacheBypass
 			break
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), p.opts.RenderWait)
-		out, cached, err := p.opts.Fill.Fill(ctx, k, h, dim, p.publicScheme(r))
-		cancel()
+		m := p.opts.Fill.AnswerMiss(r.Context(), k, h, dim, p.publicScheme(r), p.opts.RenderWait)
 		renderTime = time.Since(start)
 		p.m.renderWait.Update(renderTime.Seconds())
-		rendered, ended, settle = true, out.Ended, out.Settle
-		switch {
-		case err == nil && out.Entry != nil:
-			e, state = out.Entry, fill.CacheMiss
-			if cached {
-				state = fill.CacheHit
-			}
-			if out.Stored && p.opts.Track != nil {
-				p.opts.Track(e) // each waiter of the render: Track is idempotent
-			}
-		case r.Context().Err() != nil:
+		rendered, ended, settle = true, m.Outcome.Ended, m.Outcome.Settle
+		if m.State == fill.CacheBypass && r.Context().Err() != nil {
 			p.log.Info("proxy: crawler left during render", "host", h.Name, "dimension", dim.Name, "path", k.URL,
 				"client", p.clientAddr(r), "ua", logUA(r), "render_ms", renderTime.Milliseconds())
 			return
-		default:
-			renderErr = err
-			// A concurrent render may have stored something servable.
-			state = fill.CacheBypass
-			if e2, ok := p.opts.Store.Get(k); ok {
-				if s := p.opts.Fill.StateOf(e2, p.opts.Now()); s != fill.CacheMiss {
-					e, state = e2, s
-				}
-			}
+		}
+		e, state, renderErr = m.Entry, m.State, m.Err
+		if m.Err == nil && m.Outcome.Stored && p.opts.Track != nil {
+			p.opts.Track(e) // each waiter of the render: Track is idempotent
 		}
 	}
 

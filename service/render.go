@@ -62,34 +62,19 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, proto protocol, 
 			renderErr, state = errOverloaded, fill.CacheBypass
 			break
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), s.opts.RenderWait)
-		out, cached, err := s.opts.Fill.Fill(ctx, k, h, dim, "")
-		cancel()
-		renderTime = out.Duration
-		switch {
-		case err == nil && out.Entry != nil:
-			e, state = out.Entry, fill.CacheMiss
-			if cached {
-				state = fill.CacheHit
-			}
-			if out.Stored && s.opts.Track != nil {
-				s.opts.Track(e)
-			}
-		case r.Context().Err() != nil:
+		m := s.opts.Fill.AnswerMiss(r.Context(), k, h, dim, "", s.opts.RenderWait)
+		renderTime = m.Outcome.Duration
+		if m.State == fill.CacheBypass && r.Context().Err() != nil {
 			s.log.Info("service: client left during render", "protocol", proto.String(), "host", h.Name,
 				"dimension", dim.Name, "path", norm, "total_ms", time.Since(start).Milliseconds())
 			return
-		default:
-			if err == nil {
-				err = errors.New("service: render gave no result")
-			}
-			renderErr, state = err, fill.CacheBypass
-			// A concurrent render may have stored something servable.
-			if e2, ok := s.opts.Store.Get(k); ok {
-				if st := s.opts.Fill.StateOf(e2, s.opts.Now()); st != fill.CacheMiss {
-					e, state = e2, st
-				}
-			}
+		}
+		e, state, renderErr = m.Entry, m.State, m.Err
+		if m.Outcome.Entry == nil && renderErr == nil {
+			renderErr = errors.New("service: render gave no result")
+		}
+		if renderErr == nil && m.Outcome.Stored && s.opts.Track != nil {
+			s.opts.Track(e)
 		}
 	}
 

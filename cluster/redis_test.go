@@ -1,12 +1,9 @@
 package cluster
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -14,43 +11,14 @@ import (
 	"github.com/alicebob/miniredis/v2"
 
 	"github.com/prismproxy/prism/cachestore"
+	"github.com/prismproxy/prism/internal/redistest"
 )
 
-// realRedis runs a redis-server (the Debian package make test installs)
-// with args on a free loopback port until the test ends; it skips the test
-// when redis-server is not installed.
+// realRedis runs a redis-server with args until the test ends and returns
+// its URL; it skips the test when redis-server is not installed.
 func realRedis(t *testing.T, args ...string) string {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server not installed (make test installs it)")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command(bin, append([]string{"--port", port, "--bind", "127.0.0.1", "--dir", t.TempDir(), "--save", ""}, args...)...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-done })
-	waitFor(t, "redis-server answering", func() bool {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			return false
-		}
-		defer c.Close()
-		fmt.Fprint(c, "PING\r\n")
-		c.SetReadDeadline(time.Now().Add(time.Second))
-		line, _ := bufio.NewReader(c).ReadString('\n')
-		return strings.HasPrefix(line, "+PONG")
-	})
-	return "redis://" + addr + "/0"
+	return redistest.Start(t, args...).URL()
 }
 
 func TestCheckRedis(t *testing.T) {

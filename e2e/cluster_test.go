@@ -1,87 +1,18 @@
 package e2e
 
 import (
-	"bufio"
 	"compress/gzip"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prismproxy/prism/internal/redistest"
 )
-
-// redisProc is a real redis-server on a loopback port in a temp dir, which
-// a test may kill, restart (same port, same data) and SIGSTOP.
-type redisProc struct {
-	t         *testing.T
-	bin, addr string
-	dir       string
-	cmd       *exec.Cmd
-	done      chan struct{}
-}
-
-// startRedis runs redis-server on a free port until the test ends.
-func startRedis(t *testing.T) *redisProc {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("cluster e2e test skipped: redis-server not found (install it: apt-get install redis-server, or make test)")
-	}
-	r := &redisProc{t: t, bin: bin, addr: freeAddr(t), dir: t.TempDir()}
-	r.start()
-	t.Cleanup(func() { r.Kill() })
-	return r
-}
-
-// URL is the server's redis:// URL.
-func (r *redisProc) URL() string { return "redis://" + r.addr + "/0" }
-
-// start runs the server (again) and waits until it answers PING.
-func (r *redisProc) start() {
-	r.t.Helper()
-	_, port, _ := net.SplitHostPort(r.addr)
-	r.cmd = exec.Command(r.bin, "--port", port, "--bind", "127.0.0.1", "--dir", r.dir,
-		"--appendonly", "yes", "--save", "", "--daemonize", "no", "--maxmemory-policy", "noeviction")
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatalf("start redis-server: %v", err)
-	}
-	done := make(chan struct{})
-	r.done = done
-	go func(cmd *exec.Cmd) { cmd.Wait(); close(done) }(r.cmd)
-	waitFor(r.t, 10*time.Second, "redis-server answering PING", func() bool {
-		c, err := net.DialTimeout("tcp", r.addr, time.Second)
-		if err != nil {
-			return false
-		}
-		defer c.Close()
-		fmt.Fprint(c, "PING\r\n")
-		c.SetReadDeadline(time.Now().Add(time.Second))
-		line, _ := bufio.NewReader(c).ReadString('\n')
-		return strings.HasPrefix(line, "+PONG")
-	})
-}
-
-// Kill sends SIGKILL and waits for the process to be gone.
-func (r *redisProc) Kill() {
-	if r.cmd == nil {
-		return
-	}
-	r.cmd.Process.Kill()
-	<-r.done
-	r.cmd = nil
-}
-
-// Signal sends sig (SIGSTOP, SIGCONT) to the server.
-func (r *redisProc) Signal(sig syscall.Signal) {
-	if err := r.cmd.Process.Signal(sig); err != nil {
-		r.t.Fatalf("signal redis-server: %v", err)
-	}
-}
 
 // get is a GET safe to call from any goroutine: it returns what went wrong.
 func get(base, path, ua string) (status int, cache, body string, err error) {
@@ -111,7 +42,7 @@ func TestCluster(t *testing.T) {
 		t.Skipf("e2e test skipped: %v (install Chromium: apt-get install chromium)", noBrowser)
 	}
 	root := t // nodes restarted in a subtest live on until the test ends
-	redis := startRedis(t)
+	redis := redistest.Start(t, "--appendonly", "yes", "--maxmemory-policy", "noeviction")
 	o := newOrigin(t)
 	var nodes []*Prism
 	for i := 1; i <= 3; i++ {
@@ -411,7 +342,7 @@ func clusterClaimKilled(t *testing.T, o *Origin, nodes []*Prism) {
 // clusterRedisStopped: Redis is SIGSTOPped for 10s. Hits are unaffected;
 // misses render locally, each waiting at most a call timeout for Redis, so
 // they are answered while Redis is still stopped.
-func clusterRedisStopped(t *testing.T, o *Origin, nodes []*Prism, redis *redisProc) {
+func clusterRedisStopped(t *testing.T, o *Origin, nodes []*Prism, redis *redistest.Server) {
 	for i, p := range nodes {
 		if a := p.Get("/c/stop/hit", desktopBot); a.Status != 200 {
 			t.Fatalf("warming node %d: %d", i+1, a.Status)
@@ -463,7 +394,7 @@ func clusterRedisStopped(t *testing.T, o *Origin, nodes []*Prism, redis *redisPr
 // load. No answer is a 5xx, hits keep coming from the nodes' tiers, misses
 // render; a purge (answered 202, pending) and a recache made on node 1
 // meanwhile reach the cluster once Redis is back.
-func clusterRedisKilled(t *testing.T, o *Origin, nodes []*Prism, redis *redisProc) {
+func clusterRedisKilled(t *testing.T, o *Origin, nodes []*Prism, redis *redistest.Server) {
 	var mu sync.Mutex // guards the load's counters
 	version := versionedPages(o, "/c/kill/")
 	hits := []string{"/c/kill/purged", "/c/kill/hit-1", "/c/kill/hit-2"}
@@ -530,7 +461,7 @@ func clusterRedisKilled(t *testing.T, o *Origin, nodes []*Prism, redis *redisPro
 	if len(bad) > 0 {
 		t.Errorf("%d of %d answers under load with Redis killed were wrong: %v", len(bad), served, bad[:min(len(bad), 10)])
 	}
-	redis.start()
+	redis.Restart()
 	// The purge reaches nodes 2 and 3: neither serves version 1 any more.
 	for i, p := range nodes[1:] {
 		waitFor(t, 20*time.Second, fmt.Sprintf("node %d to drop the page purged while Redis was down", i+2), func() bool {

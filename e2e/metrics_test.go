@@ -13,6 +13,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/prismproxy/prism/internal/promcheck"
+
+	"github.com/prismproxy/prism/internal/redistest"
 )
 
 // scrape GETs the admin /metrics as a Prometheus scraper does, with the
@@ -57,7 +59,7 @@ func TestMetricsPrometheus(t *testing.T) {
 	c.SchedulerControl = true
 	clustered := false
 	if _, err := exec.LookPath("redis-server"); err == nil {
-		redis := startRedis(t)
+		redis := redistest.Start(t, "--appendonly", "yes", "--maxmemory-policy", "noeviction")
 		c.Redis, c.NodeID = redis.URL(), "metrics-node"
 		clustered = true
 	} else {

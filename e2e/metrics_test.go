@@ -13,7 +13,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/prismproxy/prism/internal/promcheck"
-
 	"github.com/prismproxy/prism/internal/redistest"
 )
 

@@ -160,14 +160,21 @@ func (s *Scheduler) moveToShared(ctx context.Context) {
 	}
 	s.mu.Lock()
 	var batch []moved
-	for _, it := range s.items {
-		if len(batch) == sharedBatch {
-			break
+	// The high and normal heaps hold exactly the journaled entries waiting
+	// here (rendering or claimed ones are in no heap); the autorecache heap,
+	// by far the largest, is not looked at.
+scan:
+	for _, id := range s.hosts {
+		for _, p := range []Priority{High, Normal} {
+			for _, it := range s.queues[id].q[p.index()] {
+				if len(batch) == sharedBatch {
+					break scan
+				}
+				if len(it.warms) == 0 {
+					batch = append(batch, moved{it, it.prio, it.due})
+				}
+			}
 		}
-		if it.inflight || it.claim != nil || len(it.warms) > 0 || !it.prio.durable() {
-			continue
-		}
-		batch = append(batch, moved{it, it.prio, it.due})
 	}
 	s.mu.Unlock()
 	if len(batch) == 0 {

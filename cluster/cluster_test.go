@@ -524,3 +524,14 @@ func TestPurgeLag(t *testing.T) {
 	mr.SetError("")
 	waitFor(t, "the lag back under 2s", func() bool { return a.lag() < 2*time.Second })
 }
+
+// TestClientLogger: the Redis client's own messages reach the node's logger
+// at debug level, not stderr.
+func TestClientLogger(t *testing.T) {
+	var b bytes.Buffer
+	l := ClientLogger(slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	l.Printf(context.Background(), "redis: connection pool: failed to dial after %d attempts: %v", 5, "refused")
+	if got := b.String(); !strings.Contains(got, "level=DEBUG") || !strings.Contains(got, "failed to dial after 5 attempts: refused") {
+		t.Fatalf("logged %q", got)
+	}
+}

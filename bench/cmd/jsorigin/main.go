@@ -1,13 +1,26 @@
-// Command jsorigin is the benchmarks' origin: a JavaScript page of about
-// 50 KB whose content is written by script after a fetch, at every path
-// under /p/ (so every URL is a distinct cache key), plus its JSON API.
+// Command jsorigin is the benchmarks' origin: a JavaScript page whose
+// content is written by script, at every path under /p/ (so every URL is a
+// distinct cache key), plus what the page fetches. -page picks the page:
 //
-// A complete render holds `<div id="bench-complete" data-items="200">`; the
-// raw page holds only "Loading". The page declares window.prerenderReady =
-// false and sets it to true once the content is in the DOM.
+//   - flag (default): about 50 KB; after a fetch of /api/items its script
+//     writes 200 list items, then `<div id="bench-complete" data-items="200">`.
+//     The page declares window.prerenderReady = false and sets it to true
+//     once the content is in the DOM.
+//   - spa: about 50 KB, an app shell that fetches /api/articles and builds 76
+//     articles, then writes `<div id="bench-complete" data-items="76">` last.
+//     It never mentions window.prerenderReady: only the DOM says it is done.
+//   - docsify: a real docsify 4 site (vendored in docsify/, MIT) in history
+//     mode: every path serves the same index.html, docsify then fetches the
+//     path's markdown (/p/x -> /p/x.md, /p/x/ -> /p/x/README.md; every .md
+//     path serves the same few-KB document) and renders it. The document ends
+//     with `<div id="bench-done">`, so that element exists only once docsify
+//     rendered it. No request leaves the origin (no CDN, fonts or plugins).
+//
+// The raw pages hold none of the markers.
 package main
 
 import (
+	_ "embed"
 	"flag"
 	"fmt"
 	"net"
@@ -19,39 +32,78 @@ import (
 	"github.com/prismproxy/prism/bench/internal/serve"
 )
 
-// Items is how many list items the script writes; a complete render
-// carries data-items equal to it.
+// Items is how many list items the flag page's script writes; a complete
+// render carries data-items equal to it.
 const Items = 200
+
+// Articles is how many articles the spa page's script builds.
+const Articles = 76
+
+//go:embed docsify/docsify.min.js
+var docsifyJS []byte
+
+//go:embed docsify/pure.css
+var docsifyCSS []byte
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "listen address")
+	page := flag.String("page", "flag", "page to serve: flag (sets window.prerenderReady), spa (no flag; marker in the DOM) or docsify")
 	flag.Parse()
-	if err := run(*addr); err != nil {
+	if err := run(*addr, *page); err != nil {
 		fmt.Fprintln(os.Stderr, "jsorigin:", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr string) error {
-	page := []byte(buildPage())
-	api := []byte(buildAPI())
+// static returns a handler writing body with the content type ct.
+func static(ct string, body []byte, cacheable bool) http.HandlerFunc {
+	n := strconv.Itoa(len(body))
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", ct)
+		w.Header().Set("Content-Length", n)
+		if cacheable {
+			// As a static host serves a versioned bundle.
+			w.Header().Set("Cache-Control", "public, max-age=3600")
+		}
+		w.Write(body)
+	}
+}
+
+func run(addr, which string) error {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/items", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Content-Length", strconv.Itoa(len(api)))
-		w.Write(api)
-	})
-	mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Header().Set("Content-Length", strconv.Itoa(len(page)))
-		w.Write(page)
-	})
+	var page []byte
+	switch which {
+	case "flag":
+		page = []byte(buildPage())
+		mux.HandleFunc("GET /api/items", static("application/json", []byte(buildAPI()), false))
+		mux.HandleFunc("GET /", static("text/html; charset=utf-8", page, false))
+	case "spa":
+		page = []byte(buildSPA())
+		mux.HandleFunc("GET /api/articles", static("application/json", []byte(buildArticles()), false))
+		mux.HandleFunc("GET /", static("text/html; charset=utf-8", page, false))
+	case "docsify":
+		page = []byte(buildDocsifyIndex())
+		md := []byte(buildMarkdown())
+		mux.HandleFunc("GET /docsify/docsify.min.js", static("application/javascript", docsifyJS, true))
+		mux.HandleFunc("GET /docsify/pure.css", static("text/css; charset=utf-8", docsifyCSS, true))
+		html := static("text/html; charset=utf-8", page, false)
+		doc := static("text/markdown; charset=utf-8", md, false)
+		mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasSuffix(r.URL.Path, ".md") {
+				doc(w, r)
+				return
+			}
+			html(w, r)
+		})
+	default:
+		return fmt.Errorf("-page %q: want flag, spa or docsify", which)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
 	// The bench scripts read the chosen address from the first line.
-	fmt.Printf("listening http://%s page_bytes=%d\n", ln.Addr(), len(page))
+	fmt.Printf("listening http://%s page=%s page_bytes=%d\n", ln.Addr(), which, len(page))
 	return serve.Until(ln, mux)
 }
 

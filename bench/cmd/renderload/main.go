@@ -1,9 +1,17 @@
 // Command renderload drives PRISM's render path: C crawlers ask for unique
 // URLs (so every request is a MISS) for a fixed time and the program prints
-// renders/s and how many responses were complete renders.
+// renders/s, the p50 and p90 latency of a render (request sent to body
+// read) and how many responses were complete renders.
 //
 // A response counts as a render when it says X-Prism-Cache: MISS with status
 // 200, and as complete when its body also holds the marker.
+//
+// With C above the tab count (bench/run.sh uses 2 x tabs, so that a tab
+// never waits for the next request) a request's latency includes its wait
+// for a tab. -lat-c N (the tab count) adds a second phase of -lat-duration
+// with N crawlers, one per tab, whose latencies are a render's own: p50_ms
+// and p90_ms then come from that phase (load_p50_ms and load_p90_ms are the
+// first phase's), and lat_renders= and lat_complete= count its renders.
 package main
 
 import (
@@ -14,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +39,8 @@ func main() {
 	dur := flag.Duration("duration", 8*time.Second, "measuring time")
 	marker := flag.String("marker", `data-items="200"`, "string a complete render contains")
 	tag := flag.String("tag", "", "label printed with the result")
+	latC := flag.Int("lat-c", 0, "crawlers of a second, latency phase (0: none; give the tab count)")
+	latDur := flag.Duration("lat-duration", 4*time.Second, "length of the latency phase")
 	flag.Parse()
 	if *target == "" {
 		fmt.Fprintln(os.Stderr, "renderload: -url is required")
@@ -37,7 +48,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *target, *host, *ua, *marker, *tag, *conc, *warm, *dur); err != nil {
+	if err := run(ctx, *target, *host, *ua, *marker, *tag, *conc, *warm, *dur, *latC, *latDur); err != nil {
 		fmt.Fprintln(os.Stderr, "renderload:", err)
 		os.Exit(1)
 	}
@@ -48,7 +59,7 @@ type result struct {
 	state            string
 }
 
-func run(ctx context.Context, target, host, ua, marker, tag string, conc, warm int, dur time.Duration) error {
+func run(ctx context.Context, target, host, ua, marker, tag string, conc, warm int, dur time.Duration, latC int, latDur time.Duration) error {
 	client := &http.Client{
 		Timeout:   30 * time.Second,
 		Transport: &http.Transport{MaxIdleConnsPerHost: conc + 1, DisableCompression: false},
@@ -93,9 +104,38 @@ func run(ctx context.Context, target, host, ua, marker, tag string, conc, warm i
 		}
 	}
 
+	p := phase(ctx, get, conc, dur)
+	n := p.renders
+	p50, p90 := percentile(p.lats, 50), percentile(p.lats, 90)
+	extra := ""
+	if latC > 0 {
+		l := phase(ctx, get, latC, latDur)
+		extra = fmt.Sprintf(" load_p50_ms=%.1f load_p90_ms=%.1f lat_c=%d lat_renders=%d lat_complete=%d lat_other=%d lat_failed=%d",
+			ms(p50), ms(p90), latC, l.renders, l.complete, l.other, l.failed)
+		p50, p90 = percentile(l.lats, 50), percentile(l.lats, 90)
+		for k, v := range l.states {
+			p.states[k] += v
+		}
+	}
+	// renders=, complete=, other=, failed= and rps= are the first phase's.
+	fmt.Printf("renderload %s c=%d renders=%d complete=%d other=%d failed=%d seconds=%.2f rps=%.2f p50_ms=%.1f p90_ms=%.1f%s states=%v\n",
+		tag, conc, n, p.complete, p.other, p.failed, p.seconds, float64(n)/p.seconds, ms(p50), ms(p90), extra, p.states)
+	return nil
+}
+
+type phaseResult struct {
+	renders, complete, other, failed int64
+	seconds                          float64
+	lats                             []time.Duration // of the renders
+	states                           map[string]int  // X-Prism-Cache of the others
+}
+
+// phase runs conc crawlers for dur.
+func phase(ctx context.Context, get func(context.Context) (result, error), conc int, dur time.Duration) phaseResult {
 	var renders, complete, other, failed atomic.Int64
 	var mu sync.Mutex
 	states := map[string]int{}
+	var lats []time.Duration
 	mctx, cancel := context.WithTimeout(ctx, dur)
 	defer cancel()
 	start := time.Now()
@@ -107,7 +147,9 @@ func run(ctx context.Context, target, host, ua, marker, tag string, conc, warm i
 			for mctx.Err() == nil {
 				// Requests still running at the deadline finish (and count
 				// toward the elapsed time) rather than being cut off.
+				t0 := time.Now()
 				r, err := get(ctx)
+				d := time.Since(t0)
 				switch {
 				case err != nil:
 					failed.Add(1)
@@ -116,6 +158,9 @@ func run(ctx context.Context, target, host, ua, marker, tag string, conc, warm i
 					if r.complete {
 						complete.Add(1)
 					}
+					mu.Lock()
+					lats = append(lats, d)
+					mu.Unlock()
 				default:
 					other.Add(1)
 					mu.Lock()
@@ -126,9 +171,18 @@ func run(ctx context.Context, target, host, ua, marker, tag string, conc, warm i
 		}()
 	}
 	wg.Wait()
-	el := time.Since(start)
-	n := renders.Load()
-	fmt.Printf("renderload %s c=%d renders=%d complete=%d other=%d failed=%d seconds=%.2f rps=%.2f states=%v\n",
-		tag, conc, n, complete.Load(), other.Load(), failed.Load(), el.Seconds(), float64(n)/el.Seconds(), states)
-	return nil
+	return phaseResult{renders.Load(), complete.Load(), other.Load(), failed.Load(), time.Since(start).Seconds(), lats, states}
 }
+
+// percentile returns the p-th percentile (nearest rank) of ds, 0 if empty.
+func percentile(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := (p*len(s) + 99) / 100 // ceil(p/100 * n)
+	return s[max(i, 1)-1]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

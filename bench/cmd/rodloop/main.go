@@ -1,7 +1,11 @@
 // Command rodloop is the render baseline: a bare go-rod loop rendering the
-// jsorigin page at unique URLs with N reused tabs for a fixed time, waiting
-// for window.prerenderReady like PRISM does. It prints renders/s and how many
-// renders were complete (the script's content present).
+// jsorigin page at unique URLs with N reused tabs for a fixed time. By
+// default it waits for window.prerenderReady like PRISM does; with
+// -wait-selector it waits instead until an element matching the selector is
+// in the DOM (a MutationObserver, so it knows the moment the page is done:
+// the best a renderer that knew each page's completion marker could do). It
+// prints renders/s, p50 and p90 render latency (navigation to HTML in hand)
+// and how many renders were complete (the marker string in the HTML).
 //
 // It isolates nothing between renders and does no post-processing: it is
 // the ceiling a prerendering proxy built on rod can approach.
@@ -13,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,10 +29,26 @@ import (
 	"github.com/go-rod/rod/lib/proto"
 )
 
-const readyJS = `() => new Promise(r => { const t0 = Date.now(); (function c() {
-	if (window.prerenderReady === true) return r(true);
-	if (Date.now() - t0 > 14000) return r(false);
+// readyJS polls window.prerenderReady every 10 ms. Both scripts answer
+// "other" when they run in a document other than the one navigated to (so a
+// wait can never end on the previous render's document).
+const readyJS = `(want) => new Promise(r => { const t0 = Date.now(); (function c() {
+	if (location.href !== want) return r('other');
+	if (window.prerenderReady === true) return r('done');
+	if (Date.now() - t0 > 14000) return r('timeout');
 	setTimeout(c, 10); })(); })`
+
+// selectorJS waits until document.querySelector(sel) matches, checked at
+// once and after every DOM mutation.
+const selectorJS = `(want, sel) => new Promise(r => {
+	if (location.href !== want) return r('other');
+	const ok = () => document.querySelector(sel) !== null;
+	if (ok()) return r('done');
+	let t;
+	const mo = new MutationObserver(() => { if (ok()) { mo.disconnect(); clearTimeout(t); r('done'); } });
+	mo.observe(document, {childList: true, subtree: true, attributes: true});
+	t = setTimeout(() => { mo.disconnect(); r('timeout'); }, 14000);
+})`
 
 func main() {
 	base := flag.String("url", "", "origin base URL (required), e.g. http://127.0.0.1:3000")
@@ -35,6 +56,7 @@ func main() {
 	dur := flag.Duration("duration", 8*time.Second, "measuring time (after one warm-up render per tab)")
 	chrome := flag.String("chrome", "/usr/lib/chromium/chromium", "Chromium binary")
 	marker := flag.String("marker", `data-items="200"`, "string a complete render contains")
+	sel := flag.String("wait-selector", "", "wait for an element matching this CSS selector instead of window.prerenderReady")
 	flag.Parse()
 	if *base == "" {
 		fmt.Fprintln(os.Stderr, "rodloop: -url is required")
@@ -42,13 +64,13 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *base, *chrome, *marker, *tabs, *dur); err != nil {
+	if err := run(ctx, *base, *chrome, *marker, *sel, *tabs, *dur); err != nil {
 		fmt.Fprintln(os.Stderr, "rodloop:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, base, chrome, marker string, tabs int, dur time.Duration) error {
+func run(ctx context.Context, base, chrome, marker, sel string, tabs int, dur time.Duration) error {
 	dir, err := os.MkdirTemp("", "rodloop-")
 	if err != nil {
 		return err
@@ -77,11 +99,23 @@ func run(ctx context.Context, base, chrome, marker string, tabs int, dur time.Du
 		i := seq.Add(1)
 		tp := p.Timeout(15 * time.Second)
 		defer tp.CancelTimeout()
-		if err := tp.Navigate(fmt.Sprintf("%s/p/rod-%d-%d", base, time.Now().UnixNano(), i)); err != nil {
+		u := fmt.Sprintf("%s/p/rod-%d-%d", base, time.Now().UnixNano(), i)
+		if err := tp.Navigate(u); err != nil {
 			return false, err
 		}
-		if _, err := tp.Evaluate(rod.Eval(readyJS).ByPromise()); err != nil {
-			return false, err
+		wait := rod.Eval(readyJS, u).ByPromise()
+		if sel != "" {
+			wait = rod.Eval(selectorJS, u, sel).ByPromise()
+		}
+		for {
+			res, err := tp.Evaluate(wait)
+			if err != nil {
+				return false, err
+			}
+			if res.Value.Str() != "other" {
+				break
+			}
+			time.Sleep(2 * time.Millisecond) // the new document is not there yet
 		}
 		html, err := tp.HTML()
 		if err != nil {
@@ -103,6 +137,7 @@ func run(ctx context.Context, base, chrome, marker string, tabs int, dur time.Du
 	var done, complete, failed atomic.Int64
 	var lat sync.Mutex
 	var total time.Duration
+	var lats []time.Duration
 	deadline := time.Now().Add(dur)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -121,8 +156,10 @@ func run(ctx context.Context, base, chrome, marker string, tabs int, dur time.Du
 				if ok {
 					complete.Add(1)
 				}
+				d := time.Since(t0)
 				lat.Lock()
-				total += time.Since(t0)
+				total += d
+				lats = append(lats, d)
 				lat.Unlock()
 			}
 		}()
@@ -135,7 +172,25 @@ func run(ctx context.Context, base, chrome, marker string, tabs int, dur time.Du
 		mean = total / time.Duration(n)
 	}
 	// One machine-readable line for bench/run.sh.
-	fmt.Printf("rodloop tabs=%d renders=%d complete=%d failed=%d seconds=%.2f rps=%.2f mean_ms=%d\n",
-		tabs, n, complete.Load(), failed.Load(), el.Seconds(), float64(n)/el.Seconds(), mean.Milliseconds())
+	wait := "prerenderReady"
+	if sel != "" {
+		wait = "selector"
+	}
+	fmt.Printf("rodloop tabs=%d wait=%s renders=%d complete=%d failed=%d seconds=%.2f rps=%.2f mean_ms=%d p50_ms=%.1f p90_ms=%.1f\n",
+		tabs, wait, n, complete.Load(), failed.Load(), el.Seconds(), float64(n)/el.Seconds(), mean.Milliseconds(),
+		ms(percentile(lats, 50)), ms(percentile(lats, 90)))
 	return nil
 }
+
+// percentile returns the p-th percentile (nearest rank) of ds, 0 if empty.
+func percentile(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := (p*len(s) + 99) / 100 // ceil(p/100 * n)
+	return s[max(i, 1)-1]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh [hit|disk|pass|render|growth|cluster|all]
+# bench/run.sh [hit|disk|pass|render|first|growth|cluster|all]
 #
 # Runs PRISM against baselines on loopback and prints ratios measured in the
 # same run (baseline and PRISM interleaved). See bench/README.md.
@@ -13,6 +13,12 @@
 #   BENCH_LOG    PRISM's log level (default info, PRISM's default)
 #   CHROME       Chromium binary (default /usr/lib/chromium/chromium)
 #   BENCH_GLOB_N pages indexed in Redis for the cluster glob purge (default 1000000)
+#   BENCH_PAGES  pages for the render part (default "flag spa docsify"; see jsorigin)
+#   BENCH_RENDER_TABS tab counts for the render part (default "1 2 4"; PRISM's default is added)
+#   BENCH_DEFAULT_TABS PRISM's default render.tabs (default 4, config.Default's)
+#   BENCH_FIRST_STARTS PRISM starts for the first-render part (default 3)
+#   BENCH_FIRST_WARM   warm renders per start (default 5)
+#   PRISM_BIN    a prebuilt prism binary to measure instead of building this checkout's
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -22,6 +28,8 @@ ROUNDS=${BENCH_ROUNDS:-2}
 DATA=${BENCH_DATA:-/dev/shm/prism-bench}
 CHROME=${CHROME:-/usr/lib/chromium/chromium}
 GROWTH=${BENCH_GROWTH:-"1000 100000 1000000"}
+# PRISM's default render.tabs (config.Default); the render targets judge PRISM there.
+DEFAULT_TABS=${BENCH_DEFAULT_TABS:-4}
 BOT="Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 PERSON="Mozilla/5.0 (X11; Linux x86_64; rv:130.0) Gecko/20100101 Firefox/130.0"
 HOST=site.test
@@ -50,9 +58,16 @@ trap 'exit 130' INT TERM
 log() { printf '%s\n' "$*" >&2; }
 
 build() {
-  log "building prism and bench programs into $BIN"
   mkdir -p "$BIN"
-  (cd "$ROOT" && go build -o "$BIN/prism" . && go build -o "$BIN/" ./bench/cmd/...)
+  if [[ -n ${PRISM_BIN:-} ]]; then
+    [[ -x $PRISM_BIN ]] || { log "PRISM_BIN=$PRISM_BIN is not an executable"; exit 1; }
+    log "using prism $PRISM_BIN ($("$PRISM_BIN" version 2>/dev/null | head -1)); building bench programs into $BIN"
+    ln -s "$(readlink -f "$PRISM_BIN")" "$BIN/prism"
+  else
+    log "building prism ($(git -C "$ROOT" describe --always --dirty 2>/dev/null)) and bench programs into $BIN"
+    (cd "$ROOT" && go build -o "$BIN/prism" .)
+  fi
+  (cd "$ROOT" && go build -o "$BIN/" ./bench/cmd/...)
 }
 
 # start NAME CMD...: runs CMD in the background (output in $WORK/NAME.log),
@@ -178,7 +193,12 @@ wrk_lat() {
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
 best() { printf '%s\n' "$@" | sort -g | tail -1; }
-verdict() { awk -v r="$1" -v t="$2" 'BEGIN{ print (r >= t) ? "MET" : "NOT MET" }'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END{ if (NR % 2) print v[(NR+1)/2]; else printf "%.4g\n", (v[NR/2]+v[NR/2+1])/2 }'; }
+verdict() { awk -v r="$1" -v t="$2" 'BEGIN{ print (r != "n/a" && r >= t) ? "MET" : "NOT MET" }'; }
+# verdict_le RATIO TARGET: MET when RATIO <= TARGET (latency ratios).
+verdict_le() { awk -v r="$1" -v t="$2" 'BEGIN{ print (r != "n/a" && r <= t) ? "MET" : "NOT MET" }'; }
+# field KEY LINE: the value of KEY=VALUE in a tool's output line.
+field() { sed -nE "s/(^|.* )$1=([^ ]*).*/\2/p" <<<"$2"; }
 
 # compare LABEL TARGET "BASE_CMD" "PRISM_CMD": runs both ROUNDS times,
 # interleaved, and prints the best of each and the ratio.
@@ -200,6 +220,29 @@ start_origin() {
   start origin "$BIN/jsorigin"
   ORIGIN=$(listening origin)
 }
+
+# page_origin PAGE: starts (once) jsorigin -page PAGE and sets PAGE_ORIGIN,
+# and the page's completion marker: MARKER (the string a complete render
+# holds) and ROD_WAIT (rodloop's wait: window.prerenderReady, or the
+# marker element in the DOM).
+declare -A ORIGINS=()
+page_origin() {
+  local page=$1
+  case $page in
+  flag) MARKER='data-items="200"' ROD_WAIT=() ;;
+  spa) MARKER='data-items="76"' ROD_WAIT=(-wait-selector '#bench-complete') ;;
+  docsify) MARKER='id="bench-done"' ROD_WAIT=(-wait-selector '#bench-done') ;;
+  *) log "unknown page $page (want flag, spa or docsify)"; exit 2 ;;
+  esac
+  if [[ -z ${ORIGINS[$page]:-} ]]; then
+    start "origin-$page" "$BIN/jsorigin" -page "$page"
+    ORIGINS[$page]=$(listening "origin-$page")
+  fi
+  PAGE_ORIGIN=${ORIGINS[$page]}
+}
+
+# render_tabs: the tab counts of the render part, PRISM's default included.
+render_tabs() { printf '%s\n' ${BENCH_RENDER_TABS-1 2 4} "$DEFAULT_TABS" | sort -n -u | tr '\n' ' '; }
 
 # ---------------------------------------------------------------------------
 
@@ -293,38 +336,127 @@ bench_disk() {
 }
 
 bench_render() {
-  log "== 4. renders/s vs a bare go-rod loop (unique URLs: every request a MISS)"
-  start_origin
-  local tabs rod prism rr pr cr cp
-  local peak=0 peak_tabs=0 allpeak=0 allpeak_tabs=0 ppeak=0 ppeak_tabs=0 def_rps="" def_complete=""
-  for tabs in ${BENCH_RENDER_TABS-1 2 4 8 16}; do
-    rod=$("$BIN/rodloop" -url "$ORIGIN" -tabs "$tabs" -duration "$((DUR * 2))s" -chrome "$CHROME" 2>"$WORK/rodloop.err") ||
-      { log "rodloop failed"; cat "$WORK/rodloop.err" >&2; exit 1; }
-    prism_conf "render$tabs" "$ORIGIN" "$WORK/render$tabs-cache" 64 "$tabs"
-    start_prism "render$tabs"
-    prism=$("$BIN/renderload" -url "$P_PUBLIC" -host "$HOST" -c $((tabs * 2)) -warmup "$tabs" -duration "$((DUR * 2))s" -tag "tabs=$tabs")
-    stop "$PRISM_PID"
-    rr=$(sed -E 's/.* rps=([0-9.]+).*/\1/' <<<"$rod")
-    pr=$(sed -E 's/.* rps=([0-9.]+).*/\1/' <<<"$prism")
-    cr=$(sed -E 's/.* renders=([0-9]+) complete=([0-9]+).*/\2\/\1/' <<<"$rod")
-    cp=$(sed -E 's/.* renders=([0-9]+) complete=([0-9]+).*/\2\/\1/' <<<"$prism")
-    log "  $rod"
-    log "  $prism"
-    printf 'renders/s at %2d tab(s)                rod %6s r/s  prism %6s r/s  ratio %s  complete: rod %s, prism %s\n' \
-      "$tabs" "$rr" "$pr" "$(ratio "$pr" "$rr")" "$cr" "$cp"
-    if ((tabs <= 4)) && awk -v a="$rr" -v b="$peak" 'BEGIN { exit !(a > b) }'; then peak=$rr peak_tabs=$tabs; fi
-    if awk -v a="$rr" -v b="$allpeak" 'BEGIN { exit !(a > b) }'; then allpeak=$rr allpeak_tabs=$tabs; fi
-    if awk -v a="$pr" -v b="$ppeak" 'BEGIN { exit !(a > b) }'; then ppeak=$pr ppeak_tabs=$tabs; fi
-    if [[ $tabs == 4 ]]; then def_rps=$pr def_complete=$cp; fi
+  log "== 4. renders/s and latency vs a bare go-rod loop (unique URLs: every request a MISS)"
+  local pages=${BENCH_PAGES:-flag spa docsify} page tabs rod prism rr pr r50 p50 r90 p90 cr cp
+  local -A RR=() PR=() R50=() P50=() CR=() CP=()
+  local tablist
+  tablist=$(render_tabs)
+  log "pages: $pages; tabs: $tablist(PRISM's default: $DEFAULT_TABS); cells of ${DUR}x2 s per side, plus ${DUR} s of PRISM at one crawler per tab for its latency"
+  for page in $pages; do
+    page_origin "$page"
+    for tabs in $tablist; do
+      rod=$("$BIN/rodloop" -url "$PAGE_ORIGIN" -tabs "$tabs" -duration "$((DUR * 2))s" -chrome "$CHROME" \
+        -marker "$MARKER" "${ROD_WAIT[@]}" 2>"$WORK/rodloop.err") ||
+        { log "rodloop failed"; cat "$WORK/rodloop.err" >&2; exit 1; }
+      prism_conf "render-$page-$tabs" "$PAGE_ORIGIN" "$WORK/render-$page-$tabs-cache" 64 "$tabs"
+      start_prism "render-$page-$tabs"
+      prism=$("$BIN/renderload" -url "$P_PUBLIC" -host "$HOST" -c $((tabs * 2)) -warmup "$tabs" -duration "$((DUR * 2))s" \
+        -lat-c "$tabs" -lat-duration "${DUR}s" -marker "$MARKER" -tag "page=$page tabs=$tabs")
+      stop "$PRISM_PID"
+      log "  $rod"
+      log "  $prism"
+      rr=$(field rps "$rod") pr=$(field rps "$prism")
+      r50=$(field p50_ms "$rod") p50=$(field p50_ms "$prism") r90=$(field p90_ms "$rod") p90=$(field p90_ms "$prism")
+      # complete/all: every render tried (rod: failed ones too; PRISM: both
+      # phases, responses that were no MISS and failed requests too).
+      cr="$(field complete "$rod")/$(($(field renders "$rod") + $(field failed "$rod")))"
+      cp="$(($(field complete "$prism") + $(field lat_complete "$prism")))/$(($(field renders "$prism") + $(field other "$prism") + $(field failed "$prism") + $(field lat_renders "$prism") + $(field lat_other "$prism") + $(field lat_failed "$prism")))"
+      RR[$page,$tabs]=$rr PR[$page,$tabs]=$pr R50[$page,$tabs]=$r50 P50[$page,$tabs]=$p50 CR[$page,$tabs]=$cr CP[$page,$tabs]=$cp
+      printf '%-7s %2d tab(s)  renders/s rod %6s prism %6s ratio %-4s | p50 ms rod %6s prism %6s ratio %-5s | p90 ms rod %6s prism %6s | complete rod %s prism %s\n' \
+        "$page" "$tabs" "$rr" "$pr" "$(ratio "$pr" "$rr")" "$r50" "$p50" "$(ratio "$p50" "$r50")" "$r90" "$p90" "$cr" "$cp"
+    done
   done
-  [[ -n $def_rps ]] || return 0
-  local v
-  v=$(verdict "$(ratio "$def_rps" "$peak")" 0.6)
-  [[ ${def_complete%/*} == "${def_complete#*/}" ]] || v="NOT MET (incomplete renders)"
-  printf 'target: PRISM at its default 4 tabs (%s r/s, complete %s) vs the bare loop peak over 1-4 tabs (%s r/s at %d): ratio %s  (>= 0.6, all complete: %s)\n' \
-    "$def_rps" "$def_complete" "$peak" "$peak_tabs" "$(ratio "$def_rps" "$peak")" "$v"
-  printf 'beyond:  bare loop peak over all tab counts %s r/s at %d tabs (PRISM at 4 tabs: ratio %s); PRISM peak %s r/s at %d tabs (ratio %s)\n' \
-    "$allpeak" "$allpeak_tabs" "$(ratio "$def_rps" "$allpeak")" "$ppeak" "$ppeak_tabs" "$(ratio "$ppeak" "$allpeak")"
+
+  # all_complete PAGE: every cell of PAGE complete on both sides.
+  all_complete() {
+    local t c
+    for t in $tablist; do
+      for c in "${CR[$1,$t]}" "${CP[$1,$t]}"; do
+        [[ ${c%/*} == "${c#*/}" && ${c#*/} != 0 ]] || return 1
+      done
+    done
+  }
+  # cells_complete PAGE: "1 tab: rod 10/10, prism 12/12; 2 tabs: ...".
+  cells_complete() {
+    local t sep=""
+    for t in $tablist; do
+      printf '%s%s tab(s): rod %s, prism %s' "$sep" "$t" "${CR[$1,$t]}" "${CP[$1,$t]}"
+      sep="; "
+    done
+  }
+  local peak peak_tabs r v
+  for page in $pages; do
+    if [[ $page == flag ]]; then
+      if [[ -z ${RR[flag,4]:-} ]]; then
+        printf 'target (flag page): not measured at 4 tabs\n'
+        continue
+      fi
+      r=$(ratio "${PR[flag,4]}" "${RR[flag,4]}")
+      printf 'target (flag page):    renders/s at 4 tabs, PRISM %s vs bare loop %s: ratio %s  (>= 0.85: %s)\n' \
+        "${PR[flag,4]}" "${RR[flag,4]}" "$r" "$(verdict "$r" 0.85)"
+      v=MET; all_complete flag || v="NOT MET"
+      printf 'target (flag page):    every render complete on both sides (%s): %s\n' \
+        "$(cells_complete flag)" "$v"
+      continue
+    fi
+    if [[ -n ${R50[$page,1]:-} ]]; then
+      r=$(ratio "${P50[$page,1]}" "${R50[$page,1]}")
+      printf 'target (%s page): p50 at 1 tab, PRISM %s ms vs bare loop %s ms: ratio %s  (<= 1.5: %s)\n' \
+        "$page" "${P50[$page,1]}" "${R50[$page,1]}" "$r" "$(verdict_le "$r" 1.5)"
+    else
+      printf 'target (%s page): p50 at 1 tab: not measured\n' "$page"
+    fi
+    peak=0 peak_tabs=0
+    for tabs in $tablist; do
+      if awk -v a="${RR[$page,$tabs]}" -v b="$peak" 'BEGIN { exit !(a > b) }'; then peak=${RR[$page,$tabs]} peak_tabs=$tabs; fi
+    done
+    r=$(ratio "${PR[$page,$DEFAULT_TABS]}" "$peak")
+    printf 'target (%s page): renders/s, PRISM at its default %d tabs %s vs the bare loop peak %s (at %d tabs): ratio %s  (>= 0.8: %s)\n' \
+      "$page" "$DEFAULT_TABS" "${PR[$page,$DEFAULT_TABS]}" "$peak" "$peak_tabs" "$r" "$(verdict "$r" 0.8)"
+    v=MET; all_complete "$page" || v="NOT MET"
+    printf 'target (%s page): every render complete on both sides (%s): %s\n' \
+      "$page" "$(cells_complete "$page")" "$v"
+  done
+  bench_first
+}
+
+# ttfb URL: one crawler request; prints "SECONDS_TO_FIRST_BYTE STATUS CACHE".
+ttfb() {
+  local out st
+  out=$(curl -s -o /dev/null -D "$WORK/ttfb.hdr" -w '%{time_starttransfer} %{http_code}' -A "$BOT" -H "Host: $HOST" "$1")
+  st=$(awk 'tolower($1) == "x-prism-cache:" {gsub("\r", "", $2); print $2}' "$WORK/ttfb.hdr")
+  echo "$out ${st:--}"
+}
+
+bench_first() {
+  local starts=${BENCH_FIRST_STARTS:-3} nwarm=${BENCH_FIRST_WARM:-5}
+  log "== 4b. first render after start vs warm renders (spa page, fresh cache, $DEFAULT_TABS tabs, $starts starts)"
+  page_origin spa
+  local s i out first warm ws ratios=() r bad
+  for s in $(seq 1 "$starts"); do
+    prism_conf "first$s" "$PAGE_ORIGIN" "$WORK/first$s-cache" 64 "$DEFAULT_TABS"
+    start_prism "first$s" # fresh cache dir; returns once /health answers 200
+    bad=""
+    out=$(ttfb "$P_PUBLIC/p/first-$s-0")
+    [[ $out == *" 200 MISS" ]] || bad="first request gave ${out#* }"
+    first=${out%% *}
+    ws=()
+    for i in $(seq 1 "$nwarm"); do
+      out=$(ttfb "$P_PUBLIC/p/first-$s-$i")
+      [[ $out == *" 200 MISS" ]] || bad="${bad:+$bad; }warm request $i gave ${out#* }"
+      ws+=("${out%% *}")
+    done
+    stop "$PRISM_PID"
+    warm=$(median "${ws[@]}")
+    r=$(ratio "$first" "$warm")
+    ratios+=("$r")
+    printf 'first render after start %d:  first %4.0f ms  warm median %4.0f ms (%s ms)  ratio %s%s\n' "$s" \
+      "$(awk -v v="$first" 'BEGIN{print v*1000}')" "$(awk -v v="$warm" 'BEGIN{print v*1000}')" \
+      "$(printf '%s\n' "${ws[@]}" | awk '{printf "%s%.0f", (NR > 1 ? "," : ""), $1*1000}')" "$r" "${bad:+  ($bad)}"
+  done
+  r=$(median "${ratios[@]}")
+  printf 'target: first render after start vs warm (time to first byte, median over %d starts): ratio %s  (<= 1.2: %s)\n' \
+    "$starts" "$r" "$(verdict_le "$r" 1.2)"
 }
 
 bench_growth() {
@@ -381,8 +513,8 @@ bench_cluster() {
 main() {
   local what=${1:-all}
   case $what in
-  hit | disk | pass | render | growth | cluster | all) ;;
-  *) echo "usage: $0 [hit|disk|pass|render|growth|cluster|all]" >&2; exit 2 ;;
+  hit | disk | pass | render | first | growth | cluster | all) ;;
+  *) echo "usage: $0 [hit|disk|pass|render|first|growth|cluster|all]" >&2; exit 2 ;;
   esac
   command -v wrk >/dev/null || { echo "wrk not found (apt-get install wrk)" >&2; exit 1; }
   build

@@ -85,6 +85,7 @@ type Conf struct {
 	AuthKey                 string
 	SchedulerControl        bool
 	Extra                   string // TOML appended to the config (more [[hosts]], say)
+	RenderExtra             string // TOML added to [render]
 	TrustedProxies          string // server.trusted_proxies, a TOML array ("" for none)
 	Redis, NodeID           string // [cluster]: on when Redis is set
 	Reservation             int    // render.online_reservation_percent
@@ -119,6 +120,7 @@ tabs = {{.Tabs}}
 user_data_dir = "{{.Dir}}/chrome"
 timeout = "{{.Timeout}}"
 online_reservation_percent = {{.Reservation}}
+{{.RenderExtra}}
 
 [cache]
 dir = "{{.Dir}}/cache"

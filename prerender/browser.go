@@ -24,6 +24,7 @@ import (
 
 const (
 	launchTimeout   = 30 * time.Second
+	warmParallel    = 4 // tabs opened at once by warmTabs
 	probeTimeout    = 5 * time.Second
 	closeGrace      = time.Second // BrowserClose, then SIGKILL
 	killGrace       = time.Second // SIGTERM, then SIGKILL
@@ -363,7 +364,43 @@ func (r *Renderer) launch(ctx context.Context) (*instance, error) {
 		}
 		close(inst.dead)
 	}()
+	inst.warmTabs(lctx)
 	return inst, nil
+}
+
+// warmTabs opens the tab of every slot before the browser serves its first
+// render (a start, a relaunch after a crash, a recycle), a few at a time,
+// with the default emulation applied: the first renders cost what any
+// other does. A tab that fails to open here is opened by its first
+// render, as one that broke is.
+func (inst *instance) warmTabs(ctx context.Context) {
+	inst.pool.mu.Lock()
+	slots := append([]*slot(nil), inst.pool.slots...) // not handed out yet
+	inst.pool.mu.Unlock()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, warmParallel)
+	for _, s := range slots {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			t, err := inst.newTab(ctx)
+			if err == nil {
+				if err = t.emulate(ctx, Request{}); err != nil {
+					t.close()
+				}
+			}
+			if err != nil {
+				if ctx.Err() == nil {
+					inst.r.log.Warn("opening a tab ahead of renders failed: its first render opens it", "err", err)
+				}
+				return
+			}
+			s.tab = t
+		}()
+	}
+	wg.Wait()
 }
 
 // browserEvent watches targets (rod turned target discovery on): a popup

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prismproxy/prism/internal/metricdoc"
+	"github.com/prismproxy/prism/internal/traps"
 )
 
 // chromeBin is the browser the tests use: found as PRISM finds it
@@ -168,7 +169,7 @@ func setupEnv() (*testEnv, error) {
 			e.uas.Store(r.URL.Path, r.UserAgent())
 			e.renderHdr.Store(r.URL.Path, r.Header.Get("X-Prism-Render"))
 			e.cookies.Store(r.URL.Path, r.Header.Get("Cookie"))
-			if hostileOrigin(w, r) {
+			if hostileOrigin(w, r) || traps.Serve(w, r, traps.Early, traps.Fonts, endlessPages) {
 				return
 			}
 			switch r.URL.Path {
@@ -334,8 +335,8 @@ func TestRenderJSAndPostprocess(t *testing.T) {
 	if res.Status != 200 || res.Partial {
 		t.Errorf("status %d partial %v, want 200 false", res.Status, res.Partial)
 	}
-	if res.Ended != EndedQuiet || res.Settle <= 0 || res.Settle > res.Duration {
-		t.Errorf("ended %q after %v (render %v), want quiet within the render", res.Ended, res.Settle, res.Duration)
+	if res.Ended != EndedIdle || res.Settle <= 0 || res.Settle > res.Duration {
+		t.Errorf("ended %q after %v (render %v), want idle within the render", res.Ended, res.Settle, res.Duration)
 	}
 	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
 		t.Errorf("Content-Type %q", ct)

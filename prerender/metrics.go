@@ -73,9 +73,9 @@ func newRendererMetrics(s *metricdoc.Set, r *Renderer) *rendererMetrics {
 	}
 	m.duration = s.Histogram(`prism_render_duration_seconds`,
 		"Time a render took, from its request (any wait for a tab included) to its result, in seconds.", renderBuckets)
-	for _, e := range []string{EndedReady, EndedQuiet, EndedTimeout} {
+	for _, e := range []string{EndedReady, EndedIdle, EndedQuiet, EndedTimeout} {
 		m.ended[e] = s.Counter(`prism_render_ended_total{reason="`+e+`"}`,
-			"Renders by why they stopped waiting for the page: ready (prerenderReady or nothing left to wait for), quiet (network quiet period), timeout.")
+			"Renders by why they stopped waiting for the page: ready (prerenderReady), idle (nothing the page started still going: requests, timers, frames, workers, fonts, DOM changes), quiet (network quiet period), timeout.")
 	}
 	m.settle = s.Histogram(`prism_render_settle_seconds`,
 		"Time from navigation until a render stopped waiting for its page (ready, quiet or timeout), in seconds.", renderBuckets)

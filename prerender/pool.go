@@ -22,8 +22,8 @@ func reservation(free, pct int) (reserved, available int) {
 	return reserved, free - reserved
 }
 
-// slot is one tab of a pool; its tab is created on first use and dropped
-// when it breaks.
+// slot is one tab of a pool; its tab is opened when the browser starts
+// (warmTabs), dropped when it breaks and then opened by the next render.
 type slot struct {
 	tab *tab
 }

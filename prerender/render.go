@@ -265,24 +265,23 @@ const readyJS = `new Promise(r => { (function c() {
 	setTimeout(c, 20);
 })(); })`
 
-// wait returns when the page is ready (prerenderReady) or the network is
-// quiet, or with ctx's error. idle reports the second: the page did not
-// say when it is ready.
-func (t *tab) wait(ctx context.Context, st *renderState) (idle bool, err error) {
+// wait returns when the page is ready (prerenderReady) or done by its
+// signals or the quiet rule (settle), or with ctx's error. ended says which.
+func (t *tab) wait(ctx context.Context, st *renderState) (ended string, err error) {
 	mode, err := t.evalString(ctx, loadedJS)
 	if err != nil {
-		return false, err
+		return "", err
 	}
 	switch mode {
 	case "retired":
-		return false, errNoDoc
+		return "", errNoDoc
 	case "ready":
-		return false, nil
+		return EndedReady, nil
 	case "flag":
 		_, err := t.evalString(ctx, readyJS)
-		return false, err
+		return EndedReady, err
 	}
-	return true, t.waitQuiet(ctx, st)
+	return t.settle(ctx, st)
 }
 
 // waitShown is wait, then, for a page that stayed hidden but holds lazy
@@ -290,17 +289,14 @@ func (t *tab) wait(ctx context.Context, st *renderState) (idle bool, err error) 
 // that did not say when it is ready is then scrolled through to its end
 // and back (scrollJS), so that content it loads when scrolled into view
 // (IntersectionObserver sections, lazy frames) below the first viewport is
-// there too, and waited for until the network is quiet again. A hidden
-// page observes nothing and is not scrolled: ordinary pages pay nothing.
+// there too, and waited for until it is done again. A hidden page observes
+// nothing and is not scrolled: ordinary pages pay nothing.
 func (t *tab) waitShown(ctx context.Context, st *renderState) (ended string, err error) {
-	idle, err := t.wait(ctx, st)
+	ended, err = t.wait(ctx, st)
 	if err != nil {
 		return "", err
 	}
-	ended = EndedReady
-	if idle {
-		ended = EndedQuiet
-	}
+	idle := ended != EndedReady
 	if !t.isShown() {
 		lazy, err := t.evalString(ctx, lazyJS)
 		if err != nil || lazy != "true" {
@@ -311,22 +307,31 @@ func (t *tab) waitShown(ctx context.Context, st *renderState) (ended string, err
 			return ended, err
 		}
 	}
-	if idle { // shown by now
-		if _, err := t.evalString(ctx, scrollJS); err != nil {
-			return ended, err
-		}
+	if !idle {
+		_, err := t.settle(ctx, st) // what showing it loads
+		return ended, err
 	}
-	return ended, t.waitQuiet(ctx, st)
+	// shown by now
+	if _, err := t.evalString(ctx, scrollJS); err != nil {
+		return ended, err
+	}
+	return t.settle(ctx, st)
 }
 
 // scrollJS scrolls the page a viewport at a time to its end (at most 40
 // steps, two frames each, with a timer in case the page replaced
 // requestAnimationFrame), then back to the top, and waits two more frames:
 // callbacks the page queued for its first frames after it was shown have
-// run, however slow those frames were to come.
+// run, however slow those frames were to come. Each frame's spare timer
+// is cleared, so that none is left for the done-detection to wait for.
 const scrollJS = `new Promise(async (r) => {
 	const se = document.scrollingElement || document.documentElement;
-	const frame = () => new Promise((f) => { try { requestAnimationFrame(() => f()); } catch (e) {} setTimeout(f, 50); });
+	const frame = () => new Promise((f) => {
+		let id = 0;
+		const done = () => { clearTimeout(id); f(); };
+		try { requestAnimationFrame(done); } catch (e) {}
+		id = setTimeout(done, 50);
+	});
 	const step = Math.max(innerHeight, 200);
 	let n = 0;
 	for (let y = step; se && y < se.scrollHeight && n < 40; y += step, n++) { scrollTo(0, y); await frame(); await frame(); }
@@ -334,21 +339,6 @@ const scrollJS = `new Promise(async (r) => {
 	await frame(); await frame(); // what the page asked frames for has run
 	r(n);
 })`
-
-// waitQuiet returns when no request has been in flight for quietPeriod.
-func (t *tab) waitQuiet(ctx context.Context, st *renderState) error {
-	r := t.inst.r
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	for !st.quiet(r.opts.Now(), quietPeriod) {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
-	return nil
-}
 
 // evalString evaluates a promise-returning expression in the page. A
 // navigation inside the page (a JS redirect) destroys the context: retry.

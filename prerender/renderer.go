@@ -57,9 +57,10 @@ type Result struct {
 	Shown    bool        // the page was shown (laid out and painted), not only hidden
 	Duration time.Duration
 	// Ended says why the render stopped waiting: EndedReady (the page set
-	// prerenderReady, or its document was complete with nothing left to
-	// wait for), EndedQuiet (no request in flight for the quiet period) or
-	// EndedTimeout (captured at render.timeout). Empty for answers that
+	// prerenderReady), EndedIdle (nothing the page started was still going,
+	// by its own signals and the network: see done.go), EndedQuiet (no
+	// request in flight for the quiet period, whatever else the page was
+	// doing) or EndedTimeout (captured at render.timeout). Empty for answers that
 	// were not waited for (redirects, 5xx documents).
 	Ended string
 	// Settle is how long the page took, from navigation to the end of the
@@ -70,6 +71,7 @@ type Result struct {
 // Why a render stopped waiting (Result.Ended).
 const (
 	EndedReady   = "ready"
+	EndedIdle    = "idle"
 	EndedQuiet   = "quiet"
 	EndedTimeout = "timeout"
 )

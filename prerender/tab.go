@@ -60,8 +60,10 @@ type renderState struct {
 	mu           sync.Mutex
 	mainClaimed  bool
 	main         *mainDoc
-	inflight     map[proto.FetchRequestID]bool
+	inflight     map[proto.FetchRequestID]proto.NetworkResourceType
 	lastActivity time.Time
+	lastScript   time.Time       // a script arrived (it still has to run)
+	seq          uint64          // counts network activity (see activity)
 	origins      map[string]bool // document origins to clear afterwards
 	committed    map[string]bool // origins of documents that committed in a frame
 
@@ -112,16 +114,21 @@ func (st *renderState) started(id proto.FetchRequestID, typ proto.NetworkResourc
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.inflight[id] = true
+	st.inflight[id] = typ
 	st.lastActivity = now
+	st.seq++
 }
 
 func (st *renderState) finished(id proto.FetchRequestID, now time.Time) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.inflight[id] {
+	if typ, ok := st.inflight[id]; ok {
 		delete(st.inflight, id)
 		st.lastActivity = now
+		st.seq++
+		if typ == proto.NetworkResourceTypeScript {
+			st.lastScript = now
+		}
 	}
 }
 
@@ -152,6 +159,7 @@ func (st *renderState) takeBytes(n, limit int64) bool {
 func (st *renderState) touch(now time.Time) {
 	st.mu.Lock()
 	st.lastActivity = now
+	st.seq++
 	st.mu.Unlock()
 }
 
@@ -160,6 +168,23 @@ func (st *renderState) quiet(now time.Time, d time.Duration) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return len(st.inflight) == 0 && now.Sub(st.lastActivity) >= d
+}
+
+// settled reports whether no request has been in flight for d, and none
+// that brought a script for scriptD.
+func (st *renderState) settled(now time.Time, d, scriptD time.Duration) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return len(st.inflight) == 0 && now.Sub(st.lastActivity) >= d && now.Sub(st.lastScript) >= scriptD
+}
+
+// activity is a count that moves with every request started or finished
+// (and every touch): unchanged across a wait, nothing happened on the
+// network meanwhile.
+func (st *renderState) activity() uint64 {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.seq
 }
 
 // newTab opens a page in a fresh incognito context and starts its event loop.
@@ -311,7 +336,7 @@ func (t *tab) current() *renderState {
 func (t *tab) begin(ctx context.Context, cancel context.CancelCauseFunc, pub *url.URL) *renderState {
 	st := &renderState{
 		ctx: ctx, cancel: cancel, pub: pub, mainFrame: t.page.FrameID,
-		inflight: map[proto.FetchRequestID]bool{}, origins: map[string]bool{}, committed: map[string]bool{},
+		inflight: map[proto.FetchRequestID]proto.NetworkResourceType{}, origins: map[string]bool{}, committed: map[string]bool{},
 		lastActivity: t.inst.r.opts.Now(),
 	}
 	t.mu.Lock()
@@ -479,13 +504,15 @@ func storageOrigin(o string) bool {
 // errGoneOrigin means a render left session storage that no frame holds.
 var errGoneOrigin = errors.New("prerender: an origin the page committed has no frame left")
 
-// pageOwned reports the target types a page can open: pages (popups,
-// windows) and workers. The browser's own UI targets in the tab's window
-// (its omnibox popup) are not.
+// pageOwned reports the target types a page can open and the reset closes:
+// pages (popups, windows), shared and service workers. Dedicated workers
+// cannot be closed (Target.closeTarget refuses them): they end with the
+// document that started them, which the reset's about:blank discards. The
+// browser's own UI targets in the tab's window (its omnibox popup) are
+// not the page's.
 func pageOwned(typ proto.TargetTargetInfoType) bool {
 	switch typ {
-	case proto.TargetTargetInfoTypePage, "worker",
-		proto.TargetTargetInfoTypeSharedWorker, proto.TargetTargetInfoTypeServiceWorker:
+	case proto.TargetTargetInfoTypePage, proto.TargetTargetInfoTypeSharedWorker, proto.TargetTargetInfoTypeServiceWorker:
 		return true
 	}
 	return false

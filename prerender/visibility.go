@@ -103,6 +103,11 @@ func (t *tab) setupVisibility(ctx context.Context) error {
 	if _, err := (proto.PageAddScriptToEvaluateOnNewDocument{Source: guardJS}).Call(p); err != nil {
 		return fmt.Errorf("add guard: %w", err)
 	}
+	// The done hook before the show hook: it captures the native APIs the
+	// show hook wraps (the page's calls go through both).
+	if _, err := (proto.PageAddScriptToEvaluateOnNewDocument{Source: doneHookJS}).Call(p); err != nil {
+		return fmt.Errorf("add done hook: %w", err)
+	}
 	if _, err := (proto.PageAddScriptToEvaluateOnNewDocument{Source: showHookJS}).Call(p); err != nil {
 		return fmt.Errorf("add hook: %w", err)
 	}

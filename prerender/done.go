@@ -1,0 +1,266 @@
+package prerender
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Knowing when a page is done.
+//
+// A page that does not set window.prerenderReady is done when it does
+// nothing more that could change what is captured. Two rules end its wait,
+// whichever holds first:
+//
+//   - idle: nothing the page started is still going, by its own signals
+//     (doneHookJS, in every document before the page's scripts) and by the
+//     network (decided in Go), and nothing happened for a short margin:
+//     no request in flight for netMargin (scriptMargin after a script arrived:
+//     it still has to be compiled and run); no fetch or
+//     XHR whose promise or events have not settled, nor a response body
+//     being read; no pending short timer (setTimeout of at most
+//     timerMaxMS, up to timerDepth nested), idle callback, animation frame
+//     (up to the same depth: an animation loop does not count) or
+//     scheduler task; no worker that has not answered; no font loading; no
+//     script or stylesheet element still loading; and for idleMargin no DOM
+//     change (shadow roots included), no timer, frame or idle callback run,
+//     no message posted, no request settled.
+//   - quiet: no request in flight for quietPeriod, as before the signals:
+//     pages that poll, animate forever or hold a connection open end there
+//     (or at the timeout). Only work the page's signals count as pending
+//     (not loops: those are not counted) holds it, for up to quietHold.
+//
+// The hook is the page's to break: a page that replaces or breaks it only
+// changes when its own render ends, within quietPeriod and the render
+// timeout. doneJS is bounded in time, and a page whose hook does not
+// answer is waited for by the quiet rule alone.
+const (
+	idleMargin   = 50 * time.Millisecond  // silence asked of the page's signals
+	netMargin    = 50 * time.Millisecond  // no request in flight this long
+	scriptMargin = 150 * time.Millisecond // the same after a script arrived
+	doneWait     = 150 * time.Millisecond // longest a doneJS call waits in the page
+	doneTimeout  = time.Second            // a doneJS call that takes longer: the hook is not trusted
+	quietHold    = time.Second            // the quiet rule waits this much longer for pending work
+	timerMaxMS   = 500                    // longer timers are not waited for (the quiet rule would not)
+	timerDepth   = 4                      // nested timers or frames beyond this are a loop
+
+	idleCallbackMaxMS = 200 // an idle callback runs this late at the latest
+)
+
+// doneKey is the page function doneHookJS defines.
+const doneKey = "__prismDone"
+
+// doneHookJS tracks what the page has going (see above) and defines
+// doneKey(margin, wait): a promise that resolves "idle" once nothing is
+// pending and nothing happened for margin ms, or after wait ms with what
+// is still going ("busy:timer", ...). It captures every built-in it uses
+// before the page runs, so a page that replaces them later does not
+// change the hook (one that replaces the hooked APIs in place only
+// replaces its own signals).
+var doneHookJS = fmt.Sprintf(`(() => {
+	const w = globalThis, key = %q, TMAX = %d, DEPTH = %d, IDLE = %d;
+	if (Object.getOwnPropertyDescriptor(w, key)) return;
+	const R = Reflect, apply = R.apply, construct = R.construct, defProp = Object.defineProperty, getDesc = Object.getOwnPropertyDescriptor;
+	const perf = w.performance, pnow = perf && perf.now, now = () => apply(pnow, perf, []);
+	const oST = w.setTimeout, oCT = w.clearTimeout, P = w.Promise, pthen = P.prototype.then;
+	const Mset = Map.prototype.set, Mdel = Map.prototype.delete, Msize = getDesc(Map.prototype, 'size').get;
+	const Sadd = Set.prototype.add, Sdel = Set.prototype.delete, Ssize = getDesc(Set.prototype, 'size').get;
+	const add = EventTarget.prototype.addEventListener;
+	let last = now(), depth = 0, fetches = 0;
+	const stamp = () => { last = now(); };
+	const timers = new Map(), rafs = new Map(), idles = new Map(), tasks = new Set(), workers = new Set(), loading = new Set();
+	const msize = (m) => apply(Msize, m, []), ssize = (m) => apply(Ssize, m, []);
+	const wrap = (o, k, make) => {
+		const d = o && getDesc(o, k);
+		if (d && typeof d.value === 'function') defProp(o, k, { ...d, value: new Proxy(d.value, make(d.value)) });
+	};
+	// Runs cb at nesting depth d; pending (null: not counted) drops it.
+	const runner = (pending, cb, d, id) => function (...a) {
+		if (pending) { apply(Mdel, pending, [id.v]); stamp(); }
+		const prev = depth; depth = d;
+		try { return apply(cb, this, a); } finally { depth = prev; if (pending) stamp(); }
+	};
+	// Every callback runs at its nesting depth (one more than where it was
+	// scheduled); only those within DEPTH, and timers within TMAX, count.
+	const scheduler = (pending, cap) => ({ apply(f, self, args) {
+		const cb = args[0], ms = +args[1] || 0;
+		if (typeof cb !== 'function') return apply(f, self, args);
+		const counted = depth < DEPTH && !(cap && ms > TMAX);
+		const id = { v: 0 };
+		args[0] = runner(counted ? pending : null, cb, depth + 1, id);
+		id.v = apply(f, self, args);
+		if (counted) apply(Mset, pending, [id.v, true]);
+		return id.v;
+	} });
+	const canceller = (pending) => () => ({ apply(f, self, args) { apply(Mdel, pending, [args[0]]); return apply(f, self, args); } });
+	wrap(w, 'setTimeout', () => scheduler(timers, true));
+	wrap(w, 'clearTimeout', canceller(timers));
+	wrap(w, 'requestAnimationFrame', () => scheduler(rafs, false));
+	wrap(w, 'cancelAnimationFrame', canceller(rafs));
+	// An idle callback runs within IDLE ms at the latest (the page's own
+	// timeout when shorter): a busy or hidden renderer may give no idle
+	// period for seconds, and the page would wait for it past the render.
+	wrap(w, 'requestIdleCallback', () => {
+		const s = scheduler(idles, false);
+		return { apply(f, self, args) {
+			const o = args[1];
+			let t = IDLE;
+			try { if (o && +o.timeout > 0) t = Math.min(+o.timeout, IDLE); } catch (e) {}
+			return s.apply(f, self, [args[0], { timeout: t }]);
+		} };
+	});
+	wrap(w, 'cancelIdleCallback', canceller(idles));
+	// A promise the page waits on: pending until it settles.
+	const track = (p) => {
+		if (!(p instanceof P)) return p;
+		fetches++;
+		const done = () => { fetches--; stamp(); };
+		apply(pthen, p, [done, done]);
+		return p;
+	};
+	const tracker = () => ({ apply(f, self, args) { return track(apply(f, self, args)); } });
+	wrap(w, 'fetch', tracker);
+	if (w.Response) for (const k of ['json', 'text', 'arrayBuffer', 'blob', 'formData', 'bytes']) wrap(w.Response.prototype, k, tracker);
+	if (w.Scheduler) wrap(w.Scheduler.prototype, 'postTask', tracker);
+	if (w.XMLHttpRequest) wrap(w.XMLHttpRequest.prototype, 'send', () => ({ apply(f, self, args) {
+		fetches++;
+		let open = true;
+		const done = () => { if (open) { open = false; fetches--; stamp(); } };
+		apply(add, self, ['loadend', done]); // before send: a synchronous request ends inside it
+		try { return apply(f, self, args); } catch (e) { done(); throw e; }
+	} }));
+	// A worker is waited for from its start, and after each message sent
+	// to it, until it answers (or fails, or is terminated).
+	if (w.Worker) {
+		const answered = (wk) => () => { apply(Sdel, workers, [wk]); stamp(); };
+		const Wp = w.Worker.prototype;
+		w.Worker = new Proxy(w.Worker, { construct(t, args, nt) {
+			const wk = construct(t, args, nt);
+			apply(Sadd, workers, [wk]);
+			for (const e of ['message', 'messageerror', 'error']) apply(add, wk, [e, answered(wk)]);
+			return wk;
+		} });
+		wrap(Wp, 'postMessage', () => ({ apply(f, self, args) { apply(Sadd, workers, [self]); stamp(); return apply(f, self, args); } }));
+		wrap(Wp, 'terminate', () => ({ apply(f, self, args) { apply(Sdel, workers, [self]); return apply(f, self, args); } }));
+	}
+	const poster = () => ({ apply(f, self, args) { stamp(); return apply(f, self, args); } });
+	wrap(w, 'postMessage', poster);
+	if (w.MessagePort) wrap(w.MessagePort.prototype, 'postMessage', poster);
+	// Fonts.
+	const docFonts = getDesc(Document.prototype, 'fonts'), fstatus = w.FontFaceSet && getDesc(w.FontFaceSet.prototype, 'status');
+	const fonts = () => { try { return apply(fstatus.get, apply(docFonts.get, document, []), []) === 'loading'; } catch (e) { return false; } };
+	try { const fs = apply(docFonts.get, document, []); for (const e of ['loading', 'loadingdone', 'loadingerror']) apply(add, fs, [e, stamp]); } catch (e) {}
+	// DOM changes, in the document and in every shadow root; script and
+	// stylesheet elements added with a URL load until their load or error.
+	const MO = w.MutationObserver, observe = MO.prototype.observe;
+	const elLocal = getDesc(Element.prototype, 'localName').get, getAttr = Element.prototype.getAttribute;
+	const jsType = /^(|module|(text|application)\/(x-)?(java|ecma)script)$/;
+	const watchLoad = (n) => {
+		const ln = apply(elLocal, n, []);
+		let loads = false;
+		if (ln === 'script') {
+			const type = String(apply(getAttr, n, ['type']) || '').trim().toLowerCase();
+			loads = !!apply(getAttr, n, ['src']) && jsType.test(type) && apply(getAttr, n, ['nomodule']) === null;
+		} else if (ln === 'link') {
+			const rel = String(apply(getAttr, n, ['rel']) || '').toLowerCase().split(/\s+/);
+			loads = rel.includes('stylesheet') && !rel.includes('alternate') && !!apply(getAttr, n, ['href']);
+		}
+		if (!loads) return;
+		apply(Sadd, loading, [n]);
+		const done = () => { apply(Sdel, loading, [n]); stamp(); };
+		apply(add, n, ['load', done]); apply(add, n, ['error', done]);
+	};
+	// Changes to style attributes alone (what script-driven animations
+	// make) are not content: they do not hold the page up.
+	const mo = new MO((records) => {
+		try {
+			for (const r of records) {
+				if (r.type !== 'attributes' || r.attributeName !== 'style') { stamp(); break; }
+			}
+			if (ssize(loading) > 1000) return;
+			for (const r of records) for (const n of r.addedNodes) if (n.nodeType === 1) watchLoad(n);
+		} catch (e) {}
+	});
+	const opts = { subtree: true, childList: true, attributes: true, characterData: true };
+	apply(observe, mo, [document, opts]);
+	wrap(Element.prototype, 'attachShadow', () => ({ apply(f, self, args) {
+		const sr = apply(f, self, args);
+		try { apply(observe, mo, [sr, opts]); } catch (e) {}
+		return sr;
+	} }));
+	const busy = () => {
+		if (fetches > 0) return 'fetch';
+		if (msize(timers) > 0) return 'timer';
+		if (msize(rafs) > 0) return 'frame';
+		if (msize(idles) > 0) return 'idle-callback';
+		if (ssize(workers) > 0) return 'worker';
+		if (ssize(loading) > 0) return 'loading';
+		if (fonts()) return 'font';
+		return '';
+	};
+	defProp(w, key, { value: (margin, wait) => new P((resolve) => {
+		const end = now() + wait;
+		const check = () => {
+			const b = busy(), t = now();
+			if (!b && t - last >= margin) return resolve('idle');
+			if (t >= end) return resolve('busy:' + (b || 'recent'));
+			const next = b ? 10 : margin - (t - last);
+			apply(oST, w, [check, Math.max(1, Math.min(next, end - t))]);
+		};
+		check();
+	}), enumerable: false, configurable: false, writable: false });
+})()`, doneKey, timerMaxMS, timerDepth, idleCallbackMaxMS)
+
+// doneJS asks the page's hook whether it is idle; "none" when the document
+// has no hook (it did not run, or the page got there first).
+var doneJS = fmt.Sprintf(`(() => { const d = globalThis[%q]; return typeof d === 'function' ? d(%d, %d) : 'none'; })()`,
+	doneKey, idleMargin.Milliseconds(), doneWait.Milliseconds())
+
+// settle waits until the page is done by the idle rule (EndedIdle) or the
+// quiet rule (EndedQuiet), or ctx ends. While the page's last answer was
+// finite work still pending (a request, a counted timer or frame, a
+// worker, a font: not a loop, which is never counted), the quiet rule
+// holds for up to quietHold more: a slow machine's late frame or timer is
+// waited for, a page that never settles is not.
+func (t *tab) settle(ctx context.Context, st *renderState) (string, error) {
+	r := t.inst.r
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	signals, pending := true, false
+	for {
+		now := r.opts.Now()
+		if st.quiet(now, quietPeriod) && (!pending || st.quiet(now, quietPeriod+quietHold)) {
+			return EndedQuiet, nil
+		}
+		if signals && st.settled(now, netMargin, scriptMargin) {
+			seq := st.activity()
+			res, err := t.askDone(ctx)
+			switch {
+			case ctx.Err() != nil:
+				return "", ctx.Err()
+			case err != nil || res == "none":
+				// No hook in this document (or it did not answer in time):
+				// the quiet rule alone.
+				signals, pending = false, false
+			case res == "idle" && st.activity() == seq && st.settled(r.opts.Now(), netMargin, scriptMargin):
+				return EndedIdle, nil
+			default:
+				pending = strings.HasPrefix(res, "busy:") && res != "busy:recent"
+			}
+			continue // the call waited already
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// askDone evaluates doneJS, bounded by doneTimeout.
+func (t *tab) askDone(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, doneTimeout)
+	defer cancel()
+	return t.evalString(ctx, doneJS)
+}

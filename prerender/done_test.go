@@ -1,0 +1,92 @@
+package prerender
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prismproxy/prism/internal/traps"
+)
+
+var endlessPages = traps.Endless(doneKey)
+
+// TestEarlyCaptureTraps renders every trap page: each must be captured
+// complete, and by the idle rule (its signals), not the quiet rule or the
+// timeout. With fonts blocked (the default), the font traps are done at
+// once.
+func TestEarlyCaptureTraps(t *testing.T) {
+	e := getEnv(t)
+	for _, m := range []map[string]string{traps.Early, traps.Fonts} {
+		for path := range m {
+			t.Run(strings.TrimPrefix(path, "/trap/"), func(t *testing.T) {
+				res := mustRender(t, e, Request{URL: path})
+				if !strings.Contains(string(res.HTML), traps.Marker) {
+					t.Fatalf("captured before the page was done (ended %s after %s):\n%s", res.Ended, res.Settle, res.HTML)
+				}
+				if res.Partial {
+					t.Errorf("partial render")
+				}
+				if res.Ended != EndedIdle {
+					t.Errorf("ended %q, want %q (the page's signals)", res.Ended, EndedIdle)
+				}
+			})
+		}
+	}
+}
+
+// TestFontTraps renders the font traps with fonts loading: each render
+// waits for its font to settle.
+func TestFontTraps(t *testing.T) {
+	e := getEnv(t)
+	r, ctx, _ := runRenderer(t, Options{ChromePath: chromeBin, Tabs: 1, Timeout: 3 * time.Second,
+		BlockResourceTypes: []string{"Image", "Media"}, Origin: e.r.opts.Origin})
+	for path := range traps.Fonts {
+		t.Run(strings.TrimPrefix(path, "/trap/"), func(t *testing.T) {
+			before := e.count(traps.FontPath)
+			res, err := r.Render(ctx, Request{URL: "https://" + pubHost + path})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.count(traps.FontPath) == before {
+				t.Fatalf("the page's font was never requested")
+			}
+			if !strings.Contains(string(res.HTML), traps.Marker) || res.Ended != EndedIdle {
+				t.Fatalf("captured before the font settled (ended %s after %s):\n%s", res.Ended, res.Settle, res.HTML)
+			}
+		})
+	}
+}
+
+// TestEndlessPagesEndBeforeTimeout: pages that never stop end by the
+// quiet or idle rule, complete, not at the render timeout.
+func TestEndlessPagesEndBeforeTimeout(t *testing.T) {
+	e := getEnv(t)
+	for path := range endlessPages {
+		t.Run(strings.TrimPrefix(path, "/endless/"), func(t *testing.T) {
+			res := mustRender(t, e, Request{URL: path})
+			if !strings.Contains(string(res.HTML), traps.Marker) {
+				t.Fatalf("content missing:\n%s", res.HTML)
+			}
+			if path == "/endless/hanging-fetch" {
+				if res.Ended != EndedTimeout || !res.Partial {
+					t.Errorf("ended %q (partial %v): a request in flight holds the page to the timeout", res.Ended, res.Partial)
+				}
+				return
+			}
+			if res.Partial || res.Ended == EndedTimeout {
+				t.Errorf("ended %q (partial %v): want the quiet or idle rule", res.Ended, res.Partial)
+			}
+		})
+	}
+}
+
+// TestStaticPageIdle: a page with nothing left to do ends by its signals.
+func TestStaticPageIdle(t *testing.T) {
+	e := getEnv(t)
+	for _, path := range []string{"/js", "/cached", "/trap/timeout-50"} {
+		res := mustRender(t, e, Request{URL: path})
+		if res.Ended != EndedIdle {
+			t.Errorf("%s: ended %q, want %q", path, res.Ended, EndedIdle)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package prerender
 
 import (
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -89,4 +90,59 @@ func TestStaticPageIdle(t *testing.T) {
 			t.Errorf("%s: ended %q, want %q", path, res.Ended, EndedIdle)
 		}
 	}
+}
+
+// warmSlots counts the slots of the current browser's pool that hold an
+// open tab.
+func warmSlots(r *Renderer) (warm, all int) {
+	inst := r.cur.Load()
+	if inst == nil {
+		return 0, 0
+	}
+	inst.pool.mu.Lock()
+	defer inst.pool.mu.Unlock()
+	for _, s := range inst.pool.slots {
+		if s.tab != nil {
+			warm++
+		}
+	}
+	return warm, len(inst.pool.slots)
+}
+
+// TestTabsWarm: every tab exists, with its emulation applied, once the
+// browser is healthy: at the start, after a recycle and after a crash.
+func TestTabsWarm(t *testing.T) {
+	e := getEnv(t)
+	r, ctx, _ := runRenderer(t, Options{ChromePath: chromeBin, Tabs: 3, RecycleAfter: 2, Origin: e.r.opts.Origin})
+	check := func(when string) {
+		t.Helper()
+		if warm, all := warmSlots(r); all != 3 || warm != 3 {
+			t.Errorf("%s: %d of %d free tabs open, want 3 of 3", when, warm, all)
+		}
+		inst := r.cur.Load()
+		inst.pool.mu.Lock()
+		defer inst.pool.mu.Unlock()
+		for _, s := range inst.pool.slots {
+			if s.tab != nil && s.tab.emu.width == 0 {
+				t.Errorf("%s: a tab without its emulation", when)
+			}
+		}
+	}
+	check("start")
+
+	first := r.cur.Load()
+	for range 2 {
+		if _, err := r.Render(ctx, Request{URL: "https://" + pubHost + "/js"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the recycle", func() bool { c := r.cur.Load(); return c != nil && c != first })
+	check("recycle")
+
+	inst := r.cur.Load()
+	if err := syscall.Kill(-inst.pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the relaunch", func() bool { c := r.cur.Load(); return c != nil && c != inst && r.Healthy() == nil })
+	check("crash")
 }

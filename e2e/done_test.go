@@ -42,6 +42,9 @@ func TestDoneDetection(t *testing.T) {
 		if !strings.Contains(r.Body, traps.Marker) {
 			t.Errorf("%s: captured before the page was done:\n%s", path, r.Body)
 		}
+		if strings.Contains(r.Body, traps.Never) {
+			t.Errorf("%s: a timer the page cleared ran:\n%s", path, r.Body)
+		}
 		if r.Header.Get("X-Prism-Partial") != "" {
 			t.Errorf("%s: served as partial (the render timeout)", path)
 		}

@@ -24,6 +24,9 @@ func TestEarlyCaptureTraps(t *testing.T) {
 				if !strings.Contains(string(res.HTML), traps.Marker) {
 					t.Fatalf("captured before the page was done (ended %s after %s):\n%s", res.Ended, res.Settle, res.HTML)
 				}
+				if strings.Contains(string(res.HTML), traps.Never) {
+					t.Errorf("a timer the page cleared ran:\n%s", res.HTML)
+				}
 				if res.Partial {
 					t.Errorf("partial render")
 				}

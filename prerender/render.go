@@ -251,18 +251,20 @@ func (t *tab) emulate(ctx context.Context, req Request) error {
 // navigation committed no document and the tab still shows the about:blank
 // of its reset (location cannot be replaced by a page); no navigation known
 // today gets there (TestNoNewDocument), it is a guard.
-const loadedJS = `new Promise(r => { (function c() {
+var loadedJS = `new Promise(r => { const T = globalThis.` + doneKey + `Timer || setTimeout; (function c() {
 	if (location.href === 'about:blank') return r('retired');
 	if (document.readyState === 'complete') {
 		const f = window.prerenderReady;
 		return r(f === false ? 'flag' : (f === true ? 'ready' : 'idle'));
 	}
-	setTimeout(c, 20);
+	T(c, 20);
 })(); })`
 
-const readyJS = `new Promise(r => { (function c() {
+// readyJS resolves once the page set window.prerenderReady = true. Both
+// poll with the timer the page had before its scripts ran (doneHookJS).
+var readyJS = `new Promise(r => { const T = globalThis.` + doneKey + `Timer || setTimeout; (function c() {
 	if (window.prerenderReady === true) return r(true);
-	setTimeout(c, 20);
+	T(c, 20);
 })(); })`
 
 // wait returns when the page is ready (prerenderReady) or done by its

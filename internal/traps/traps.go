@@ -17,6 +17,9 @@ import (
 // Marker is what every page writes last.
 const Marker = `<p id="done">complete</p>`
 
+// Never is what a page writes only if a timer it cleared ran anyway.
+const Never = "cancelled timer ran"
+
 const writeDone = `document.body.insertAdjacentHTML('beforeend', '` + Marker + `')`
 
 // busy is a function the pages call to hold the main thread for ms, as
@@ -50,6 +53,21 @@ x.send();
 	"/trap/timeout-300": `<script>addEventListener('load', () => setTimeout(() => { ` + writeDone + ` }, 300))</script>`,
 	// three nested timers, 100 ms each
 	"/trap/timeout-nested": `<script>setTimeout(() => setTimeout(() => setTimeout(() => { ` + writeDone + ` }, 100), 100), 100)</script>`,
+	// a debounce that checks the clock when its timer fires, as lodash's
+	// does (it sets a new timer for what is left of its delay)
+	"/trap/debounce-clock": `<script>
+const start = Date.now();
+(function expired() { const since = Date.now() - start; if (since >= 250) { ` + writeDone + ` } else setTimeout(expired, 250 - since); })();
+</script>`,
+	"/trap/perf-clock": `<script>
+const t0 = performance.now();
+addEventListener('load', () => (function tick() { if (performance.now() - t0 >= 300) { ` + writeDone + ` } else setTimeout(tick, 300 - (performance.now() - t0)); })());
+</script>`,
+	// a timer the page clears when another one fired first
+	"/trap/timer-race": `<script>
+const bad = setTimeout(() => document.body.insertAdjacentHTML('beforeend', '<p>` + Never + `</p>'), 200);
+setTimeout(() => { clearTimeout(bad); setTimeout(() => { ` + writeDone + ` }, 100); }, 100);
+</script>`,
 	// a timer a later one replaces (a debounce)
 	"/trap/debounce": `<script>let id = setTimeout(() => {}, 50); clearTimeout(id); id = setTimeout(() => { ` + writeDone + ` }, 200)</script>`,
 	// data loaded from an idle callback, rendered in the next one

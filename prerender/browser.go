@@ -370,8 +370,8 @@ func (r *Renderer) launch(ctx context.Context) (*instance, error) {
 
 // warmTabs opens the tab of every slot before the browser serves its first
 // render (a start, a relaunch after a crash, a recycle), a few at a time,
-// with the default emulation applied: the first renders cost what any
-// other does. A tab that fails to open here is opened by its first
+// with the default emulation applied and a first page rendered in it
+// (warmUp): the first renders cost what any other does. A tab that fails to open here is opened by its first
 // render, as one that broke is.
 func (inst *instance) warmTabs(ctx context.Context) {
 	inst.pool.mu.Lock()
@@ -387,7 +387,10 @@ func (inst *instance) warmTabs(ctx context.Context) {
 			defer func() { <-sem }()
 			t, err := inst.newTab(ctx)
 			if err == nil {
-				if err = t.emulate(ctx, Request{}); err != nil {
+				if err = t.emulate(ctx, Request{}); err == nil {
+					err = t.warmUp(ctx)
+				}
+				if err != nil {
 					t.close()
 				}
 			}

@@ -35,6 +35,8 @@ type tab struct {
 	// broken is set when the tab's renderer crashed: its render ends at
 	// once and the tab is replaced, never reused.
 	broken atomic.Bool
+	// warming is set while warmUp runs: warmURL is answered.
+	warming atomic.Bool
 }
 
 type emulation struct {
@@ -343,6 +345,48 @@ func (t *tab) begin(ctx context.Context, cancel context.CancelCauseFunc, pub *ur
 	t.state = st
 	t.mu.Unlock()
 	return st
+}
+
+// warmURL and warmPage are what warmUp renders: script that builds and
+// lays out some DOM, with a timer and a promise chain. The tab's own
+// request handling answers warmURL (handlePaused) without a request
+// leaving PRISM: an https page, so that the renderer process the first
+// render's site needs is the one started here.
+const (
+	warmURL  = "https://prism-warm-up.invalid/"
+	warmPage = `<!DOCTYPE html><html><head><title>warm</title></head><body><main></main><script>
+const m = document.querySelector('main');
+for (let i = 0; i < 50; i++) { const a = document.createElement('article'); a.innerHTML = '<h2>title ' + i + '</h2><p>text</p>'; m.appendChild(a); }
+Promise.resolve().then(() => setTimeout(() => { m.dataset.done = '1'; m.offsetHeight; }, 0));
+</script></body></html>`
+)
+
+// warmUp renders warmPage in the tab, waits for it as a render does and
+// captures it, then goes back to about:blank: the tab's renderer has run
+// PRISM's scripts and a page once before its first render.
+func (t *tab) warmUp(ctx context.Context) error {
+	p := t.page.Context(ctx)
+	t.warming.Store(true)
+	defer t.warming.Store(false)
+	if _, err := (proto.PageNavigate{URL: warmURL}).Call(p); err != nil {
+		return fmt.Errorf("warm-up navigate: %w", err)
+	}
+	if _, err := t.evalString(ctx, loadedJS); err != nil {
+		return fmt.Errorf("warm-up load: %w", err)
+	}
+	if _, err := t.askDone(ctx); err != nil {
+		return fmt.Errorf("warm-up wait: %w", err)
+	}
+	if _, err := t.capture(ctx, t.inst.r.keepTypes); err != nil {
+		return fmt.Errorf("warm-up capture: %w", err)
+	}
+	if _, err := (proto.PageNavigate{URL: "about:blank"}).Call(p); err != nil {
+		return fmt.Errorf("warm-up reset: %w", err)
+	}
+	if err := retryDetached(ctx, func() error { return proto.PageResetNavigationHistory{}.Call(p) }); err != nil {
+		return fmt.Errorf("warm-up history: %w", err)
+	}
+	return nil
 }
 
 // reset ends a render and clears everything the page could leave behind

@@ -57,6 +57,7 @@ const (
 	doneWait     = 150 * time.Millisecond // longest a doneJS call waits in the page
 	doneTimeout  = time.Second            // a doneJS call that takes longer: the hook is not trusted
 	quietHold    = time.Second            // the quiet rule waits this much longer for pending work
+	settlePoll   = 5 * time.Millisecond   // how often settle looks at the network (no call to the page)
 	timerMaxMS   = 500                    // longer timers are not waited for (the quiet rule would not)
 	timerDepth   = 4                      // nested timers or frames beyond this are a loop
 
@@ -81,7 +82,7 @@ var doneHookJS = fmt.Sprintf(`(() => {
 	const oST = w.setTimeout, oCT = w.clearTimeout, P = w.Promise, pthen = P.prototype.then;
 	const Mset = Map.prototype.set, Mdel = Map.prototype.delete, Mforeach = Map.prototype.forEach, Mhas = Map.prototype.has, Mget = Map.prototype.get, Msize = getDesc(Map.prototype, 'size').get;
 	const Sadd = Set.prototype.add, Sdel = Set.prototype.delete, Ssize = getDesc(Set.prototype, 'size').get;
-	const add = EventTarget.prototype.addEventListener;
+	const add = EventTarget.prototype.addEventListener, Asort = Array.prototype.sort, Aslice = Array.prototype.slice;
 	let last = now(), depth = 0, fetches = 0;
 	const stamp = () => { last = now(); };
 	const timers = new Map(), moved = new Map(), rafs = new Map(), idles = new Map(), workers = new Set(), loading = new Set();
@@ -117,21 +118,28 @@ var doneHookJS = fmt.Sprintf(`(() => {
 		if (counted) apply(Mset, pending, [id.v, { due: vnow() + Math.max(ms, 0), run, args }]);
 		return id.v;
 	} });
-	// forward runs the counted timer due first now, in a task of its own,
-	// when nothing else is pending: the page reaches the state its timers
-	// lead to without the wait (a 200 ms timer costs a task, not 200 ms),
-	// and its clock moves on by the time skipped, so that code comparing
-	// times (a debounce) sees its delay passed.
+	// forward runs every counted timer now, in due order, each in a task
+	// of its own, when nothing else is pending: the page reaches the state
+	// its timers lead to without the wait (a 200 ms timer costs a task, not
+	// 200 ms), and its clock moves on to each timer's due time as it runs,
+	// so that code comparing times (a debounce) sees its delay passed.
+	// Timers those callbacks set are forwarded at the next question.
 	const forward = () => {
-		let id = null, next = null;
-		apply(Mforeach, timers, [(v, k) => { if (!next || v.due < next.due) { next = v; id = k; } }]);
-		if (!next) return false;
-		apply(oCT, w, [id]);
-		apply(Mdel, timers, [id]);
-		offset += Math.max(0, next.due - vnow());
-		const a = next.args;
-		a[1] = 0;
-		apply(Mset, moved, [id, apply(oST, w, a)]); // a clearTimeout of the page's id still cancels it
+		const due = [];
+		apply(Mforeach, timers, [(v, k) => { due[due.length] = [v.due, k, v]; }]);
+		if (due.length === 0) return false;
+		apply(Asort, due, [(a, b) => a[0] - b[0]]);
+		for (let i = 0; i < due.length; i++) {
+			const [at, id, v] = due[i];
+			apply(oCT, w, [id]);
+			apply(Mdel, timers, [id]);
+			const rest = apply(Aslice, v.args, [2]);
+			const shim = () => {
+				offset = Math.max(offset, at - now());
+				apply(v.run, w, rest);
+			};
+			apply(Mset, moved, [id, apply(oST, w, [shim, 0])]); // a clearTimeout of the page's id still cancels it
+		}
 		return true;
 	};
 	const canceller = (pending) => () => ({ apply(f, self, args) {
@@ -291,7 +299,7 @@ var doneJS = fmt.Sprintf(`(() => { const d = globalThis[%q]; return typeof d ===
 // waited for, a page that never settles is not.
 func (t *tab) settle(ctx context.Context, st *renderState) (string, error) {
 	r := t.inst.r
-	tick := time.NewTicker(pollInterval)
+	tick := time.NewTicker(settlePoll)
 	defer tick.Stop()
 	signals, pending := true, false
 	for {

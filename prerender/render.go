@@ -257,14 +257,14 @@ var loadedJS = `new Promise(r => { const T = globalThis.` + doneKey + `Timer || 
 		const f = window.prerenderReady;
 		return r(f === false ? 'flag' : (f === true ? 'ready' : 'idle'));
 	}
-	T(c, 20);
+	T(c, 5);
 })(); })`
 
 // readyJS resolves once the page set window.prerenderReady = true. Both
 // poll with the timer the page had before its scripts ran (doneHookJS).
 var readyJS = `new Promise(r => { const T = globalThis.` + doneKey + `Timer || setTimeout; (function c() {
 	if (window.prerenderReady === true) return r(true);
-	T(c, 20);
+	T(c, 5);
 })(); })`
 
 // wait returns when the page is ready (prerenderReady) or done by its

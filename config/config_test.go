@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -79,7 +80,7 @@ func TestExampleFile(t *testing.T) {
 	}
 	// The contract defaults from DESIGN.md.
 	if c.Server.Listen != ":4000" || c.Admin.Address != "127.0.0.1:4001" || c.Internal.Address != "127.0.0.1:10090" ||
-		c.Internal.DaemonID != "prism-01" || c.Render.Tabs != 4 || c.Render.Timeout.Duration != 15*time.Second ||
+		c.Internal.DaemonID != "prism-01" || c.Render.Tabs != DefaultTabs(runtime.NumCPU()) || c.Render.Timeout.Duration != 15*time.Second ||
 		c.Render.OnlineReservationPercent != 50 || c.Cache.Dir != "data/cache" || c.Cache.MemoryMB != 256 ||
 		c.Cache.TTL.Duration != 24*time.Hour || c.Cache.StaleTTL.Duration != 72*time.Hour ||
 		c.Recache.Interval.Duration != 12*time.Hour {
@@ -640,6 +641,14 @@ func TestWarmup(t *testing.T) {
 		ps := problems(err)
 		if len(ps) != 1 || ps[0].Key != tc.key || ps[0].Line != 3 || !strings.Contains(ps[0].Msg, tc.msg) {
 			t.Errorf("%q: problems %v, want one for %s on line 3 saying %q", tc.toml, err, tc.key, tc.msg)
+		}
+	}
+}
+
+func TestDefaultTabs(t *testing.T) {
+	for _, tc := range []struct{ cores, want int }{{0, 2}, {1, 2}, {2, 4}, {4, 8}, {8, 16}, {64, 16}} {
+		if got := DefaultTabs(tc.cores); got != tc.want {
+			t.Errorf("DefaultTabs(%d) = %d, want %d", tc.cores, got, tc.want)
 		}
 	}
 }

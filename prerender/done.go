@@ -76,7 +76,8 @@ const doneKey = "__prismDone"
 // replaces its own signals).
 var doneHookJS = fmt.Sprintf(`(() => {
 	const w = globalThis, key = %q, TMAX = %d, DEPTH = %d, IDLE = %d;
-	if (Object.getOwnPropertyDescriptor(w, key)) return;
+	// Not in the reset's about:blank (nothing renders there), nor twice.
+	if ((w === w.top && location.href === 'about:blank') || Object.getOwnPropertyDescriptor(w, key)) return;
 	const R = Reflect, apply = R.apply, construct = R.construct, defProp = Object.defineProperty, getDesc = Object.getOwnPropertyDescriptor;
 	const perf = w.performance, pnow = perf && perf.now, now = () => apply(pnow, perf, []);
 	const oST = w.setTimeout, oCT = w.clearTimeout, P = w.Promise, pthen = P.prototype.then;

@@ -22,12 +22,13 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/prismproxy/prism/bench/internal/stats"
 )
 
 func main() {
@@ -106,20 +107,20 @@ func run(ctx context.Context, target, host, ua, marker, tag string, conc, warm i
 
 	p := phase(ctx, get, conc, dur)
 	n := p.renders
-	p50, p90 := percentile(p.lats, 50), percentile(p.lats, 90)
+	p50, p90 := stats.Percentile(p.lats, 50), stats.Percentile(p.lats, 90)
 	extra := ""
 	if latC > 0 {
 		l := phase(ctx, get, latC, latDur)
 		extra = fmt.Sprintf(" load_p50_ms=%.1f load_p90_ms=%.1f lat_c=%d lat_renders=%d lat_complete=%d lat_other=%d lat_failed=%d",
-			ms(p50), ms(p90), latC, l.renders, l.complete, l.other, l.failed)
-		p50, p90 = percentile(l.lats, 50), percentile(l.lats, 90)
+			stats.MS(p50), stats.MS(p90), latC, l.renders, l.complete, l.other, l.failed)
+		p50, p90 = stats.Percentile(l.lats, 50), stats.Percentile(l.lats, 90)
 		for k, v := range l.states {
 			p.states[k] += v
 		}
 	}
 	// renders=, complete=, other=, failed= and rps= are the first phase's.
 	fmt.Printf("renderload %s c=%d renders=%d complete=%d other=%d failed=%d seconds=%.2f rps=%.2f p50_ms=%.1f p90_ms=%.1f%s states=%v\n",
-		tag, conc, n, p.complete, p.other, p.failed, p.seconds, float64(n)/p.seconds, ms(p50), ms(p90), extra, p.states)
+		tag, conc, n, p.complete, p.other, p.failed, p.seconds, float64(n)/p.seconds, stats.MS(p50), stats.MS(p90), extra, p.states)
 	return nil
 }
 
@@ -173,16 +174,3 @@ func phase(ctx context.Context, get func(context.Context) (result, error), conc 
 	wg.Wait()
 	return phaseResult{renders.Load(), complete.Load(), other.Load(), failed.Load(), time.Since(start).Seconds(), lats, states}
 }
-
-// percentile returns the p-th percentile (nearest rank) of ds, 0 if empty.
-func percentile(ds []time.Duration, p int) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := (p*len(s) + 99) / 100 // ceil(p/100 * n)
-	return s[max(i, 1)-1]
-}
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

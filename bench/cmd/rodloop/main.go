@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +26,8 @@ import (
 	"github.com/go-rod/rod"
 	"github.com/go-rod/rod/lib/launcher"
 	"github.com/go-rod/rod/lib/proto"
+
+	"github.com/prismproxy/prism/bench/internal/stats"
 )
 
 // readyJS polls window.prerenderReady every 10 ms. Both scripts answer
@@ -178,19 +179,6 @@ func run(ctx context.Context, base, chrome, marker, sel string, tabs int, dur ti
 	}
 	fmt.Printf("rodloop tabs=%d wait=%s renders=%d complete=%d failed=%d seconds=%.2f rps=%.2f mean_ms=%d p50_ms=%.1f p90_ms=%.1f\n",
 		tabs, wait, n, complete.Load(), failed.Load(), el.Seconds(), float64(n)/el.Seconds(), mean.Milliseconds(),
-		ms(percentile(lats, 50)), ms(percentile(lats, 90)))
+		stats.MS(stats.Percentile(lats, 50)), stats.MS(stats.Percentile(lats, 90)))
 	return nil
 }
-
-// percentile returns the p-th percentile (nearest rank) of ds, 0 if empty.
-func percentile(ds []time.Duration, p int) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := (p*len(s) + 99) / 100 // ceil(p/100 * n)
-	return s[max(i, 1)-1]
-}
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -162,10 +162,15 @@ func buildPage() string {
 })();
 </script>
 `)
-	// Pad with a comment so the page is about 50 KB like a real app shell.
+	return endPage(&b, 99)
+}
+
+// endPage pads b with a comment of prose (seeded by seed) so that the page
+// is about 50 KB, like a real app shell, closes it and returns it.
+func endPage(b *strings.Builder, seed int) string {
 	if pad := 50*1024 - b.Len() - len("</body></html>\n") - 9; pad > 0 {
 		b.WriteString("<!-- ")
-		b.WriteString(text(99, pad))
+		b.WriteString(text(seed, pad))
 		b.WriteString(" -->\n")
 	}
 	b.WriteString("</body></html>\n")

@@ -49,14 +49,7 @@ func buildSPA() string {
 })();
 </script>
 `)
-	// Pad with a comment so the page is about 50 KB, like the flag page.
-	if pad := 50*1024 - b.Len() - len("</body></html>\n") - 9; pad > 0 {
-		b.WriteString("<!-- ")
-		b.WriteString(text(77, pad))
-		b.WriteString(" -->\n")
-	}
-	b.WriteString("</body></html>\n")
-	return b.String()
+	return endPage(&b, 77) // about 50 KB, like the flag page
 }
 
 // buildArticles returns /api/articles: Articles articles of about 400 bytes.

@@ -149,3 +149,20 @@ func TestTabsWarm(t *testing.T) {
 	waitFor(t, "the relaunch", func() bool { c := r.cur.Load(); return c != nil && c != inst && r.Healthy() == nil })
 	check("crash")
 }
+
+// TestWorkerPageKeepsTab: a page whose dedicated worker is still running
+// when the render ends does not fail the reset (DevTools cannot close a
+// dedicated worker; it ends with its document), so the tab is reused.
+func TestWorkerPageKeepsTab(t *testing.T) {
+	e := getEnv(t)
+	mustRender(t, e, Request{URL: "/js"})
+	before := currentTab(t, e)
+	for _, path := range []string{"/endless/silent-worker", "/trap/worker", "/js"} {
+		mustRender(t, e, Request{URL: path})
+	}
+	// The reset runs after the render returns: the next render waits for it.
+	mustRender(t, e, Request{URL: "/js"})
+	if currentTab(t, e) != before {
+		t.Error("the tab was replaced after a page with a live worker")
+	}
+}

@@ -94,11 +94,12 @@ addEventListener('load', () => wk.postMessage(21));
 	l.onload = () => setTimeout(() => { ` + writeDone + ` }, 100); document.head.appendChild(l); })</script>`,
 	// two animation frames, then a timer (the tab is shown for the frames)
 	"/trap/frames": `<script>requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(() => { ` + writeDone + ` }, 100)))</script>`,
-	// work split in MessageChannel tasks (React's scheduler): 30 of 5 ms
+	// work split in MessageChannel tasks (React's scheduler): 20 of 3 ms
+	// (short enough to stay far from the quiet rule on a loaded machine)
 	"/trap/message-channel": `<script>
 fetch('/slow/data?ms=40').then(r => r.text()).then(() => {
 	const ch = new MessageChannel(); let n = 0;
-	ch.port1.onmessage = () => { busy(5); if (++n < 30) ch.port2.postMessage(0); else { ` + writeDone + ` } };
+	ch.port1.onmessage = () => { busy(3); if (++n < 20) ch.port2.postMessage(0); else { ` + writeDone + ` } };
 	ch.port2.postMessage(0);
 });</script>`,
 	// a shadow root filled by a timer

@@ -371,8 +371,8 @@ func (r *Renderer) launch(ctx context.Context) (*instance, error) {
 // warmTabs opens the tab of every slot before the browser serves its first
 // render (a start, a relaunch after a crash, a recycle), a few at a time,
 // with the default emulation applied and a first page rendered in it
-// (warmUp): the first renders cost what any other does. A tab that fails to open here is opened by its first
-// render, as one that broke is.
+// (warmUp), so that no render pays for opening its tab. A tab that fails
+// to open here is opened by its first render, as one that broke is.
 func (inst *instance) warmTabs(ctx context.Context) {
 	inst.pool.mu.Lock()
 	slots := append([]*slot(nil), inst.pool.slots...) // not handed out yet

@@ -350,8 +350,9 @@ func (t *tab) begin(ctx context.Context, cancel context.CancelCauseFunc, pub *ur
 // warmURL and warmPage are what warmUp renders: script that builds and
 // lays out some DOM, with a timer and a promise chain. The tab's own
 // request handling answers warmURL (handlePaused) without a request
-// leaving PRISM: an https page, so that the renderer process the first
-// render's site needs is the one started here.
+// leaving PRISM, so the warm-up goes through the same interception as a
+// render. warmURL is a site of its own: a tab's first render, on another
+// site, still starts that site's renderer process (bench/README.md).
 const (
 	warmURL  = "https://prism-warm-up.invalid/"
 	warmPage = `<!DOCTYPE html><html><head><title>warm</title></head><body><main></main><script>

@@ -166,3 +166,24 @@ func TestWorkerPageKeepsTab(t *testing.T) {
 		t.Error("the tab was replaced after a page with a live worker")
 	}
 }
+
+// forwardPage's 400 ms timer, once nothing else is pending, runs at once
+// with Date.now moved on by the time skipped (new Date() is not moved: the
+// difference shows the forward).
+const forwardPage = `<!DOCTYPE html><html><body><p>start</p><script>
+addEventListener('load', () => setTimeout(() => {
+	document.body.insertAdjacentHTML('beforeend', '<p id="skew">skipped=' + (Date.now() - new Date().getTime() >= 300) + '</p>');
+}, 400));
+</script></body></html>`
+
+func init() { pages["/forward"] = forwardPage }
+
+// TestTimersForwarded: a short timer left alone is run ahead of its time,
+// with the page's clock moved on, not waited for.
+func TestTimersForwarded(t *testing.T) {
+	e := getEnv(t)
+	res := mustRender(t, e, Request{URL: "/forward"})
+	if !strings.Contains(string(res.HTML), `<p id="skew">skipped=true</p>`) || res.Ended != EndedIdle {
+		t.Errorf("ended %q: the timer was not forwarded with the clock moved on:\n%s", res.Ended, res.HTML)
+	}
+}

@@ -105,6 +105,7 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		MaxInflightBytes:         int64(cfg.Render.MaxInflightMB) << 20,
 		AlwaysVisible:            cfg.Render.AlwaysVisible,
 		Origin:                   sites.Origin,
+		WarmSites:                warmSites(sites),
 		BlockResourceTypes:       cfg.Render.BlockResourceTypes,
 		BlockHosts:               cfg.Render.BlockHosts,
 		KeepScriptTypes:          cfg.Render.KeepScriptTypes,
@@ -384,4 +385,13 @@ func newLogger(c config.Log, out io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(out, opts))
 	}
 	return slog.New(slog.NewTextHandler(out, opts))
+}
+
+// warmSites is every host's public base URL, for the renderer's warm-up.
+func warmSites(sites *site.Table) []string {
+	var out []string
+	for _, h := range sites.Hosts() {
+		out = append(out, h.PublicURL("/"))
+	}
+	return out
 }

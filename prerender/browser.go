@@ -379,7 +379,7 @@ func (inst *instance) warmTabs(ctx context.Context) {
 	inst.pool.mu.Unlock()
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, warmParallel)
-	for _, s := range slots {
+	for i, s := range slots {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -388,7 +388,7 @@ func (inst *instance) warmTabs(ctx context.Context) {
 			t, err := inst.newTab(ctx)
 			if err == nil {
 				if err = t.emulate(ctx, Request{}); err == nil {
-					err = t.warmUp(ctx)
+					err = t.warmUp(ctx, inst.r.warmURLs[i%len(inst.r.warmURLs)])
 				}
 				if err != nil {
 					t.close()

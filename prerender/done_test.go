@@ -1,6 +1,9 @@
 package prerender
 
 import (
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -185,5 +188,71 @@ func TestTimersForwarded(t *testing.T) {
 	res := mustRender(t, e, Request{URL: "/forward"})
 	if !strings.Contains(string(res.HTML), `<p id="skew">skipped=true</p>`) || res.Ended != EndedIdle {
 		t.Errorf("ended %q: the timer was not forwarded with the clock moved on:\n%s", res.Ended, res.HTML)
+	}
+}
+
+// rendererPIDs are the browser's renderer processes.
+func rendererPIDs(r *Renderer) map[int]bool {
+	out := map[int]bool{}
+	for _, pid := range groupPIDs(r.cur.Load().pid) {
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		if strings.Contains(string(b), "--type=renderer") {
+			out[pid] = true
+		}
+	}
+	return out
+}
+
+// TestWarmSites: a tab warmed under the site it renders keeps the renderer
+// process of its warm-up for its first render of that site (warmed under
+// a site of PRISM's own, the first render starts another), and the warm-up
+// page never reaches the origin.
+func TestWarmSites(t *testing.T) {
+	e := getEnv(t)
+	for _, tc := range []struct {
+		sites   []string
+		newProc bool
+	}{
+		{[]string{"https://" + strings.ToUpper(pubHost) + ":443/some/path?q"}, false},
+		{nil, true},
+	} {
+		hits := e.count(warmPath)
+		r, ctx, stop := runRenderer(t, Options{ChromePath: chromeBin, Tabs: 1, Origin: e.r.opts.Origin, WarmSites: tc.sites})
+		before := rendererPIDs(r)
+		if _, err := r.Render(ctx, Request{URL: "https://" + pubHost + "/js"}); err != nil {
+			t.Fatal(err)
+		}
+		after := rendererPIDs(r)
+		started := 0
+		for pid := range after {
+			if !before[pid] {
+				started++
+			}
+		}
+		if (started > 0) != tc.newProc {
+			t.Errorf("warm sites %q: the first render started %d renderer processes (%d before it)", tc.sites, started, len(before))
+		}
+		if n := e.count(warmPath) - hits; n != 0 {
+			t.Errorf("warm sites %q: the origin saw the warm-up page %d times", tc.sites, n)
+		}
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestWarmSitesChecked(t *testing.T) {
+	for _, s := range []string{"", "ftp://site.test/", "https://", "/relative", "https://u:p@site.test/", "https://site.test:bad/"} {
+		if _, err := New(Options{WarmSites: []string{s}}); err == nil {
+			t.Errorf("New accepted warm site %q", s)
+		}
+	}
+	r, err := New(Options{WarmSites: []string{"HTTPS://Site.Test:443/a", "http://site.test:8080", "http://[::1]:80/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"https://site.test" + warmPath, "http://site.test:8080" + warmPath, "http://[::1]" + warmPath}
+	if !slices.Equal(r.warmURLs, want) {
+		t.Errorf("warm URLs %q, want %q", r.warmURLs, want)
 	}
 }

@@ -139,7 +139,7 @@ var respDropHeaders = map[string]bool{
 // handlePaused decides one paused request.
 func (t *tab) handlePaused(st *renderState, e *proto.FetchRequestPaused) {
 	if st == nil { // between renders nothing may load, but warmUp's page
-		if t.warming.Load() && e.Request.URL == warmURL && e.ResourceType == proto.NetworkResourceTypeDocument {
+		if u := t.warming.Load(); u != nil && e.Request.URL == *u && e.ResourceType == proto.NetworkResourceTypeDocument {
 			h := http.Header{"Content-Type": {"text/html; charset=utf-8"}}
 			t.fulfil(e.RequestID, &http.Response{StatusCode: http.StatusOK, Header: h}, []byte(warmPage))
 			return

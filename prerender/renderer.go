@@ -172,6 +172,13 @@ type Options struct {
 	// page renders hidden (not painted) and is shown only once it uses an
 	// API that needs frames (see visibility.go).
 	AlwaysVisible bool
+	// WarmSites are public base URLs ("https://example.com/") of the sites
+	// PRISM renders. Before the first render, each tab renders a page of
+	// PRISM's own under one of them in turn (answered inside the tab: no
+	// request reaches the origin), so that the tab's renderer process is
+	// the one its first render of that site uses. Nil means a site of
+	// PRISM's own: a tab's first render then starts its site's process.
+	WarmSites []string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -183,6 +190,7 @@ type Renderer struct {
 	blockTypes map[string]bool
 	blockHosts []string
 	keepTypes  []string
+	warmURLs   []string // Options.WarmSites' warm-up pages, or warmURL
 	originRT   http.RoundTripper
 	publicRT   http.RoundTripper
 	inflight   *semaphore.Weighted // Options.MaxInflightBytes
@@ -291,6 +299,23 @@ func New(opts Options) (*Renderer, error) {
 	r.originRT = opts.Transport
 	if r.originRT == nil {
 		r.originRT = site.NewOriginTransport(0) // a render's context bounds it
+	}
+	for _, w := range opts.WarmSites {
+		u, err := url.Parse(w)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+			return nil, fmt.Errorf("prerender: warm site %q: want an http or https base URL", w)
+		}
+		host := strings.ToLower(u.Host)
+		if u.Port() == map[string]string{"http": "80", "https": "443"}[u.Scheme] {
+			host = strings.ToLower(u.Hostname()) // as the browser writes it
+			if strings.Contains(host, ":") {
+				host = "[" + host + "]"
+			}
+		}
+		r.warmURLs = append(r.warmURLs, u.Scheme+"://"+host+warmPath)
+	}
+	if len(r.warmURLs) == 0 {
+		r.warmURLs = []string{warmURL}
 	}
 	r.publicRT = newPublicTransport()
 	r.metrics = newRendererMetrics(opts.Metrics, r)

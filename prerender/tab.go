@@ -35,8 +35,8 @@ type tab struct {
 	// broken is set when the tab's renderer crashed: its render ends at
 	// once and the tab is replaced, never reused.
 	broken atomic.Bool
-	// warming is set while warmUp runs: warmURL is answered.
-	warming atomic.Bool
+	// warming is the URL of warmUp's page while it runs: it is answered.
+	warming atomic.Pointer[string]
 }
 
 type emulation struct {
@@ -347,14 +347,16 @@ func (t *tab) begin(ctx context.Context, cancel context.CancelCauseFunc, pub *ur
 	return st
 }
 
-// warmURL and warmPage are what warmUp renders: script that builds and
-// lays out some DOM, with a timer and a promise chain. The tab's own
-// request handling answers warmURL (handlePaused) without a request
-// leaving PRISM, so the warm-up goes through the same interception as a
-// render. warmURL is a site of its own: a tab's first render, on another
-// site, still starts that site's renderer process (bench/README.md).
+// warmPage is what warmUp renders: script that builds and lays out some
+// DOM, with a timer and a promise chain. The tab's own request handling
+// answers it (handlePaused) without a request leaving PRISM, so the
+// warm-up goes through the same interception as a render. It is loaded at
+// warmPath under a site PRISM renders (Options.WarmSites), or at warmURL,
+// a site of its own, when none is known: a tab's first render of a site
+// then starts that site's renderer process (bench/README.md).
 const (
-	warmURL  = "https://prism-warm-up.invalid/"
+	warmPath = "/.well-known/prism-warm-up"
+	warmURL  = "https://prism-warm-up.invalid" + warmPath
 	warmPage = `<!DOCTYPE html><html><head><title>warm</title></head><body><main></main><script>
 const m = document.querySelector('main');
 for (let i = 0; i < 50; i++) { const a = document.createElement('article'); a.innerHTML = '<h2>title ' + i + '</h2><p>text</p>'; m.appendChild(a); }
@@ -365,11 +367,11 @@ Promise.resolve().then(() => setTimeout(() => { m.dataset.done = '1'; m.offsetHe
 // warmUp renders warmPage in the tab, waits for it as a render does and
 // captures it, then goes back to about:blank: the tab's renderer has run
 // PRISM's scripts and a page once before its first render.
-func (t *tab) warmUp(ctx context.Context) error {
+func (t *tab) warmUp(ctx context.Context, u string) error {
 	p := t.page.Context(ctx)
-	t.warming.Store(true)
-	defer t.warming.Store(false)
-	if _, err := (proto.PageNavigate{URL: warmURL}).Call(p); err != nil {
+	t.warming.Store(&u)
+	defer t.warming.Store(nil)
+	if _, err := (proto.PageNavigate{URL: u}).Call(p); err != nil {
 		return fmt.Errorf("warm-up navigate: %w", err)
 	}
 	if _, err := t.evalString(ctx, loadedJS); err != nil {

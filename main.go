@@ -106,6 +106,7 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		AlwaysVisible:            cfg.Render.AlwaysVisible,
 		Origin:                   sites.Origin,
 		WarmSites:                warmSites(sites),
+		WarmPath:                 cfg.Render.WarmUpPath,
 		BlockResourceTypes:       cfg.Render.BlockResourceTypes,
 		BlockHosts:               cfg.Render.BlockHosts,
 		KeepScriptTypes:          cfg.Render.KeepScriptTypes,

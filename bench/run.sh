@@ -47,7 +47,7 @@ cleanup() {
   for pid in "${PIDS[@]}"; do
     wait "$pid" 2>/dev/null || true
   done
-  rm -rf "$WORK"
+  [ -n "${BENCH_KEEP:-}" ] || rm -rf "$WORK"
   if [[ "${BENCH_KEEP:-0}" != 1 && "${BENCH_DATA_CREATED:-0}" == 1 ]]; then
     rm -rf "$DATA"
   fi
@@ -429,13 +429,17 @@ ttfb() {
 }
 
 bench_first() {
-  local starts=${BENCH_FIRST_STARTS:-3} nwarm=${BENCH_FIRST_WARM:-5}
+  # Warm renders: the first $DEFAULT_TABS after the first render may each be
+  # another tab's first (a tab is busy with its reset when the next request
+  # comes), so the warm median is taken over the ones after them.
+  local starts=${BENCH_FIRST_STARTS:-3} nwarm=${BENCH_FIRST_WARM:-$((3 * DEFAULT_TABS))}
   log "== 4b. first render after start vs warm renders (spa page, fresh cache, $DEFAULT_TABS tabs, $starts starts)"
   page_origin spa
   local s i out first warm ws ratios=() r bad
   for s in $(seq 1 "$starts"); do
     prism_conf "first$s" "$PAGE_ORIGIN" "$WORK/first$s-cache" 64 "$DEFAULT_TABS"
     start_prism "first$s" # fresh cache dir; returns once /health answers 200
+    sleep "${BENCH_FIRST_PAUSE:-0}"
     bad=""
     out=$(ttfb "$P_PUBLIC/p/first-$s-0")
     [[ $out == *" 200 MISS" ]] || bad="first request gave ${out#* }"
@@ -447,7 +451,7 @@ bench_first() {
       ws+=("${out%% *}")
     done
     stop "$PRISM_PID"
-    warm=$(median "${ws[@]}")
+    warm=$(median "${ws[@]:$DEFAULT_TABS}")
     r=$(ratio "$first" "$warm")
     ratios+=("$r")
     printf 'first render after start %d:  first %4.0f ms  warm median %4.0f ms (%s ms)  ratio %s%s\n' "$s" \

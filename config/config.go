@@ -154,6 +154,13 @@ type Render struct {
 	// browser CPU, and is shown only once it uses an API that needs frames
 	// (requestAnimationFrame, IntersectionObserver, visibility, ...).
 	AlwaysVisible bool `toml:"always_visible"`
+	// WarmUpPath is a page each tab renders, on every host in turn, when
+	// the browser starts (and after every restart), before it serves a
+	// render: the site's scripts have then run once in every tab, and the
+	// first crawler's render costs what a later one does. Its requests
+	// reach the origin as a render's do; nothing is cached. Default "/";
+	// empty: tabs warm up on a page of PRISM's own only.
+	WarmUpPath string `toml:"warm_up_path"`
 }
 
 // Cache configures the two-tier cache.
@@ -276,6 +283,7 @@ func Default() *Config {
 			MaxInflightMB:            32,
 			BlockResourceTypes:       []string{"Image", "Media", "Font"},
 			KeepScriptTypes:          []string{"application/ld+json"},
+			WarmUpPath:               "/",
 		},
 		Cache: Cache{
 			Dir:         "data/cache",

@@ -329,6 +329,13 @@ func TestValidateMisc(t *testing.T) {
 		{"disk bound", minimal + "[cache]\ndisk_max_mb = 10240\n", true, ""},
 		{"no disk bound", minimal + "[cache]\ndisk_max_mb = 0\n", true, ""},
 		{"negative disk bound", minimal + "[cache]\ndisk_max_mb = -1\n", false, "cache.disk_max_mb: must be between 0 and 1073741824, got -1 (line 12)"},
+		{"warm-up path off", minimal + "[render]\nwarm_up_path = \"\"\n", true, ""},
+		{"warm-up path with query", minimal + "[render]\nwarm_up_path = \"/a?b=1\"\n", true, ""},
+		{"warm-up path relative", minimal + "[render]\nwarm_up_path = \"index.html\"\n", false, "render.warm_up_path:"},
+		{"warm-up path absolute URL", minimal + "[render]\nwarm_up_path = \"https://evil.example/\"\n", false, "render.warm_up_path:"},
+		{"warm-up path network path", minimal + "[render]\nwarm_up_path = \"//evil.example/\"\n", false, "render.warm_up_path:"},
+		{"warm-up path with fragment", minimal + "[render]\nwarm_up_path = \"/#x\"\n", false, "render.warm_up_path:"},
+		{"warm-up path with newline", minimal + "[render]\nwarm_up_path = \"/a\\nb\"\n", false, "render.warm_up_path:"},
 		{"inline tables", `hosts = [{id = 1, name = "a.example", origin = "http://127.0.0.1:1", dimensions = [{id = 0, name = "d"}]}]`, false, "hosts[0].dimensions[0].id: must be a positive integer, got 0 (line 1)"},
 	}
 	for _, tc := range tests {

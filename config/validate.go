@@ -202,6 +202,15 @@ func (c *Config) validateRender(v *validator) {
 		}
 	}
 	v.nonEmptyEntries("render.keep_script_types", r.KeepScriptTypes)
+	if p := r.WarmUpPath; p != "" {
+		u, err := url.Parse(p)
+		switch {
+		case len(p) > 2048:
+			v.add("render.warm_up_path", "longer than 2048 bytes")
+		case err != nil || !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || u.Host != "" || strings.ContainsAny(p, " \t\r\n#"):
+			v.add("render.warm_up_path", "%q is not a path that starts with / (e.g. \"/\"); empty turns the warm-up render off", p)
+		}
+	}
 }
 
 // validateHosts reports the hosts' problems, and those of the URL options

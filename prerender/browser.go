@@ -365,7 +365,39 @@ func (r *Renderer) launch(ctx context.Context) (*instance, error) {
 		close(inst.dead)
 	}()
 	inst.warmTabs(lctx)
+	inst.awaitIdle(lctx)
 	return inst, nil
+}
+
+// A started browser's renderers keep busy for a second or two after their
+// first pages (Chromium's own deferred start-up work: about 0.4 of a core
+// each for 1.5 s with 4 tabs, measured here), and a render then costs up
+// to twice what it does later. awaitIdle holds the start back until the
+// browser's processes are idle: under idleCPU of CPU in an idleWindow, for
+// at most idleWait.
+const (
+	idleWindow = 200 * time.Millisecond
+	idleCPU    = 20 * time.Millisecond
+	idleWait   = 3 * time.Second
+)
+
+// awaitIdle waits until the browser's processes are idle (see idleWait),
+// or ctx is done.
+func (inst *instance) awaitIdle(ctx context.Context) {
+	start := time.Now()
+	prev := browserCPU(inst.pid)
+	for time.Since(start) < idleWait {
+		if !sleepCtx(ctx, idleWindow) {
+			return
+		}
+		cur := browserCPU(inst.pid)
+		if cur-prev < idleCPU {
+			inst.r.log.Debug("browser idle after its start", "waited", time.Since(start))
+			return
+		}
+		prev = cur
+	}
+	inst.r.log.Debug("browser still busy after its start: serving anyway", "waited", time.Since(start))
 }
 
 // warmTabs opens the tab of every slot before the browser serves its first
@@ -389,6 +421,9 @@ func (inst *instance) warmTabs(ctx context.Context) {
 			if err == nil {
 				if err = t.emulate(ctx, Request{}); err == nil {
 					err = t.warmUp(ctx, inst.r.warmURLs[i%len(inst.r.warmURLs)])
+				}
+				if err == nil && len(inst.r.warmPages) > 0 {
+					err = t.warmRender(ctx, inst.r.warmPages[i%len(inst.r.warmPages)])
 				}
 				if err != nil {
 					t.close()

@@ -772,20 +772,7 @@ func groupPIDs(pgid int) []int {
 func groupCPU(pgid int) time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	total := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	for _, pid := range groupPIDs(pgid) {
-		f := statFields(pid)
-		if len(f) < 15 {
-			continue
-		}
-		var ticks int64
-		for _, s := range f[11:15] { // utime stime cutime cstime
-			n, _ := strconv.ParseInt(s, 10, 64)
-			ticks += n
-		}
-		total += time.Duration(ticks) * 10 * time.Millisecond // USER_HZ = 100
-	}
-	return total
+	return time.Duration(ru.Utime.Nano()+ru.Stime.Nano()) + browserCPU(pgid)
 }
 
 // BenchmarkRender renders one page over and over on one tab, with the

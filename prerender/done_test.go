@@ -247,6 +247,14 @@ func TestWarmSitesChecked(t *testing.T) {
 			t.Errorf("New accepted warm site %q", s)
 		}
 	}
+	for _, p := range []string{"a", "//evil.test/", "https://evil.test/"} {
+		if _, err := New(Options{WarmSites: []string{"https://site.test/"}, WarmPath: p}); err == nil {
+			t.Errorf("New accepted warm path %q", p)
+		}
+	}
+	if _, err := New(Options{WarmPath: "/"}); err == nil {
+		t.Error("New accepted a warm path without warm sites")
+	}
 	r, err := New(Options{WarmSites: []string{"HTTPS://Site.Test:443/a", "http://site.test:8080", "http://[::1]:80/"}})
 	if err != nil {
 		t.Fatal(err)
@@ -254,5 +262,39 @@ func TestWarmSitesChecked(t *testing.T) {
 	want := []string{"https://site.test" + warmPath, "http://site.test:8080" + warmPath, "http://[::1]" + warmPath}
 	if !slices.Equal(r.warmURLs, want) {
 		t.Errorf("warm URLs %q, want %q", r.warmURLs, want)
+	}
+}
+
+// TestWarmPath: each tab renders the warm path from the origin before the
+// first render (with X-Prism-Render, as a render), and what that page
+// stored is cleared: the first render sees none of it. A warm path the
+// origin fails does not keep the browser from serving.
+func TestWarmPath(t *testing.T) {
+	e := getEnv(t)
+	site := []string{"https://" + pubHost + "/"}
+	before := e.count("/isolation")
+	r, ctx, stop := runRenderer(t, Options{ChromePath: chromeBin, Tabs: 2, Origin: e.r.opts.Origin, WarmSites: site, WarmPath: "/isolation"})
+	if n := e.count("/isolation") - before; n != 2 {
+		t.Errorf("the origin saw the warm path %d times, want once per tab (2)", n)
+	}
+	if v, _ := e.renderHdr.Load("/isolation"); v != "1" {
+		t.Errorf("warm-up request X-Prism-Render = %v, want 1", v)
+	}
+	for range 2 {
+		res, err := r.Render(ctx, Request{URL: "https://" + pubHost + "/isolation"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(res.HTML), "cookie=[] ls=[] ss=[]") {
+			t.Errorf("a first render saw the warm-up's storage:\n%s", res.HTML)
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	r, ctx, _ = runRenderer(t, Options{ChromePath: chromeBin, Tabs: 1, Origin: e.r.opts.Origin, WarmSites: site, WarmPath: "/500"})
+	if _, err := r.Render(ctx, Request{URL: "https://" + pubHost + "/js"}); err != nil {
+		t.Errorf("render after a failed warm-up: %v", err)
 	}
 }

@@ -84,3 +84,28 @@ func statFields(pid int) []string {
 	}
 	return strings.Fields(string(b[i+1:]))
 }
+
+// browserCPU is the CPU time the processes of group pgid have used (and
+// their reaped children).
+func browserCPU(pgid int) time.Duration {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	var ticks int64
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		f := statFields(pid)
+		if len(f) < 15 || f[2] != strconv.Itoa(pgid) {
+			continue
+		}
+		for _, s := range f[11:15] { // utime stime cutime cstime
+			n, _ := strconv.ParseInt(s, 10, 64)
+			ticks += n
+		}
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ = 100
+}

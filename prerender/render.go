@@ -18,6 +18,9 @@ const (
 	pollInterval  = 20 * time.Millisecond
 	captureBudget = 750 * time.Millisecond // extra time for the capture after the timeout
 	resetTimeout  = 5 * time.Second
+	// warmRenderTimeout bounds a tab's warm-up render (Options.WarmPath):
+	// a slow origin delays the browser's first render by at most this.
+	warmRenderTimeout = 5 * time.Second
 )
 
 var (

@@ -179,6 +179,13 @@ type Options struct {
 	// the one its first render of that site uses. Nil means a site of
 	// PRISM's own: a tab's first render then starts its site's process.
 	WarmSites []string
+	// WarmPath is a page (e.g. "/") each tab then renders for real under
+	// its warm site, before the first render, so that the site's own
+	// scripts have run once in the tab's renderer. Its requests reach the
+	// origin as a render's do (X-Prism-Render: 1); the result is
+	// discarded, and a failure (the origin down) is logged and ignored.
+	// Empty means none.
+	WarmPath string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -191,6 +198,7 @@ type Renderer struct {
 	blockHosts []string
 	keepTypes  []string
 	warmURLs   []string // Options.WarmSites' warm-up pages, or warmURL
+	warmPages  []string // Options.WarmPath under each warm site
 	originRT   http.RoundTripper
 	publicRT   http.RoundTripper
 	inflight   *semaphore.Weighted // Options.MaxInflightBytes
@@ -313,6 +321,18 @@ func New(opts Options) (*Renderer, error) {
 			}
 		}
 		r.warmURLs = append(r.warmURLs, u.Scheme+"://"+host+warmPath)
+	}
+	if opts.WarmPath != "" {
+		u, err := url.Parse(opts.WarmPath)
+		if err != nil || u.Scheme != "" || u.Host != "" || !strings.HasPrefix(u.Path, "/") || strings.HasPrefix(opts.WarmPath, "//") {
+			return nil, fmt.Errorf("prerender: warm path %q: want a path that starts with /", opts.WarmPath)
+		}
+		if len(r.warmURLs) == 0 {
+			return nil, fmt.Errorf("prerender: warm path %q without warm sites", opts.WarmPath)
+		}
+		for _, w := range r.warmURLs {
+			r.warmPages = append(r.warmPages, strings.TrimSuffix(w, warmPath)+opts.WarmPath)
+		}
 	}
 	if len(r.warmURLs) == 0 {
 		r.warmURLs = []string{warmURL}

@@ -392,6 +392,37 @@ func (t *tab) warmUp(ctx context.Context, u string) error {
 	return nil
 }
 
+// warmRender renders the page at raw in the tab as a render does, result
+// discarded, and resets the tab. Only an error that leaves the tab unfit
+// for renders is returned: the page's own failure is logged.
+func (t *tab) warmRender(ctx context.Context, raw string) error {
+	r := t.inst.r
+	pub, err := parsePublicURL(raw)
+	if err != nil {
+		return fmt.Errorf("warm page: %w", err)
+	}
+	tctx, tcancel := context.WithTimeout(ctx, min(r.opts.Timeout, warmRenderTimeout))
+	defer tcancel()
+	rctx, rcancel := context.WithCancelCause(tctx)
+	defer rcancel(nil)
+	st := t.begin(rctx, rcancel, pub)
+	start := time.Now()
+	res, _, err := t.run(ctx, rctx, st, Request{URL: raw})
+	rcancel(nil)
+	switch {
+	case err != nil:
+		r.log.Info("warm-up render failed: the tab's first render runs the site's scripts for the first time", "url", raw, "err", err)
+	default:
+		r.log.Debug("warm-up render", "url", raw, "status", res.Status, "ended", res.Ended, "took", time.Since(start))
+	}
+	if t.broken.Load() {
+		return ErrPageCrashed
+	}
+	rst, cancel := context.WithTimeout(ctx, resetTimeout)
+	defer cancel()
+	return t.reset(rst, st)
+}
+
 // reset ends a render and clears everything the page could leave behind
 // for the next one, from outside the page (DevTools), so that nothing the
 // page replaced (globals, prototypes, Symbol.for) changes what is done:

@@ -85,3 +85,25 @@ func TestDoneDetection(t *testing.T) {
 		}
 	}
 }
+
+// TestWarmUpPath: before it serves, every tab has rendered
+// render.warm_up_path from the origin (as a render: X-Prism-Render), and
+// nothing of it was cached: a crawler's first request for it is a miss.
+func TestWarmUpPath(t *testing.T) {
+	o := newOrigin(t)
+	o.Mux.HandleFunc("/warm-me", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = w.Write([]byte(`<!DOCTYPE html><html><body><div id="a"></div><script>document.getElementById('a').textContent = 'warmed'</script></body></html>`))
+	})
+	c := newConf(t, o.URL)
+	c.Tabs = 2
+	c.RenderExtra = `warm_up_path = "/warm-me?x=1"`
+	p := startPrism(t, c)
+	if n := o.Renders("/warm-me"); n != 2 {
+		t.Errorf("warm-up renders of the warm-up path at the origin: %d, want one per tab (2)", n)
+	}
+	r := p.Get("/warm-me?x=1", desktopBot)
+	if r.Status != http.StatusOK || r.Header.Get("X-Prism-Cache") != "MISS" || !strings.Contains(r.Body, "warmed") {
+		t.Errorf("first crawler request: status %d, X-Prism-Cache %q, want a 200 MISS render:\n%s", r.Status, r.Header.Get("X-Prism-Cache"), r.Body)
+	}
+}

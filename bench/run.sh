@@ -8,7 +8,8 @@
 #   BENCH_DUR    seconds per wrk cell (default 4)
 #   BENCH_ROUNDS interleaved rounds per comparison (default 2; best of each side)
 #   BENCH_DATA   where populated cache dirs live (default /dev/shm/prism-bench)
-#   BENCH_KEEP   1: keep BENCH_DATA afterwards (the 1M set takes minutes to write)
+#   BENCH_KEEP   1: keep BENCH_DATA (the 1M set takes minutes to write) and the
+#                work dir (configs, PRISM's logs) afterwards
 #   BENCH_GROWTH sizes for the growth test (default "1000 100000 1000000")
 #   BENCH_LOG    PRISM's log level (default info, PRISM's default)
 #   CHROME       Chromium binary (default /usr/lib/chromium/chromium)
@@ -17,7 +18,9 @@
 #   BENCH_RENDER_TABS tab counts for the render part (default "1 2 4"; PRISM's default is added)
 #   BENCH_DEFAULT_TABS PRISM's default render.tabs (default 4, config.Default's)
 #   BENCH_FIRST_STARTS PRISM starts for the first-render part (default 3)
-#   BENCH_FIRST_WARM   warm renders per start (default 5)
+#   BENCH_FIRST_WARM   renders after the first, per start (default 3 x the default
+#                      tabs; the warm median skips the first BENCH_DEFAULT_TABS of them)
+#   BENCH_FIRST_PAUSE  seconds to wait after /health before the first render (default 0)
 #   PRISM_BIN    a prebuilt prism binary to measure instead of building this checkout's
 set -euo pipefail
 

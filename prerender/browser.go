@@ -410,6 +410,7 @@ func (inst *instance) warmTabs(ctx context.Context) {
 	slots := append([]*slot(nil), inst.pool.slots...) // not handed out yet
 	inst.pool.mu.Unlock()
 	var wg sync.WaitGroup
+	var originDown atomic.Bool // a warm-up render failed
 	sem := make(chan struct{}, warmParallel)
 	for i, s := range slots {
 		wg.Add(1)
@@ -422,8 +423,12 @@ func (inst *instance) warmTabs(ctx context.Context) {
 				if err = t.emulate(ctx, Request{}); err == nil {
 					err = t.warmUp(ctx, inst.r.warmURLs[i%len(inst.r.warmURLs)])
 				}
-				if err == nil && len(inst.r.warmPages) > 0 {
-					err = t.warmRender(ctx, inst.r.warmPages[i%len(inst.r.warmPages)])
+				if err == nil && len(inst.r.warmPages) > 0 && !originDown.Load() {
+					var failed bool
+					failed, err = t.warmRender(ctx, inst.r.warmPages[i%len(inst.r.warmPages)])
+					if failed {
+						originDown.Store(true) // the other tabs do not wait for it too
+					}
 				}
 				if err != nil {
 					t.close()

@@ -293,8 +293,13 @@ func TestWarmPath(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	r, ctx, _ = runRenderer(t, Options{ChromePath: chromeBin, Tabs: 1, Origin: e.r.opts.Origin, WarmSites: site, WarmPath: "/500"})
-	if _, err := r.Render(ctx, Request{URL: "https://" + pubHost + "/js"}); err != nil {
-		t.Errorf("render after a failed warm-up: %v", err)
+	for _, path := range []string{"/500", "/hang"} { // the origin failing, hanging
+		r, ctx, stop := runRenderer(t, Options{ChromePath: chromeBin, Tabs: 1, Origin: e.r.opts.Origin, WarmSites: site, WarmPath: path})
+		if _, err := r.Render(ctx, Request{URL: "https://" + pubHost + "/js"}); err != nil {
+			t.Errorf("render after a failed warm-up (%s): %v", path, err)
+		}
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -393,13 +393,13 @@ func (t *tab) warmUp(ctx context.Context, u string) error {
 }
 
 // warmRender renders the page at raw in the tab as a render does, result
-// discarded, and resets the tab. Only an error that leaves the tab unfit
-// for renders is returned: the page's own failure is logged.
-func (t *tab) warmRender(ctx context.Context, raw string) error {
+// discarded, and resets the tab. failed says the page did not render (the
+// origin down or slow: logged); err that the tab is unfit for renders.
+func (t *tab) warmRender(ctx context.Context, raw string) (failed bool, err error) {
 	r := t.inst.r
 	pub, err := parsePublicURL(raw)
 	if err != nil {
-		return fmt.Errorf("warm page: %w", err)
+		return true, fmt.Errorf("warm page: %w", err)
 	}
 	tctx, tcancel := context.WithTimeout(ctx, min(r.opts.Timeout, warmRenderTimeout))
 	defer tcancel()
@@ -407,20 +407,22 @@ func (t *tab) warmRender(ctx context.Context, raw string) error {
 	defer rcancel(nil)
 	st := t.begin(rctx, rcancel, pub)
 	start := time.Now()
-	res, _, err := t.run(ctx, rctx, st, Request{URL: raw})
+	res, _, rerr := t.run(ctx, rctx, st, Request{URL: raw})
 	rcancel(nil)
-	switch {
-	case err != nil:
-		r.log.Info("warm-up render failed: the tab's first render runs the site's scripts for the first time", "url", raw, "err", err)
-	default:
+	if rerr == nil && res.Status >= 500 {
+		rerr = fmt.Errorf("status %d", res.Status)
+	}
+	if rerr != nil {
+		r.log.Info("warm-up render failed: the tabs' first renders run the site's scripts for the first time", "url", raw, "err", rerr)
+	} else {
 		r.log.Debug("warm-up render", "url", raw, "status", res.Status, "ended", res.Ended, "took", time.Since(start))
 	}
 	if t.broken.Load() {
-		return ErrPageCrashed
+		return rerr != nil, ErrPageCrashed
 	}
 	rst, cancel := context.WithTimeout(ctx, resetTimeout)
 	defer cancel()
-	return t.reset(rst, st)
+	return rerr != nil, t.reset(rst, st)
 }
 
 // reset ends a render and clears everything the page could leave behind

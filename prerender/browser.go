@@ -586,28 +586,17 @@ func killByProfile(dir string) {
 // than with what the browser holds. A process whose smaps_rollup cannot be
 // read counts its RSS.
 func groupMemory(pgid int) int64 {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0
-	}
 	page := int64(os.Getpagesize())
 	var total int64
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		// state ppid pgrp ... rss is field 24 of stat, f[21] here.
-		f := statFields(pid)
-		if len(f) < 22 || f[2] != strconv.Itoa(pgid) {
-			continue
-		}
+	for pid, f := range groupStats(pgid) {
 		if pss, ok := processPSS(pid); ok {
 			total += pss
 			continue
 		}
-		rss, _ := strconv.ParseInt(f[21], 10, 64)
-		total += rss * page
+		if len(f) > 21 { // rss is field 24 of stat, f[21] here
+			rss, _ := strconv.ParseInt(f[21], 10, 64)
+			total += rss * page
+		}
 	}
 	return total
 }

@@ -85,21 +85,33 @@ func statFields(pid int) []string {
 	return strings.Fields(string(b[i+1:]))
 }
 
-// browserCPU is the CPU time the processes of group pgid have used (and
-// their reaped children).
-func browserCPU(pgid int) time.Duration {
+// groupStats returns the /proc stat fields (after the command name) of
+// every process in group pgid, by pid.
+func groupStats(pgid int) map[int][]string {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0
+		return nil
 	}
-	var ticks int64
+	out := map[int][]string{}
+	g := strconv.Itoa(pgid)
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		f := statFields(pid)
-		if len(f) < 15 || f[2] != strconv.Itoa(pgid) {
+		if f := statFields(pid); len(f) > 2 && f[2] == g { // state ppid pgrp
+			out[pid] = f
+		}
+	}
+	return out
+}
+
+// browserCPU is the CPU time the processes of group pgid have used (and
+// their reaped children).
+func browserCPU(pgid int) time.Duration {
+	var ticks int64
+	for _, f := range groupStats(pgid) {
+		if len(f) < 15 {
 			continue
 		}
 		for _, s := range f[11:15] { // utime stime cutime cstime

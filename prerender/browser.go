@@ -402,9 +402,13 @@ func (inst *instance) awaitIdle(ctx context.Context) {
 
 // warmTabs opens the tab of every slot before the browser serves its first
 // render (a start, a relaunch after a crash, a recycle), a few at a time,
-// with the default emulation applied and a first page rendered in it
-// (warmUp), so that no render pays for opening its tab. A tab that fails
-// to open here is opened by its first render, as one that broke is.
+// with the default emulation applied, a page of PRISM's own rendered in it
+// under one of the warm sites (warmUp), and then, when Options.WarmPath is
+// set, that page of the site rendered from the origin (warmRender; once
+// one fails, the tabs after it skip theirs). So no render pays for opening
+// its tab, starting its site's renderer process or running the site's
+// scripts the first time. A tab that fails to open here is opened by its
+// first render, as one that broke is.
 func (inst *instance) warmTabs(ctx context.Context) {
 	inst.pool.mu.Lock()
 	slots := append([]*slot(nil), inst.pool.slots...) // not handed out yet

@@ -50,7 +50,7 @@ cleanup() {
   for pid in "${PIDS[@]}"; do
     wait "$pid" 2>/dev/null || true
   done
-  [ -n "${BENCH_KEEP:-}" ] || rm -rf "$WORK"
+  [[ "${BENCH_KEEP:-0}" == 1 ]] || rm -rf "$WORK"
   if [[ "${BENCH_KEEP:-0}" != 1 && "${BENCH_DATA_CREATED:-0}" == 1 ]]; then
     rm -rf "$DATA"
   fi

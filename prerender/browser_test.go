@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -756,15 +758,7 @@ func pgidOf(pid int) int { return statInt(pid, 2) }
 
 // groupPIDs lists the processes in group pgid.
 func groupPIDs(pgid int) []int {
-	ents, _ := os.ReadDir("/proc")
-	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err == nil && pgidOf(pid) == pgid {
-			out = append(out, pid)
-		}
-	}
-	return out
+	return slices.Collect(maps.Keys(groupStats(pgid)))
 }
 
 // groupCPU returns the CPU time used by this process and by the browser's

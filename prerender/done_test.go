@@ -1,9 +1,7 @@
 package prerender
 
 import (
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -194,11 +192,8 @@ func TestTimersForwarded(t *testing.T) {
 // rendererPIDs are the browser's renderer processes.
 func rendererPIDs(r *Renderer) map[int]bool {
 	out := map[int]bool{}
-	for _, pid := range groupPIDs(r.cur.Load().pid) {
-		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-		if strings.Contains(string(b), "--type=renderer") {
-			out[pid] = true
-		}
+	for _, pid := range renderers(r.cur.Load().pid) {
+		out[pid] = true
 	}
 	return out
 }

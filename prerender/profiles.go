@@ -109,15 +109,23 @@ func groupStats(pgid int) map[int][]string {
 // browserCPU is the CPU time the processes of group pgid have used (and
 // their reaped children).
 func browserCPU(pgid int) time.Duration {
-	var ticks int64
+	var total time.Duration
 	for _, f := range groupStats(pgid) {
-		if len(f) < 15 {
-			continue
-		}
-		for _, s := range f[11:15] { // utime stime cutime cstime
-			n, _ := strconv.ParseInt(s, 10, 64)
-			ticks += n
-		}
+		total += statCPU(f)
+	}
+	return total
+}
+
+// statCPU is the CPU time in a process's stat fields (statFields): its
+// own and its reaped children's, user and system.
+func statCPU(f []string) time.Duration {
+	if len(f) < 15 {
+		return 0
+	}
+	var ticks int64
+	for _, s := range f[11:15] { // utime stime cutime cstime
+		n, _ := strconv.ParseInt(s, 10, 64)
+		ticks += n
 	}
 	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ = 100
 }

@@ -116,16 +116,7 @@ func cpuByType(pgid int) map[string]time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	out["self"] = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	for _, pid := range groupPIDs(pgid) {
-		f := statFields(pid)
-		if len(f) < 15 {
-			continue
-		}
-		var ticks int64
-		for _, s := range f[11:15] {
-			n, _ := strconv.ParseInt(s, 10, 64)
-			ticks += n
-		}
+	for pid, f := range groupStats(pgid) {
 		cmd, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 		typ := "browser"
 		for _, a := range strings.FieldsFunc(string(cmd), func(r rune) bool { return r == 0 || r == ' ' }) {
@@ -136,7 +127,7 @@ func cpuByType(pgid int) map[string]time.Duration {
 				typ = v
 			}
 		}
-		out[typ] += time.Duration(ticks) * 10 * time.Millisecond
+		out[typ] += statCPU(f)
 	}
 	return out
 }
@@ -337,8 +328,9 @@ func prismRun(tb testing.TB, base string, tabs int, d time.Duration) scaleResult
 // and 4 tabs (PRISM_SCALE_TABS), interleaved in one run, with CPU per render
 // by Chromium process type. It runs only with PRISM_SCALE set (the seconds
 // per cell). PRISM_SCALE_NOFLAG=1 drops the page's prerenderReady (the rod
-// loop then waits for its marker element). PRISM_SCALE_ROD lists rod loop variants separated by ";" (the
-// first is the ratio's baseline): "" is bench/cmd/rodloop (pages in one
+// loop then waits for its marker element). PRISM_SCALE_ROD lists rod loop
+// variants separated by ";" (the first is the ratio's baseline): "" is
+// bench/cmd/rodloop (pages in one
 // window: all but the last created are hidden), "incog" puts each page in
 // its own incognito context and "win" in its own window (both visible, like
 // PRISM's tabs), "bg" makes each a background (hidden) tab.

@@ -1,6 +1,9 @@
 package prerender
 
 import (
+	"context"
+	"log/slog"
+	"os/exec"
 	"slices"
 	"strings"
 	"syscall"
@@ -295,6 +298,44 @@ func TestWarmPath(t *testing.T) {
 		}
 		if err := stop(); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestWarmPathSkippedAfterFailure: once a tab's warm-up render failed, the
+// tabs not yet warmed (beyond the warmParallel warmed at once) skip
+// theirs instead of waiting on the failing origin too.
+func TestWarmPathSkippedAfterFailure(t *testing.T) {
+	e := getEnv(t)
+	before := e.count("/500")
+	runRenderer(t, Options{ChromePath: chromeBin, Tabs: warmParallel + 1, Origin: e.r.opts.Origin,
+		WarmSites: []string{"https://" + pubHost + "/"}, WarmPath: "/500"})
+	if n := e.count("/500") - before; n != warmParallel {
+		t.Errorf("the origin saw the failing warm path %d times, want %d (the tabs warmed at once; the next skips it)", n, warmParallel)
+	}
+}
+
+// TestAwaitIdle: the start waits while the browser's process group is
+// busy, up to idleWait, and not when it is idle.
+func TestAwaitIdle(t *testing.T) {
+	for _, tc := range []struct {
+		script, want string
+	}{
+		{"exec sleep 30", "browser idle after its start"},
+		{"while :; do :; done", "browser still busy after its start"},
+	} {
+		cmd := exec.Command("sh", "-c", tc.script)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var logs strings.Builder
+		inst := &instance{pid: cmd.Process.Pid, r: &Renderer{log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}}
+		inst.awaitIdle(context.Background())
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if !strings.Contains(logs.String(), tc.want) {
+			t.Errorf("%q: logged %q, want %q", tc.script, logs.String(), tc.want)
 		}
 	}
 }

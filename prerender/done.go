@@ -23,9 +23,11 @@ import (
 //     timerDepth nested), idle callback, animation frame (up to the same
 //     depth: an animation loop does not count) or scheduler task; no
 //     worker that has not answered; no font loading; no script or
-//     stylesheet element still loading; and for idleMargin no DOM change
-//     (shadow roots included), no counted callback run, no message posted,
-//     no request settled.
+//     stylesheet element still loading; no message the page posted to
+//     itself (its window, a MessageChannel's other port) not delivered
+//     yet; and for idleMargin no DOM change (shadow roots included), no
+//     counted callback run, no message posted, no request settled. The
+//     page's margin and the network's run at the same time (see settle).
 //   - quiet: no request in flight for quietPeriod, as before the signals:
 //     pages that poll, animate forever or hold a connection open end there
 //     (or at the timeout). Only work the page's signals count as pending
@@ -39,10 +41,16 @@ import (
 // timer the page clears before its forwarded run does not run.
 //
 // The margins were measured with the trap pages of internal/traps on this
-// project's 2-core machine, with and without two CPU hogs: with no margin,
-// work split in MessageChannel tasks (React's scheduler) was captured early
-// under load; from 10 ms, every trap was captured complete (three runs of
-// each). idleMargin and netMargin are 2.5 times that. No trap needed
+// project's 2-core machine, with and without two CPU hogs. Before messages
+// were pending until delivered, work split in MessageChannel tasks
+// (React's scheduler) was captured early under load with no margin, and
+// from 10 ms every trap was captured complete (three runs of each). With
+// them pending, every trap is complete with no page margin at all (five
+// runs of each, with and without the hogs): idleMargin keeps the 10 ms
+// that sufficed without that signal. With a network margin of 5 ms, a
+// stylesheet added before the hook's first question (so not watched) was
+// captured before its load handler ran: netMargin stays at 25 ms, which
+// costs little, as it runs alongside the page's. No trap needed
 // scriptMargin (a module chunk imported after the load runs within a few
 // milliseconds of its arrival); it guards a large chunk's compilation.
 //
@@ -51,7 +59,7 @@ import (
 // timeout. doneJS is bounded in time, and a page whose hook does not
 // answer is waited for by the quiet rule alone.
 const (
-	idleMargin   = 25 * time.Millisecond  // silence asked of the page's signals (measured: see below)
+	idleMargin   = 10 * time.Millisecond  // silence asked of the page's signals (measured: see above)
 	netMargin    = 25 * time.Millisecond  // no request in flight this long
 	scriptMargin = 50 * time.Millisecond  // the same after a script arrived
 	doneWait     = 150 * time.Millisecond // longest a doneJS call waits in the page
@@ -62,6 +70,7 @@ const (
 	timerDepth   = 4                      // nested timers or frames beyond this are a loop
 
 	idleCallbackMaxMS = 200 // an idle callback runs this late at the latest
+	messageMaxMS      = 200 // a message posted to the page itself is waited for this long at most
 )
 
 // doneKey is the page function doneHookJS defines.
@@ -75,7 +84,7 @@ const doneKey = "__prismDone"
 // change the hook (one that replaces the hooked APIs in place only
 // replaces its own signals).
 var doneHookJS = fmt.Sprintf(`(() => {
-	const w = globalThis, key = %q, TMAX = %d, DEPTH = %d, IDLE = %d;
+	const w = globalThis, key = %q, TMAX = %d, DEPTH = %d, IDLE = %d, MSGMAX = %d;
 	// Not in the reset's about:blank (nothing renders there), nor twice.
 	if ((w === w.top && location.href === 'about:blank') || Object.getOwnPropertyDescriptor(w, key)) return;
 	const R = Reflect, apply = R.apply, construct = R.construct, defProp = Object.defineProperty, getDesc = Object.getOwnPropertyDescriptor;
@@ -198,9 +207,36 @@ var doneHookJS = fmt.Sprintf(`(() => {
 		wrap(Wp, 'postMessage', () => ({ apply(f, self, args) { apply(Sadd, workers, [self]); stamp(); return apply(f, self, args); } }));
 		wrap(Wp, 'terminate', () => ({ apply(f, self, args) { apply(Sdel, workers, [self]); return apply(f, self, args); } }));
 	}
-	const poster = () => ({ apply(f, self, args) { stamp(); return apply(f, self, args); } });
-	wrap(w, 'postMessage', poster);
-	if (w.MessagePort) wrap(w.MessagePort.prototype, 'postMessage', poster);
+	// A message the page posts to itself (to its own window, or to the
+	// other port of a MessageChannel it made: how React's scheduler and
+	// setImmediate shims split work into tasks) is pending until it is
+	// delivered, for up to MSGMAX ms (one sent to a port that went
+	// elsewhere, or that never starts, is never delivered here). Other
+	// messages posted only count as activity.
+	let msgs = 0, msgAt = 0;
+	const posted = (own) => { if (own) { msgs++; msgAt = now(); } stamp(); };
+	const delivered = () => { if (msgs > 0) msgs--; stamp(); };
+	const WMget = WeakMap.prototype.get, WMset = WeakMap.prototype.set, ports = new WeakMap();
+	const MC = w.MessageChannel, mcPort1 = MC && getDesc(MC.prototype, 'port1'), mcPort2 = MC && getDesc(MC.prototype, 'port2');
+	if (MC && mcPort1 && mcPort2) {
+		w.MessageChannel = new Proxy(MC, { construct(t, args, nt) {
+			const ch = construct(t, args, nt);
+			try {
+				for (const port of [apply(mcPort1.get, ch, []), apply(mcPort2.get, ch, [])]) {
+					apply(WMset, ports, [port, true]);
+					apply(add, port, ['message', delivered]); // does not start the port: the page's onmessage or start() does
+				}
+			} catch (e) {}
+			return ch;
+		} });
+	}
+	const msgSource = w.MessageEvent && getDesc(w.MessageEvent.prototype, 'source');
+	apply(add, w, ['message', (e) => { try { if (apply(msgSource.get, e, []) === w) delivered(); } catch (x) {} }, true]);
+	wrap(w, 'postMessage', () => ({ apply(f, self, args) { posted(self === w || self == null); return apply(f, self, args); } }));
+	if (w.MessagePort) wrap(w.MessagePort.prototype, 'postMessage', () => ({ apply(f, self, args) {
+		posted(apply(WMget, ports, [self]) === true);
+		return apply(f, self, args);
+	} }));
 	// Fonts.
 	const docFonts = getDesc(Document.prototype, 'fonts'), fstatus = w.FontFaceSet && getDesc(w.FontFaceSet.prototype, 'status');
 	const fonts = () => { try { return apply(fstatus.get, apply(docFonts.get, document, []), []) === 'loading'; } catch (e) { return false; } };
@@ -266,6 +302,10 @@ var doneHookJS = fmt.Sprintf(`(() => {
 		if (ssize(workers) > 0) return 'worker';
 		if (ssize(loading) > 0) return 'loading';
 		if (fonts()) return 'font';
+		if (msgs > 0) {
+			if (now() - msgAt < MSGMAX) return 'message';
+			msgs = 0;
+		}
 		if (msize(timers) > 0) return 'timer';
 		return '';
 	};
@@ -285,7 +325,7 @@ var doneHookJS = fmt.Sprintf(`(() => {
 		};
 		check();
 	}), enumerable: false, configurable: false, writable: false });
-})()`, doneKey, timerMaxMS, timerDepth, idleCallbackMaxMS)
+})()`, doneKey, timerMaxMS, timerDepth, idleCallbackMaxMS, messageMaxMS)
 
 // doneJS asks the page's hook whether it is idle; "none" when the document
 // has no hook (it did not run, or the page got there first).
@@ -293,24 +333,31 @@ var doneJS = fmt.Sprintf(`(() => { const d = globalThis[%q]; return typeof d ===
 	doneKey, idleMargin.Milliseconds(), doneWait.Milliseconds())
 
 // settle waits until the page is done by the idle rule (EndedIdle) or the
-// quiet rule (EndedQuiet), or ctx ends. While the page's last answer was
-// finite work still pending (a request, a counted timer or frame, a
-// worker, a font: not a loop, which is never counted), the quiet rule
-// holds for up to quietHold more: a slow machine's late frame or timer is
-// waited for, a page that never settles is not.
+// quiet rule (EndedQuiet), or ctx ends. The page is asked as soon as no
+// request is in flight, so that its margin (idleMargin, in the page) and
+// the network's (netMargin, scriptMargin, in Go) run at the same time: its
+// "idle" ends the render once the network's margin is over too, with no
+// request started or finished meanwhile (if the network's margin is not
+// over yet, the page is asked again when it is). While the page's last
+// answer was finite work still pending (a request, a counted timer or
+// frame, a worker, a font: not a loop, which is never counted), the quiet
+// rule holds for up to quietHold more: a slow machine's late frame or
+// timer is waited for, a page that never settles is not.
 func (t *tab) settle(ctx context.Context, st *renderState) (string, error) {
 	r := t.inst.r
 	tick := time.NewTicker(settlePoll)
 	defer tick.Stop()
 	signals, pending := true, false
+	idleAt, idle := uint64(0), false // the page said idle at network activity idleAt
 	for {
 		now := r.opts.Now()
 		if st.quiet(now, quietPeriod) && (!pending || st.quiet(now, quietPeriod+quietHold)) {
 			return EndedQuiet, nil
 		}
-		if signals && st.settled(now, netMargin, scriptMargin) {
-			seq := st.activity()
+		seq := st.activity()
+		if signals && st.settled(now, 0, 0) && (!idle || seq != idleAt || st.settled(now, netMargin, scriptMargin)) {
 			res, err := t.askDone(ctx)
+			idle = false
 			switch {
 			case ctx.Err() != nil:
 				return "", ctx.Err()
@@ -318,8 +365,11 @@ func (t *tab) settle(ctx context.Context, st *renderState) (string, error) {
 				// No hook in this document (or it did not answer in time):
 				// the quiet rule alone.
 				signals, pending = false, false
-			case res == "idle" && st.activity() == seq && st.settled(r.opts.Now(), netMargin, scriptMargin):
-				return EndedIdle, nil
+			case res == "idle" && st.activity() == seq:
+				if st.settled(r.opts.Now(), netMargin, scriptMargin) {
+					return EndedIdle, nil
+				}
+				idle, idleAt = true, seq
 			default:
 				pending = strings.HasPrefix(res, "busy:") && res != "busy:recent"
 			}

@@ -2,6 +2,7 @@ package prerender
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os/exec"
 	"slices"
@@ -338,4 +339,74 @@ func TestAwaitIdle(t *testing.T) {
 			t.Errorf("%q: logged %q, want %q", tc.script, logs.String(), tc.want)
 		}
 	}
+}
+
+// Pages that ask the hook themselves, with no margin, while work split in
+// messages they post to themselves runs: the hook must not answer idle
+// between two messages (with no margin, only the message being pending
+// holds it). Each writes the hook's answer and whether its work was done
+// then. The unstarted port's message is never delivered: it holds the
+// hook for messageMaxMS at most.
+var messagePages = map[string]string{
+	"/msg/channel": `ch = new MessageChannel(); ch.port1.onmessage = step; post = () => ch.port2.postMessage(0);`,
+	"/msg/window":  `addEventListener('message', (e) => { if (e.data === 'tick') step(); }); post = () => postMessage('tick', '*');`,
+	"/msg/started": `ch = new MessageChannel(); ch.port1.addEventListener('message', step); ch.port1.start(); post = () => ch.port2.postMessage(0);`,
+}
+
+const messageVerdict = `<p id="verdict">' + v + ':' + (n === 20) + '</p>`
+
+func init() {
+	for path, setup := range messagePages {
+		pages[path] = `<!DOCTYPE html><html><body><p>start</p><script>
+let n = 0, ch, post;
+const busy = (ms) => { const end = performance.now() + ms; while (performance.now() < end) {} };
+const step = () => { busy(3); if (++n < 20) post(); };
+` + setup + `
+addEventListener('load', () => {
+	post();
+	` + doneKey + `(0, 2000).then((v) => document.body.insertAdjacentHTML('beforeend', '` + messageVerdict + `'));
+});
+</script></body></html>`
+	}
+	pages["/msg/unstarted"] = `<!DOCTYPE html><html><body><p>start</p><script>
+addEventListener('load', () => {
+	const ch = new MessageChannel(); ch.port1.postMessage('nobody listens');
+	const t0 = performance.now();
+	` + doneKey + `(0, 2000).then((v) => document.body.insertAdjacentHTML('beforeend', '<p id="verdict">' + v + ':' + (performance.now() - t0 >= ` + fmt.Sprint(messageMaxMS-20) + `) + '</p>'));
+});
+</script></body></html>`
+}
+
+// TestMessagesPending: a message the page posted to itself is pending
+// until delivered (or for messageMaxMS when it never is).
+func TestMessagesPending(t *testing.T) {
+	e := getEnv(t)
+	for _, path := range []string{"/msg/channel", "/msg/window", "/msg/started", "/msg/unstarted"} {
+		res := mustRender(t, e, Request{URL: path})
+		if !strings.Contains(string(res.HTML), `<p id="verdict">idle:true</p>`) {
+			t.Errorf("%s: the hook answered before the page's messages were delivered (or never): %s", path, res.HTML)
+		}
+	}
+}
+
+// TestBrowserIconNotFetched: the browser's own request for /favicon.ico
+// never reaches the origin (nor holds up the render); a page's own fetch
+// of it does. (A browser asks once per tab for an icon it was refused: a
+// renderer of its own.)
+func TestBrowserIconNotFetched(t *testing.T) {
+	e := getEnv(t)
+	r, ctx, _ := runRenderer(t, Options{ChromePath: chromeBin, Tabs: 1, Origin: e.r.opts.Origin})
+	before := e.count("/favicon.ico")
+	for _, path := range []string{"/js", "/js", "/icon-fetch"} {
+		if _, err := r.Render(ctx, Request{URL: "https://" + pubHost + path}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.count("/favicon.ico") - before; n != 1 {
+		t.Errorf("the origin saw /favicon.ico %d times, want once: the page's own fetch of it", n)
+	}
+}
+
+func init() {
+	pages["/icon-fetch"] = `<!DOCTYPE html><html><body><script>fetch('/favicon.ico').then(() => document.body.insertAdjacentHTML('beforeend', '<p>fetched</p>'))</script></body></html>`
 }

@@ -277,12 +277,17 @@ func (t *tab) loop(events <-chan *rod.Message) {
 				continue
 			}
 			st := t.current()
-			if st != nil {
+			icon := browserIcon(&e)
+			if st != nil && !icon {
 				st.started(e.RequestID, e.ResourceType, r.opts.Now())
 			}
 			t.inst.wg.Add(1)
 			go func() {
 				defer t.inst.wg.Done()
+				if icon {
+					t.fail(e.RequestID, proto.NetworkErrorReasonBlockedByClient)
+					return
+				}
 				defer func() {
 					if v := recover(); v != nil { // a bug must not take PRISM down with the page
 						r.log.Error("render: panic deciding a request", "url", e.Request.URL, "panic", v, "stack", string(debug.Stack()))
@@ -326,6 +331,20 @@ func (t *tab) loop(events <-chan *rod.Message) {
 			}
 		}
 	}
+}
+
+// browserIcon reports whether e is the browser's own request for its
+// site's /favicon.ico (made after the load, of type Other: a page's own
+// fetch, image or link is of another type). It is failed at once, never
+// asked of the origin and never counted as the page's activity: no icon
+// changes what a render captures, and waiting for it would hold every
+// render up by the network's margin.
+func browserIcon(e *proto.FetchRequestPaused) bool {
+	if e.ResourceType != proto.NetworkResourceTypeOther || e.Request.Method != http.MethodGet {
+		return false
+	}
+	u, err := url.Parse(e.Request.URL)
+	return err == nil && u.Path == "/favicon.ico" && u.RawQuery == ""
 }
 
 func (t *tab) current() *renderState {
@@ -433,18 +452,21 @@ func (t *tab) warmRender(ctx context.Context, raw string) (failed bool, err erro
 //  2. It is frozen (Page.setWebLifecycleState): its timers and callbacks
 //     stop while the rest of the reset runs.
 //  3. Every other target of the tab's browser context (popups, including
-//     about:blank ones that script their opener) is closed.
-//  4. The session storage of every frame is cleared (see
-//     clearSessionStorage).
-//  5. The tab navigates to about:blank. The page's pagehide, unload and
+//     about:blank ones that script their opener) is closed, and the
+//     session storage of every frame cleared (see clearSessionStorage),
+//     both at once.
+//  4. The tab navigates to about:blank. The page's pagehide, unload and
 //     beforeunload handlers do not run (guardJS stops them, with
 //     references the page cannot replace), and the old document is
 //     discarded (the back-forward cache is off), with its frames, workers
-//     and timers. The page is unfrozen and its history dropped.
-//  6. The context's cookies are cleared, and every touched origin's
-//     storage.
+//     and timers.
+//  5. At once, as nothing of the page is left to write them again: the
+//     page is unfrozen and its history dropped, the context's cookies are
+//     cleared, and every touched origin's storage.
 //
-// An error means the tab must not be reused.
+// The steps within 3 and 5 run in parallel: each is a DevTools round
+// trip, and the next render waits for the reset. An error means the tab
+// must not be reused.
 func (t *tab) reset(ctx context.Context, st *renderState) error {
 	t.mu.Lock()
 	t.state = nil
@@ -463,11 +485,11 @@ func (t *tab) reset(ctx context.Context, st *renderState) error {
 	}); err != nil {
 		return fmt.Errorf("reset freeze: %w", err)
 	}
-	if err := t.closeOthers(ctx); err != nil {
-		return err
-	}
-	keys, err := t.clearSessionStorage(ctx, st)
-	if err != nil {
+	var keys []string
+	if err := parallel(
+		func() error { return t.closeOthers(ctx) },
+		func() (err error) { keys, err = t.clearSessionStorage(ctx, st); return err },
+	); err != nil {
 		return err
 	}
 	nav, err := proto.PageNavigate{URL: "about:blank"}.Call(p)
@@ -477,47 +499,81 @@ func (t *tab) reset(ctx context.Context, st *renderState) error {
 	if nav.ErrorText != "" {
 		return fmt.Errorf("reset navigate: %s", nav.ErrorText)
 	}
-	// The freeze belongs to the page, not to its document: lifted, or the
-	// next render's document could load frozen. The about:blank document
-	// may come in a new frame host, which DevTools attaches to a moment
-	// after the navigation returns.
-	if err := retryDetached(ctx, func() error {
-		return proto.PageSetWebLifecycleState{State: proto.PageSetWebLifecycleStateStateActive}.Call(p)
-	}); err != nil {
-		return fmt.Errorf("reset unfreeze: %w", err)
-	}
-	if err := retryDetached(ctx, func() error { return proto.PageResetNavigationHistory{}.Call(p) }); err != nil {
-		return fmt.Errorf("reset history: %w", err)
-	}
-	if err := (proto.StorageClearCookies{BrowserContextID: t.bctx.BrowserContextID}).Call(t.inst.b.Context(ctx)); err != nil {
-		return fmt.Errorf("reset cookies: %w", err)
-	}
-	// Storage by key for the frames the page had (a third-party frame's is
+	// The rest is independent, and each step a DevTools round trip: all at
+	// once. The freeze belongs to the page, not to its document: lifted, or
+	// the next render's document could load frozen. The about:blank
+	// document may come in a new frame host, which DevTools attaches to a
+	// moment after the navigation returns (retryDetached). Storage is
+	// cleared by key for the frames the page had (a third-party frame's is
 	// partitioned under the page's site), by origin for the other
 	// documents it loaded; a first-party key is its origin's storage.
+	steps := []func() error{
+		func() error {
+			if err := retryDetached(ctx, func() error {
+				return proto.PageSetWebLifecycleState{State: proto.PageSetWebLifecycleStateStateActive}.Call(p)
+			}); err != nil {
+				return fmt.Errorf("reset unfreeze: %w", err)
+			}
+			return nil
+		},
+		func() error {
+			if err := retryDetached(ctx, func() error { return proto.PageResetNavigationHistory{}.Call(p) }); err != nil {
+				return fmt.Errorf("reset history: %w", err)
+			}
+			return nil
+		},
+		func() error {
+			if err := (proto.StorageClearCookies{BrowserContextID: t.bctx.BrowserContextID}).Call(t.inst.b.Context(ctx)); err != nil {
+				return fmt.Errorf("reset cookies: %w", err)
+			}
+			return nil
+		},
+	}
 	covered := map[string]bool{}
 	for _, k := range keys {
 		covered[strings.TrimSuffix(k, "/")] = true
 	}
 	st.mu.Lock()
-	origins := make([]string, 0, len(st.origins))
 	for o := range st.origins {
 		if !covered[o] {
-			origins = append(origins, o)
+			steps = append(steps, func() error {
+				if err := retryDetached(ctx, func() error {
+					return proto.StorageClearDataForOrigin{Origin: o, StorageTypes: clearStorageTypes}.Call(p)
+				}); err != nil {
+					return fmt.Errorf("reset storage %s: %w", o, err)
+				}
+				return nil
+			})
 		}
 	}
 	st.mu.Unlock()
-	for _, o := range origins {
-		if err := (proto.StorageClearDataForOrigin{Origin: o, StorageTypes: clearStorageTypes}).Call(p); err != nil {
-			return fmt.Errorf("reset storage %s: %w", o, err)
-		}
-	}
 	for _, k := range keys {
-		if err := (proto.StorageClearDataForStorageKey{StorageKey: k, StorageTypes: clearStorageTypes}).Call(p); err != nil {
-			return fmt.Errorf("reset storage %s: %w", k, err)
-		}
+		steps = append(steps, func() error {
+			if err := retryDetached(ctx, func() error {
+				return proto.StorageClearDataForStorageKey{StorageKey: k, StorageTypes: clearStorageTypes}.Call(p)
+			}); err != nil {
+				return fmt.Errorf("reset storage %s: %w", k, err)
+			}
+			return nil
+		})
 	}
-	return nil
+	return parallel(steps...)
+}
+
+// parallel runs fs at once and returns their errors, joined, once all
+// returned.
+func parallel(fs ...func() error) error {
+	errs := make([]error, len(fs))
+	var wg sync.WaitGroup
+	for i, f := range fs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f()
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // clearSessionStorage clears the session storage of every frame the page

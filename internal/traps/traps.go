@@ -102,6 +102,16 @@ fetch('/slow/data?ms=40').then(r => r.text()).then(() => {
 	ch.port1.onmessage = () => { busy(3); if (++n < 20) ch.port2.postMessage(0); else { ` + writeDone + ` } };
 	ch.port2.postMessage(0);
 });</script>`,
+	// the same through the window (setImmediate shims), with a timer due
+	// well after them (a browser runs it once they are all delivered):
+	// forwarding it must not run it ahead of them
+	"/trap/post-message": `<script>
+fetch('/slow/data?ms=40').then(r => r.text()).then(() => {
+	let n = 0;
+	addEventListener('message', (e) => { if (e.data !== 'tick') return; busy(3); if (++n < 20) postMessage('tick', '*'); });
+	postMessage('tick', '*');
+	setTimeout(() => { if (n === 20) { ` + writeDone + ` } }, 150);
+});</script>`,
 	// a shadow root filled by a timer
 	"/trap/shadow": `<script>
 customElements.define('late-card', class extends HTMLElement { connectedCallback() { const r = this.attachShadow({mode: 'open'});

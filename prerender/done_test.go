@@ -345,8 +345,9 @@ func TestAwaitIdle(t *testing.T) {
 // messages they post to themselves runs: the hook must not answer idle
 // between two messages (with no margin, only the message being pending
 // holds it). Each writes the hook's answer and whether its work was done
-// then. The unstarted port's message is never delivered: it holds the
-// hook for messageMaxMS at most.
+// then, and says it is ready (the render waits for that, not for its own
+// question to the hook). The unstarted port's message is never
+// delivered: it holds the hook for messageMaxMS, not until its wait ends.
 var messagePages = map[string]string{
 	"/msg/channel": `ch = new MessageChannel(); ch.port1.onmessage = step; post = () => ch.port2.postMessage(0);`,
 	"/msg/window":  `addEventListener('message', (e) => { if (e.data === 'tick') step(); }); post = () => postMessage('tick', '*');`,
@@ -358,21 +359,23 @@ const messageVerdict = `<p id="verdict">' + v + ':' + (n === 20) + '</p>`
 func init() {
 	for path, setup := range messagePages {
 		pages[path] = `<!DOCTYPE html><html><body><p>start</p><script>
+window.prerenderReady = false;
 let n = 0, ch, post;
 const busy = (ms) => { const end = performance.now() + ms; while (performance.now() < end) {} };
 const step = () => { busy(3); if (++n < 20) post(); };
 ` + setup + `
 addEventListener('load', () => {
 	post();
-	` + doneKey + `(0, 2000).then((v) => document.body.insertAdjacentHTML('beforeend', '` + messageVerdict + `'));
+	` + doneKey + `(0, 2000).then((v) => { document.body.insertAdjacentHTML('beforeend', '` + messageVerdict + `'); window.prerenderReady = true; });
 });
 </script></body></html>`
 	}
 	pages["/msg/unstarted"] = `<!DOCTYPE html><html><body><p>start</p><script>
+window.prerenderReady = false;
 addEventListener('load', () => {
 	const ch = new MessageChannel(); ch.port1.postMessage('nobody listens');
 	const t0 = performance.now();
-	` + doneKey + `(0, 2000).then((v) => document.body.insertAdjacentHTML('beforeend', '<p id="verdict">' + v + ':' + (performance.now() - t0 >= ` + fmt.Sprint(messageMaxMS-20) + `) + '</p>'));
+	` + doneKey + `(0, 2000).then((v) => { document.body.insertAdjacentHTML('beforeend', '<p id="verdict">' + v + ':' + (performance.now() - t0 >= ` + fmt.Sprint(messageMaxMS-20) + `) + '</p>'); window.prerenderReady = true; });
 });
 </script></body></html>`
 }

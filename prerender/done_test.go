@@ -124,8 +124,8 @@ func TestTabsWarm(t *testing.T) {
 	r, ctx, _ := runRenderer(t, Options{ChromePath: chromeBin, Tabs: 3, RecycleAfter: 2, Origin: e.r.opts.Origin})
 	check := func(when string) {
 		t.Helper()
-		if warm, all := warmSlots(r); all != 3 || warm != 3 {
-			t.Errorf("%s: %d of %d free tabs open, want 3 of 3", when, warm, all)
+		if warm, all := warmSlots(r); all != 3+spareTabs || warm != all {
+			t.Errorf("%s: %d of %d free tabs open, want %d of %d", when, warm, all, 3+spareTabs, 3+spareTabs)
 		}
 		inst := r.cur.Load()
 		inst.pool.mu.Lock()
@@ -273,8 +273,8 @@ func TestWarmPath(t *testing.T) {
 	site := []string{"https://" + pubHost + "/"}
 	before := e.count("/isolation")
 	r, ctx, stop := runRenderer(t, Options{ChromePath: chromeBin, Tabs: 2, Origin: e.r.opts.Origin, WarmSites: site, WarmPath: "/isolation"})
-	if n := e.count("/isolation") - before; n != 2 {
-		t.Errorf("the origin saw the warm path %d times, want once per tab (2)", n)
+	if n := e.count("/isolation") - before; n != 2+spareTabs {
+		t.Errorf("the origin saw the warm path %d times, want once per tab (%d: 2 and the spare)", n, 2+spareTabs)
 	}
 	if v, _ := e.renderHdr.Load("/isolation"); v != "1" {
 		t.Errorf("warm-up request X-Prism-Render = %v, want 1", v)
@@ -305,14 +305,17 @@ func TestWarmPath(t *testing.T) {
 
 // TestWarmPathSkippedAfterFailure: once a tab's warm-up render failed, the
 // tabs not yet warmed (beyond the warmParallel warmed at once) skip
-// theirs instead of waiting on the failing origin too.
+// theirs instead of waiting on the failing origin too: the origin sees
+// at least one warm-up and at most warmParallel (those already under
+// way when the first failed), not one per tab.
 func TestWarmPathSkippedAfterFailure(t *testing.T) {
 	e := getEnv(t)
 	before := e.count("/500")
 	runRenderer(t, Options{ChromePath: chromeBin, Tabs: warmParallel + 1, Origin: e.r.opts.Origin,
 		WarmSites: []string{"https://" + pubHost + "/"}, WarmPath: "/500"})
-	if n := e.count("/500") - before; n != warmParallel {
-		t.Errorf("the origin saw the failing warm path %d times, want %d (the tabs warmed at once; the next skips it)", n, warmParallel)
+	if n := e.count("/500") - before; n < 1 || n > warmParallel {
+		t.Errorf("the origin saw the failing warm path %d times, want 1 to %d (the tabs warmed at once; the next skip it) of %d tabs",
+			n, warmParallel, warmParallel+1+spareTabs)
 	}
 }
 

@@ -25,7 +25,8 @@ import (
 //     worker that has not answered; no font loading; no script or
 //     stylesheet element still loading; no message the page posted to
 //     itself (its window, a MessageChannel's other port) not delivered
-//     yet; and for idleMargin no DOM change (shadow roots included), no
+//     yet; no animation or transition ending within timerMaxMS while the
+//     page is shown; and for idleMargin no DOM change (shadow roots included), no
 //     counted callback run, no message posted, no request settled. The
 //     page's margin and the network's run at the same time (see settle).
 //   - quiet: no request in flight for quietPeriod, as before the signals:
@@ -237,6 +238,28 @@ var doneHookJS = fmt.Sprintf(`(() => {
 		posted(apply(WMget, ports, [self]) === true);
 		return apply(f, self, args);
 	} }));
+	// Animations and transitions about to end (within TMAX ms) while the
+	// page is shown (a hidden page's do not run): their end events often
+	// write content. Endless ones, and long ones, are not waited for.
+	const getAnims = Document.prototype.getAnimations, visState = getDesc(Document.prototype, 'visibilityState');
+	const AP = w.Animation && w.Animation.prototype, animState = AP && getDesc(AP, 'playState'), animEffect = AP && getDesc(AP, 'effect'), animTime = AP && getDesc(AP, 'currentTime');
+	const timing = w.AnimationEffect && w.AnimationEffect.prototype.getComputedTiming;
+	const animating = () => {
+		try {
+			if (!getAnims || !timing || apply(visState.get, document, []) !== 'visible') return false;
+			const all = apply(getAnims, document, []);
+			for (let i = 0; i < all.length && i < 200; i++) {
+				const a = all[i];
+				if (apply(animState.get, a, []) !== 'running') continue;
+				const eff = apply(animEffect.get, a, []), cur = apply(animTime.get, a, []);
+				if (!eff || typeof cur !== 'number') continue;
+				const end = apply(timing, eff, []).endTime;
+				if (Number.isFinite(end) && end - cur <= TMAX) return true;
+			}
+		} catch (e) {}
+		return false;
+	};
+	for (const e of ['transitionend', 'transitioncancel', 'animationend', 'animationcancel']) apply(add, w, [e, stamp, true]);
 	// Fonts.
 	const docFonts = getDesc(Document.prototype, 'fonts'), fstatus = w.FontFaceSet && getDesc(w.FontFaceSet.prototype, 'status');
 	const fonts = () => { try { return apply(fstatus.get, apply(docFonts.get, document, []), []) === 'loading'; } catch (e) { return false; } };
@@ -302,6 +325,7 @@ var doneHookJS = fmt.Sprintf(`(() => {
 		if (ssize(workers) > 0) return 'worker';
 		if (ssize(loading) > 0) return 'loading';
 		if (fonts()) return 'font';
+		if (animating()) return 'animation';
 		if (msgs > 0) {
 			if (now() - msgAt < MSGMAX) return 'message';
 			msgs = 0;

@@ -102,16 +102,24 @@ fetch('/slow/data?ms=40').then(r => r.text()).then(() => {
 	ch.port1.onmessage = () => { busy(3); if (++n < 20) ch.port2.postMessage(0); else { ` + writeDone + ` } };
 	ch.port2.postMessage(0);
 });</script>`,
-	// the same through the window (setImmediate shims), with a timer due
-	// well after them (a browser runs it once they are all delivered):
-	// forwarding it must not run it ahead of them
+	// the same through the window (setImmediate shims), and a timer: the
+	// page is done once both are (the timer may run before the chain ends
+	// on a loaded machine, in a browser too)
 	"/trap/post-message": `<script>
 fetch('/slow/data?ms=40').then(r => r.text()).then(() => {
-	let n = 0;
-	addEventListener('message', (e) => { if (e.data !== 'tick') return; busy(3); if (++n < 20) postMessage('tick', '*'); });
+	let n = 0, chain = false, timer = false;
+	const end = () => { if (chain && timer) { ` + writeDone + ` } };
+	addEventListener('message', (e) => { if (e.data !== 'tick') return; busy(3); if (++n < 20) postMessage('tick', '*'); else { chain = true; end(); } });
 	postMessage('tick', '*');
-	setTimeout(() => { if (n === 20) { ` + writeDone + ` } }, 150);
+	setTimeout(() => { timer = true; end(); }, 150);
 });</script>`,
+	// a CSS transition started by a timer, content on its end (the page is
+	// shown for it: a hidden page runs none)
+	"/trap/transition": `<style>#fade { transition: opacity 120ms }</style><div id="fade">x</div><script>
+const f = document.getElementById('fade');
+f.addEventListener('transitionend', () => { ` + writeDone + ` });
+setTimeout(() => { getComputedStyle(f).opacity; f.style.opacity = '0.5'; }, 30);
+</script>`,
 	// a shadow root filled by a timer
 	"/trap/shadow": `<script>
 customElements.define('late-card', class extends HTMLElement { connectedCallback() { const r = this.attachShadow({mode: 'open'});

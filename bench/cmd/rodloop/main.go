@@ -58,6 +58,7 @@ func main() {
 	chrome := flag.String("chrome", "/usr/lib/chromium/chromium", "Chromium binary")
 	marker := flag.String("marker", `data-items="200"`, "string a complete render contains")
 	sel := flag.String("wait-selector", "", "wait for an element matching this CSS selector instead of window.prerenderReady")
+	noCache := flag.Bool("no-cache", false, "turn the browser cache off in every tab, as PRISM does (a diagnostic: the bench's baseline keeps it on)")
 	flag.Parse()
 	if *base == "" {
 		fmt.Fprintln(os.Stderr, "rodloop: -url is required")
@@ -65,13 +66,13 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *base, *chrome, *marker, *sel, *tabs, *dur); err != nil {
+	if err := run(ctx, *base, *chrome, *marker, *sel, *tabs, *dur, *noCache); err != nil {
 		fmt.Fprintln(os.Stderr, "rodloop:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, base, chrome, marker, sel string, tabs int, dur time.Duration) error {
+func run(ctx context.Context, base, chrome, marker, sel string, tabs int, dur time.Duration, noCache bool) error {
 	dir, err := os.MkdirTemp("", "rodloop-")
 	if err != nil {
 		return err
@@ -129,6 +130,14 @@ func run(ctx context.Context, base, chrome, marker, sel string, tabs int, dur ti
 	for i := range pages {
 		if pages[i], err = b.Page(proto.TargetCreateTarget{URL: "about:blank"}); err != nil {
 			return fmt.Errorf("new tab: %w", err)
+		}
+		if noCache {
+			if err := (proto.NetworkEnable{}).Call(pages[i]); err != nil {
+				return fmt.Errorf("network: %w", err)
+			}
+			if err := (proto.NetworkSetCacheDisabled{CacheDisabled: true}).Call(pages[i]); err != nil {
+				return fmt.Errorf("cache off: %w", err)
+			}
 		}
 		if _, err := render(pages[i]); err != nil { // warm-up
 			return fmt.Errorf("warm-up render: %w", err)

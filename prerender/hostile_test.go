@@ -193,23 +193,46 @@ func hostileOrigin(w http.ResponseWriter, r *http.Request) bool {
 	return false
 }
 
-// currentTab is the env renderer's one tab (created by a first render).
-func currentTab(t *testing.T, e *testEnv) *tab {
+// envTabs is the set of the env renderer's open tabs (its render tab and
+// the spare).
+func envTabs(e *testEnv) map[*tab]bool {
+	out := map[*tab]bool{}
+	e.r.cur.Load().tabs.Range(func(_, v any) bool { out[v.(*tab)] = true; return true })
+	return out
+}
+
+// renderingTab is the env renderer's tab that renders path, once one does.
+func renderingTab(t *testing.T, e *testEnv, path string) *tab {
 	t.Helper()
 	var found *tab
-	e.r.cur.Load().tabs.Range(func(_, v any) bool { found = v.(*tab); return false })
-	if found == nil {
-		t.Fatal("no tab")
-	}
+	waitFor(t, "a tab rendering "+path, func() bool {
+		for tb := range envTabs(e) {
+			if st := tb.current(); st != nil && st.pub.Path == path {
+				found = tb
+				return true
+			}
+		}
+		return false
+	})
 	return found
+}
+
+// waitResets waits until no render or reset holds a tab of the env
+// renderer (a reset runs after its render returned).
+func waitResets(t *testing.T, e *testEnv) {
+	t.Helper()
+	p := e.r.cur.Load().pool
+	waitFor(t, "the tabs' resets", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.inUse == 0
+	})
 }
 
 // duringRender renders path and, once the page is loaded, runs expr in it
 // as if a person's gesture started it (Runtime.evaluate userGesture).
 func duringRender(t *testing.T, e *testEnv, path, expr string) (*Result, error) {
 	t.Helper()
-	mustRender(t, e, Request{URL: "/js"}) // the tab exists
-	tb := currentTab(t, e)
 	type out struct {
 		res *Result
 		err error
@@ -219,6 +242,7 @@ func duringRender(t *testing.T, e *testEnv, path, expr string) (*Result, error) 
 		res, err := render(t, e, Request{URL: path})
 		done <- out{res, err}
 	}()
+	tb := renderingTab(t, e, path)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -282,17 +306,20 @@ func TestHostilePopups(t *testing.T) {
 	checkTargets(t, e)
 }
 
-// checkTargets fails if the tab's browser context holds anything but its page.
+// checkTargets fails if a tab's browser context holds anything but its
+// page once the resets are done.
 func checkTargets(t *testing.T, e *testEnv) {
 	t.Helper()
-	tb := currentTab(t, e)
+	waitResets(t, e)
 	list, err := proto.TargetGetTargets{}.Call(e.r.cur.Load().b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, ti := range list.TargetInfos {
-		if ti.BrowserContextID == tb.bctx.BrowserContextID && ti.TargetID != tb.page.TargetID && pageOwned(ti.Type) {
-			t.Errorf("target %s %s %s outlived its render", ti.Type, ti.URL, ti.TargetID)
+	for tb := range envTabs(e) {
+		for _, ti := range list.TargetInfos {
+			if ti.BrowserContextID == tb.bctx.BrowserContextID && ti.TargetID != tb.page.TargetID && pageOwned(ti.Type) {
+				t.Errorf("target %s %s %s outlived its render", ti.Type, ti.URL, ti.TargetID)
+			}
 		}
 	}
 }
@@ -388,8 +415,7 @@ func TestHostileCrash(t *testing.T) {
 		returned = time.Now()
 		done <- err
 	}()
-	waitFor(t, "the page to be fetched", func() bool { return e.count("/wait-forever") > 0 })
-	tb := currentTab(t, e) // the one tab, rendering the page
+	tb := renderingTab(t, e, "/wait-forever")
 	waitFor(t, "the page to load", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -413,8 +439,9 @@ func TestHostileCrash(t *testing.T) {
 	if res := mustRender(t, e, Request{URL: "/js"}); !strings.Contains(string(res.HTML), "written by js") {
 		t.Errorf("render after the crash: %s", res.HTML)
 	}
-	if currentTab(t, e) == tb {
-		t.Error("the crashed tab was reused")
+	waitResets(t, e)
+	if envTabs(e)[tb] {
+		t.Error("the crashed tab was kept")
 	}
 	// A page that crashes its renderer by itself.
 	start := time.Now()

@@ -507,27 +507,22 @@ func (t *tab) reset(ctx context.Context, st *renderState) error {
 	// cleared by key for the frames the page had (a third-party frame's is
 	// partitioned under the page's site), by origin for the other
 	// documents it loaded; a first-party key is its origin's storage.
+	step := func(what string, call func() error) func() error {
+		return func() error {
+			if err := retryDetached(ctx, call); err != nil {
+				return fmt.Errorf("reset %s: %w", what, err)
+			}
+			return nil
+		}
+	}
 	steps := []func() error{
-		func() error {
-			if err := retryDetached(ctx, func() error {
-				return proto.PageSetWebLifecycleState{State: proto.PageSetWebLifecycleStateStateActive}.Call(p)
-			}); err != nil {
-				return fmt.Errorf("reset unfreeze: %w", err)
-			}
-			return nil
-		},
-		func() error {
-			if err := retryDetached(ctx, func() error { return proto.PageResetNavigationHistory{}.Call(p) }); err != nil {
-				return fmt.Errorf("reset history: %w", err)
-			}
-			return nil
-		},
-		func() error {
-			if err := (proto.StorageClearCookies{BrowserContextID: t.bctx.BrowserContextID}).Call(t.inst.b.Context(ctx)); err != nil {
-				return fmt.Errorf("reset cookies: %w", err)
-			}
-			return nil
-		},
+		step("unfreeze", func() error {
+			return proto.PageSetWebLifecycleState{State: proto.PageSetWebLifecycleStateStateActive}.Call(p)
+		}),
+		step("history", func() error { return proto.PageResetNavigationHistory{}.Call(p) }),
+		step("cookies", func() error {
+			return proto.StorageClearCookies{BrowserContextID: t.bctx.BrowserContextID}.Call(t.inst.b.Context(ctx))
+		}),
 	}
 	covered := map[string]bool{}
 	for _, k := range keys {
@@ -536,26 +531,16 @@ func (t *tab) reset(ctx context.Context, st *renderState) error {
 	st.mu.Lock()
 	for o := range st.origins {
 		if !covered[o] {
-			steps = append(steps, func() error {
-				if err := retryDetached(ctx, func() error {
-					return proto.StorageClearDataForOrigin{Origin: o, StorageTypes: clearStorageTypes}.Call(p)
-				}); err != nil {
-					return fmt.Errorf("reset storage %s: %w", o, err)
-				}
-				return nil
-			})
+			steps = append(steps, step("storage "+o, func() error {
+				return proto.StorageClearDataForOrigin{Origin: o, StorageTypes: clearStorageTypes}.Call(p)
+			}))
 		}
 	}
 	st.mu.Unlock()
 	for _, k := range keys {
-		steps = append(steps, func() error {
-			if err := retryDetached(ctx, func() error {
-				return proto.StorageClearDataForStorageKey{StorageKey: k, StorageTypes: clearStorageTypes}.Call(p)
-			}); err != nil {
-				return fmt.Errorf("reset storage %s: %w", k, err)
-			}
-			return nil
-		})
+		steps = append(steps, step("storage "+k, func() error {
+			return proto.StorageClearDataForStorageKey{StorageKey: k, StorageTypes: clearStorageTypes}.Call(p)
+		}))
 	}
 	return parallel(steps...)
 }

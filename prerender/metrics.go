@@ -94,7 +94,7 @@ func newRendererMetrics(s *metricdoc.Set, r *Renderer) *rendererMetrics {
 		func() float64 { return float64(r.active.Load()) })
 	s.Gauge(`prism_render_waiting`, "Renders waiting for a free tab.",
 		func() float64 { return float64(r.waiting.Load()) })
-	s.Gauge(`prism_render_pool_tabs`, "Renders the pool runs at once (render.tabs; one more tab is open, as a spare).",
+	s.Gauge(`prism_render_pool_tabs`, "Tabs in the render pool (render.tabs).",
 		func() float64 { return float64(r.opts.Tabs) })
 	s.Gauge(`prism_render_pool_free`, "Tabs of the render pool free for a render.",
 		func() float64 { return float64(r.Capacity().Free) })

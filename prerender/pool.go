@@ -23,9 +23,14 @@ func reservation(free, pct int) (reserved, available int) {
 }
 
 // spareTabs is how many tabs a pool holds beyond the renders it runs at
-// once: a tab resets after each render (reset), and a render that comes
-// meanwhile takes a spare one instead of waiting for the reset.
-const spareTabs = 1
+// once, so that a render that comes while a tab resets after its last
+// render takes a spare tab instead of waiting for the reset. It is 0: with
+// a spare, a tab's page could stay hidden after its window was restored
+// (document.visibilityState "hidden", the window "normal") once other
+// tabs of the browser had been replaced, so a page waiting on frames was
+// captured without them (TestVisibilityOnDemand under -race). Not
+// understood yet; the pool keeps the mechanism (TestPoolSpare).
+const spareTabs = 0
 
 // slot is one tab of a pool; its tab is opened when the browser starts
 // (warmTabs), dropped when it breaks and then opened by the next render.
@@ -35,7 +40,7 @@ type slot struct {
 }
 
 // pool is a context-aware semaphore over one browser's tabs, with capacity
-// classes: at most limit renders at once, over limit+spareTabs tabs. A
+// classes: at most limit renders at once, over limit tabs and any spare. A
 // slot is out from acquire to release (its render, then its reset); it
 // counts against limit from acquire to rendered. It is safe for
 // concurrent use.
@@ -52,9 +57,10 @@ type pool struct {
 	idle      chan struct{} // closed once closed != nil and inUse == 0
 }
 
-func newPool(tabs, pct int) *pool {
+// newPool holds tabs+spare tabs and runs at most tabs renders at once.
+func newPool(tabs, spare, pct int) *pool {
 	p := &pool{pct: pct, limit: tabs, idle: make(chan struct{})}
-	for range tabs + spareTabs {
+	for range tabs + spare {
 		p.slots = append(p.slots, &slot{})
 	}
 	return p

@@ -31,7 +31,7 @@ var (
 // renderOn renders req on slot s of inst's pool and gives s back to the
 // pool once the tab is clean again (in the background: the caller does not
 // wait for the reset, and another render may start on a spare tab
-// meanwhile).
+// meanwhile, when the pool has one).
 func (inst *instance) renderOn(ctx context.Context, s *slot, pub *url.URL, req Request) (*Result, outcome, error) {
 	r := inst.r
 	// Renders in flight fail fast when the browser goes down.

@@ -88,7 +88,7 @@ func TestReservation(t *testing.T) {
 }
 
 func TestPoolClasses(t *testing.T) {
-	p := newPool(2, 50)
+	p := newPool(2, 0, 50)
 	ctx := context.Background()
 	// 2 free: 1 reserved, 1 for recache.
 	s1, err := p.acquire(ctx, Recache)
@@ -216,7 +216,7 @@ func TestParsePublicURL(t *testing.T) {
 // TestPoolSpare: a render that comes while the tab of the one before it
 // resets takes the spare tab; renders at once stay within the limit.
 func TestPoolSpare(t *testing.T) {
-	p := newPool(1, 0)
+	p := newPool(1, 1, 0)
 	ctx := context.Background()
 	s1, err := p.acquire(ctx, Online)
 	if err != nil {

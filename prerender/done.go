@@ -70,8 +70,9 @@ const (
 	timerMaxMS   = 500                    // longer timers are not waited for (the quiet rule would not)
 	timerDepth   = 4                      // nested timers or frames beyond this are a loop
 
-	idleCallbackMaxMS = 200 // an idle callback runs this late at the latest
-	messageMaxMS      = 200 // a message posted to the page itself is waited for this long at most
+	idleCallbackMaxMS = 200  // an idle callback runs this late at the latest
+	messageMaxMS      = 200  // a message posted to the page itself is waited for this long at most
+	animationMaxMS    = 1000 // animations hold a document this long at most, in all
 )
 
 // doneKey is the page function doneHookJS defines.
@@ -85,7 +86,7 @@ const doneKey = "__prismDone"
 // change the hook (one that replaces the hooked APIs in place only
 // replaces its own signals).
 var doneHookJS = fmt.Sprintf(`(() => {
-	const w = globalThis, key = %q, TMAX = %d, DEPTH = %d, IDLE = %d, MSGMAX = %d;
+	const w = globalThis, key = %q, TMAX = %d, DEPTH = %d, IDLE = %d, MSGMAX = %d, ANIMMAX = %d;
 	// Not in the reset's about:blank (nothing renders there), nor twice.
 	if ((w === w.top && location.href === 'about:blank') || Object.getOwnPropertyDescriptor(w, key)) return;
 	const R = Reflect, apply = R.apply, construct = R.construct, defProp = Object.defineProperty, getDesc = Object.getOwnPropertyDescriptor;
@@ -205,44 +206,69 @@ var doneHookJS = fmt.Sprintf(`(() => {
 			for (const e of ['message', 'messageerror', 'error']) apply(add, wk, [e, answered(wk)]);
 			return wk;
 		} });
-		wrap(Wp, 'postMessage', () => ({ apply(f, self, args) { apply(Sadd, workers, [self]); stamp(); return apply(f, self, args); } }));
+		wrap(Wp, 'postMessage', () => ({ apply(f, self, args) { apply(Sadd, workers, [self]); stamp(); const r = apply(f, self, args); transferred(args[1]); return r; } }));
 		wrap(Wp, 'terminate', () => ({ apply(f, self, args) { apply(Sdel, workers, [self]); return apply(f, self, args); } }));
 	}
 	// A message the page posts to itself (to its own window, or to the
 	// other port of a MessageChannel it made: how React's scheduler and
 	// setImmediate shims split work into tasks) is pending until it is
-	// delivered, for up to MSGMAX ms (one sent to a port that went
-	// elsewhere, or that never starts, is never delivered here). Other
-	// messages posted only count as activity.
+	// delivered, for up to MSGMAX ms (one that is never delivered, to a
+	// port that never starts, does not hold the page longer). A window
+	// counts the posts made with its postMessage (a same-origin frame's
+	// post to its parent is one too) and every message delivered to it; a
+	// channel counts a port's posts, and their delivery, while neither
+	// port was sent away in a transfer list (messages then come from or go
+	// to another context). Other messages only count as activity.
 	let msgs = 0, msgAt = 0;
-	const posted = (own) => { if (own) { msgs++; msgAt = now(); } stamp(); };
+	const own = () => { msgs++; msgAt = now(); };
 	const delivered = () => { if (msgs > 0) msgs--; stamp(); };
-	const WMget = WeakMap.prototype.get, WMset = WeakMap.prototype.set, ports = new WeakMap();
+	const WMget = WeakMap.prototype.get, WMset = WeakMap.prototype.set, WShas = WeakSet.prototype.has, WSadd = WeakSet.prototype.add;
+	const isArray = Array.isArray, partner = new WeakMap(), gone = new WeakSet();
+	const local = (port) => port !== undefined && !apply(WShas, gone, [port]);
+	const channel = (port) => { const q = apply(WMget, partner, [port]); return q !== undefined && local(q) && local(port); };
+	// The ports of a transfer list (an array, or an options object's).
+	const transferred = (t) => {
+		try {
+			const list = t && (apply(isArray, Array, [t]) ? t : t.transfer);
+			if (list) for (let i = 0; i < list.length && i < 100; i++) if (apply(WMget, partner, [list[i]]) !== undefined) apply(WSadd, gone, [list[i]]);
+		} catch (e) {}
+	};
 	const MC = w.MessageChannel, mcPort1 = MC && getDesc(MC.prototype, 'port1'), mcPort2 = MC && getDesc(MC.prototype, 'port2');
 	if (MC && mcPort1 && mcPort2) {
 		w.MessageChannel = new Proxy(MC, { construct(t, args, nt) {
 			const ch = construct(t, args, nt);
 			try {
-				for (const port of [apply(mcPort1.get, ch, []), apply(mcPort2.get, ch, [])]) {
-					apply(WMset, ports, [port, true]);
-					apply(add, port, ['message', delivered]); // does not start the port: the page's onmessage or start() does
+				const p1 = apply(mcPort1.get, ch, []), p2 = apply(mcPort2.get, ch, []);
+				apply(WMset, partner, [p1, p2]);
+				apply(WMset, partner, [p2, p1]);
+				for (const port of [p1, p2]) { // does not start the port: the page's onmessage or start() does
+					apply(add, port, ['message', () => { if (channel(port)) delivered(); else stamp(); }]);
 				}
 			} catch (e) {}
 			return ch;
 		} });
 	}
-	const msgSource = w.MessageEvent && getDesc(w.MessageEvent.prototype, 'source');
-	apply(add, w, ['message', (e) => { try { if (apply(msgSource.get, e, []) === w) delivered(); } catch (x) {} }, true]);
-	wrap(w, 'postMessage', () => ({ apply(f, self, args) { posted(self === w || self == null); return apply(f, self, args); } }));
+	apply(add, w, ['message', delivered, true]);
+	wrap(w, 'postMessage', () => ({ apply(f, self, args) {
+		const r = apply(f, self, args); // one that throws is not posted
+		transferred(args.length > 2 ? args[2] : args[1]);
+		if (self === w || self == null) own();
+		stamp();
+		return r;
+	} }));
 	if (w.MessagePort) wrap(w.MessagePort.prototype, 'postMessage', () => ({ apply(f, self, args) {
-		posted(apply(WMget, ports, [self]) === true);
-		return apply(f, self, args);
+		const r = apply(f, self, args);
+		transferred(args[1]);
+		if (channel(self)) own();
+		stamp();
+		return r;
 	} }));
 	// Animations and transitions about to end (within TMAX ms) while the
 	// page is shown (a hidden page's do not run): their end events often
 	// write content. Endless ones, and long ones, are not waited for.
 	const getAnims = Document.prototype.getAnimations, visState = getDesc(Document.prototype, 'visibilityState');
-	const AP = w.Animation && w.Animation.prototype, animState = AP && getDesc(AP, 'playState'), animEffect = AP && getDesc(AP, 'effect'), animTime = AP && getDesc(AP, 'currentTime');
+	const AP = w.Animation && w.Animation.prototype, animState = AP && getDesc(AP, 'playState'), animEffect = AP && getDesc(AP, 'effect'), animTime = AP && getDesc(AP, 'currentTime'), animRate = AP && getDesc(AP, 'playbackRate');
+	let animFirst = 0; // when an animation first held the page: animations hold it ANIMMAX ms at most in all (one may start the next)
 	const timing = w.AnimationEffect && w.AnimationEffect.prototype.getComputedTiming;
 	const animating = () => {
 		try {
@@ -253,8 +279,11 @@ var doneHookJS = fmt.Sprintf(`(() => {
 				if (apply(animState.get, a, []) !== 'running') continue;
 				const eff = apply(animEffect.get, a, []), cur = apply(animTime.get, a, []);
 				if (!eff || typeof cur !== 'number') continue;
-				const end = apply(timing, eff, []).endTime;
-				if (Number.isFinite(end) && end - cur <= TMAX) return true;
+				const end = apply(timing, eff, []).endTime, rate = apply(animRate.get, a, []);
+				if (!rate || !(end < Infinity)) continue;
+				if ((rate > 0 ? end - cur : cur) / (rate > 0 ? rate : -rate) > TMAX) continue;
+				if (!animFirst) animFirst = now();
+				return now() - animFirst <= ANIMMAX;
 			}
 		} catch (e) {}
 		return false;
@@ -349,7 +378,7 @@ var doneHookJS = fmt.Sprintf(`(() => {
 		};
 		check();
 	}), enumerable: false, configurable: false, writable: false });
-})()`, doneKey, timerMaxMS, timerDepth, idleCallbackMaxMS, messageMaxMS)
+})()`, doneKey, timerMaxMS, timerDepth, idleCallbackMaxMS, messageMaxMS, animationMaxMS)
 
 // doneJS asks the page's hook whether it is idle; "none" when the document
 // has no hook (it did not run, or the page got there first).

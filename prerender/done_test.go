@@ -417,3 +417,38 @@ func TestBrowserIconNotFetched(t *testing.T) {
 func init() {
 	pages["/icon-fetch"] = `<!DOCTYPE html><html><body><script>fetch('/favicon.ico').then(() => document.body.insertAdjacentHTML('beforeend', '<p>fetched</p>'))</script></body></html>`
 }
+
+// Pages that keep posting or animating without content to wait for end
+// before the render timeout; a frame that keeps posting to its parent is
+// let go by the signals (idle).
+var letGoPages = map[string]string{
+	// a same-origin frame posting to its parent every 50 ms (a height
+	// reporter): counted by the parent's postMessage, delivered to it
+	"/letgo/frame-posts": `<!DOCTYPE html><html><body><p>start</p><iframe srcdoc="<script>setInterval(() => parent.postMessage('h', '*'), 50)</script>"></iframe>
+<script>addEventListener('message', () => {});</script><p>done</p></body></html>`,
+	// short animations, each started when the one before ends (they hold
+	// the page animationMaxMS at most)
+	"/letgo/animation-chain": `<!DOCTYPE html><html><body><p id="a">start</p><script>
+const a = document.getElementById('a');
+(function next() { a.animate([{opacity: 0}, {opacity: 1}], 100).onfinish = next; })();
+</script><p>done</p></body></html>`,
+}
+
+func init() {
+	for path, body := range letGoPages {
+		pages[path] = body
+	}
+}
+
+func TestSignalsLetGo(t *testing.T) {
+	e := getEnv(t)
+	for path := range letGoPages {
+		res := mustRender(t, e, Request{URL: path})
+		if res.Ended == EndedTimeout || res.Partial || !strings.Contains(string(res.HTML), "<p>done</p>") {
+			t.Errorf("%s: ended %q (partial %v): want it let go before the timeout", path, res.Ended, res.Partial)
+		}
+		if path == "/letgo/frame-posts" && res.Ended != EndedIdle {
+			t.Errorf("%s: ended %q, want %q: a frame's posts to its parent are delivered to it", path, res.Ended, EndedIdle)
+		}
+	}
+}

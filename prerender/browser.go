@@ -308,7 +308,7 @@ func (r *Renderer) launch(ctx context.Context) (*instance, error) {
 		r: r, gen: r.gen.Add(1), l: l, pid: l.PID(), dir: dir, started: r.opts.Now(),
 		ctx: ictx, cancel: icancel,
 		dead: make(chan struct{}), exited: make(chan struct{}),
-		pool: newPool(r.opts.Tabs, spareTabs, r.opts.OnlineReservationPercent),
+		pool: newPool(r.opts.Tabs, r.opts.OnlineReservationPercent),
 	}
 	go func() { // ends when the process exits; teardown makes sure it does
 		l.Cleanup()

@@ -125,8 +125,8 @@ func TestTabsWarm(t *testing.T) {
 	r, ctx, _ := runRenderer(t, Options{ChromePath: chromeBin, Tabs: 3, RecycleAfter: 2, Origin: e.r.opts.Origin})
 	check := func(when string) {
 		t.Helper()
-		if warm, all := warmSlots(r); all != 3+spareTabs || warm != all {
-			t.Errorf("%s: %d of %d free tabs open, want %d of %d", when, warm, all, 3+spareTabs, 3+spareTabs)
+		if warm, all := warmSlots(r); all != 3 || warm != 3 {
+			t.Errorf("%s: %d of %d free tabs open, want 3 of 3", when, warm, all)
 		}
 		inst := r.cur.Load()
 		inst.pool.mu.Lock()
@@ -274,8 +274,8 @@ func TestWarmPath(t *testing.T) {
 	site := []string{"https://" + pubHost + "/"}
 	before := e.count("/isolation")
 	r, ctx, stop := runRenderer(t, Options{ChromePath: chromeBin, Tabs: 2, Origin: e.r.opts.Origin, WarmSites: site, WarmPath: "/isolation"})
-	if n := e.count("/isolation") - before; n != 2+spareTabs {
-		t.Errorf("the origin saw the warm path %d times, want once per tab (%d: 2 and the spare)", n, 2+spareTabs)
+	if n := e.count("/isolation") - before; n != 2 {
+		t.Errorf("the origin saw the warm path %d times, want once per tab (2)", n)
 	}
 	if v, _ := e.renderHdr.Load("/isolation"); v != "1" {
 		t.Errorf("warm-up request X-Prism-Render = %v, want 1", v)
@@ -316,7 +316,7 @@ func TestWarmPathSkippedAfterFailure(t *testing.T) {
 		WarmSites: []string{"https://" + pubHost + "/"}, WarmPath: "/500"})
 	if n := e.count("/500") - before; n < 1 || n > warmParallel {
 		t.Errorf("the origin saw the failing warm path %d times, want 1 to %d (the tabs warmed at once; the next skip it) of %d tabs",
-			n, warmParallel, warmParallel+1+spareTabs)
+			n, warmParallel, warmParallel+1)
 	}
 }
 

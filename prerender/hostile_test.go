@@ -193,8 +193,8 @@ func hostileOrigin(w http.ResponseWriter, r *http.Request) bool {
 	return false
 }
 
-// envTabs is the set of the env renderer's open tabs (its render tab and
-// the spare).
+// envTabs is the set of the env renderer's open tabs (a tab that broke
+// and one that replaced it may both be there until the first is closed).
 func envTabs(e *testEnv) map[*tab]bool {
 	out := map[*tab]bool{}
 	e.r.cur.Load().tabs.Range(func(_, v any) bool { out[v.(*tab)] = true; return true })

@@ -30,8 +30,7 @@ var (
 
 // renderOn renders req on slot s of inst's pool and gives s back to the
 // pool once the tab is clean again (in the background: the caller does not
-// wait for the reset, and another render may start on a spare tab
-// meanwhile, when the pool has one).
+// wait for the reset).
 func (inst *instance) renderOn(ctx context.Context, s *slot, pub *url.URL, req Request) (*Result, outcome, error) {
 	r := inst.r
 	// Renders in flight fail fast when the browser goes down.
@@ -62,7 +61,6 @@ func (inst *instance) renderOn(ctx context.Context, s *slot, pub *url.URL, req R
 	st := t.begin(rctx, rcancel, pub)
 	defer func() {
 		rcancel(nil)
-		inst.pool.rendered(s)
 		inst.wg.Add(1) // safe: the tab's event loop holds a count
 		go func() {
 			defer inst.wg.Done()

@@ -117,11 +117,8 @@ type Options struct {
 	// ChromePath is the browser binary; empty searches PATH and the usual
 	// Debian/Chrome locations. A missing browser is an error from New.
 	ChromePath string
-	// Tabs is how many renders run at once, each on a tab of its own (plus
-	// spareTabs, kept open for a render that comes while a tab resets); 0
-	// means 4.
-	Tabs    int
-	Timeout time.Duration // per render, from taking a tab to capture; 0 means 15s
+	Tabs       int           // 0 means 4
+	Timeout    time.Duration // per render, from taking a tab to capture; 0 means 15s
 	// OnlineReservationPercent of the free tabs is held back from recache
 	// renders (rounded up); 0 holds none back, values above 100 mean 100.
 	OnlineReservationPercent int

@@ -88,7 +88,7 @@ func TestReservation(t *testing.T) {
 }
 
 func TestPoolClasses(t *testing.T) {
-	p := newPool(2, 0, 50)
+	p := newPool(2, 50)
 	ctx := context.Background()
 	// 2 free: 1 reserved, 1 for recache.
 	s1, err := p.acquire(ctx, Recache)
@@ -210,51 +210,5 @@ func TestParsePublicURL(t *testing.T) {
 	u, err := parsePublicURL("https://example.com/a?b=1#frag")
 	if err != nil || u.String() != "https://example.com/a?b=1" {
 		t.Errorf("got %v, %v", u, err)
-	}
-}
-
-// TestPoolSpare: a render that comes while the tab of the one before it
-// resets takes the spare tab; renders at once stay within the limit.
-func TestPoolSpare(t *testing.T) {
-	p := newPool(1, 1, 0)
-	ctx := context.Background()
-	s1, err := p.acquire(ctx, Online)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.free() != 0 {
-		t.Fatalf("free = %d during the only render, want 0", p.free())
-	}
-	p.rendered(s1) // s1 resets
-	if p.free() != 1 {
-		t.Fatalf("free = %d while the tab resets, want 1 (the spare)", p.free())
-	}
-	s2, err := p.acquire(ctx, Online)
-	if err != nil || s2 == s1 {
-		t.Fatalf("render during the reset: %p, %v; want the spare (not %p)", s2, err, s1)
-	}
-	got := make(chan *slot, 1)
-	go func() {
-		s, _ := p.acquire(ctx, Online)
-		got <- s
-	}()
-	waitFor(t, "the third render to wait", func() bool {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return len(p.waiters) == 1
-	})
-	p.release(s1) // reset done; s2 still renders: the limit holds the waiter
-	select {
-	case s := <-got:
-		t.Fatalf("a second render at once (%p) with a limit of one", s)
-	default:
-	}
-	p.rendered(s2)
-	if s := <-got; s != s1 {
-		t.Fatalf("waiter got %p, want the reset tab %p", s, s1)
-	}
-	p.release(s2)
-	if p.free() != 0 {
-		t.Fatalf("free = %d, want 0 (one render at once)", p.free())
 	}
 }

@@ -171,7 +171,7 @@ func setupEnv() (*testEnv, error) {
 			e.uas.Store(r.URL.Path, r.UserAgent())
 			e.renderHdr.Store(r.URL.Path, r.Header.Get("X-Prism-Render"))
 			e.cookies.Store(r.URL.Path, r.Header.Get("Cookie"))
-			if hostileOrigin(w, r) || traps.Serve(w, r, traps.Early, traps.Fonts, endlessPages) {
+			if hostileOrigin(w, r) || deployOrigin(w, r) || traps.Serve(w, r, traps.Early, traps.Fonts, endlessPages) {
 				return
 			}
 			switch r.URL.Path {
@@ -880,8 +880,10 @@ func TestGroupMemoryIsPSS(t *testing.T) {
 	}
 }
 
-// A script the origin lets browsers cache for an hour is fetched again by
-// every render: a recache after a deploy sees the new one.
+// A script the origin lets browsers cache for an hour, with no validator
+// (ETag, Last-Modified) the browser could revalidate it by, is fetched whole
+// again by every render: a recache after a deploy sees the new one
+// (TestRevalidatedAcrossRenders has the scripts that carry one).
 func TestNoCacheAcrossRenders(t *testing.T) {
 	e := getEnv(t)
 	n := e.count("/app.js")

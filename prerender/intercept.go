@@ -131,9 +131,43 @@ var hopHeaders = map[string]bool{
 }
 
 // respDropHeaders are never passed from a fetched response to the browser.
+// The freshness headers are replaced by browserCacheControl's.
 var respDropHeaders = map[string]bool{
 	"Set-Cookie": true, "Set-Cookie2": true, "Alt-Svc": true, "Content-Encoding": true,
 	"Strict-Transport-Security": true, "Clear-Site-Data": true,
+	"Cache-Control": true, "Expires": true, "Pragma": true, "Age": true,
+}
+
+// browserCacheControl is the Cache-Control the browser gets with a
+// response, in place of the origin's freshness headers.
+//
+// The browser keeps what it loaded across renders (its memory cache: a
+// script it need not fetch, decode and compile again is most of what a
+// caching browser saves), but it may use a kept response only after the
+// origin confirmed it on this render: every response is "no-cache", so the
+// next render's request for it carries the validators (If-None-Match,
+// If-Modified-Since), goes to the origin like any other, and gets the kept
+// copy only when the origin answers 304. A deploy is seen by the very next
+// render, as with no cache at all. A response the browser could not
+// revalidate (no ETag nor Last-Modified), one the origin marked no-store,
+// and a streamed one (large, and the browser's cache would file it under
+// its one-time URL) are never kept.
+func browserCacheControl(status int, h http.Header, streamed bool) string {
+	if streamed || status == http.StatusPartialContent {
+		return "no-store"
+	}
+	if status == http.StatusNotModified {
+		return "no-cache" // the kept copy's validators stand
+	}
+	for _, v := range h.Values("Cache-Control") {
+		if strings.Contains(strings.ToLower(v), "no-store") {
+			return "no-store"
+		}
+	}
+	if h.Get("ETag") == "" && h.Get("Last-Modified") == "" {
+		return "no-store"
+	}
+	return "no-cache"
 }
 
 // handlePaused decides one paused request.
@@ -445,6 +479,7 @@ func (t *tab) fulfil(id proto.FetchRequestID, resp *http.Response, body []byte) 
 			hdrs = append(hdrs, &proto.FetchHeaderEntry{Name: k, Value: v})
 		}
 	}
+	hdrs = append(hdrs, &proto.FetchHeaderEntry{Name: "Cache-Control", Value: browserCacheControl(resp.StatusCode, resp.Header, false)})
 	ctx, cancel := t.cdpCtx()
 	defer cancel()
 	err := proto.FetchFulfillRequest{

@@ -215,7 +215,6 @@ func (inst *instance) newTab(ctx context.Context) (*tab, error) {
 	setup := []proto.Request{
 		proto.NetworkEnable{MaxTotalBufferSize: &zero, MaxResourceBufferSize: &zero},
 		proto.InspectorEnable{}, // Inspector.targetCrashed
-		proto.NetworkSetCacheDisabled{CacheDisabled: true},
 		proto.NetworkSetBypassServiceWorker{Bypass: true},
 		proto.FetchEnable{Patterns: []*proto.FetchRequestPattern{{URLPattern: "*", RequestStage: proto.FetchRequestStageRequest}}},
 	}

@@ -20,6 +20,8 @@
 package main
 
 import (
+	"bytes"
+	"crypto/sha256"
 	_ "embed"
 	"flag"
 	"fmt"
@@ -28,6 +30,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/prismproxy/prism/bench/internal/serve"
 )
@@ -55,16 +58,25 @@ func main() {
 	}
 }
 
-// static returns a handler writing body with the content type ct.
+// started is the Last-Modified of the cacheable files.
+var started = time.Now()
+
+// static returns a handler writing body with the content type ct. A
+// cacheable body is served as a static host (nginx, Caddy, a CDN) serves a
+// versioned bundle: fresh for an hour, with an ETag and a Last-Modified,
+// and 304 to a request that names them.
 func static(ct string, body []byte, cacheable bool) http.HandlerFunc {
 	n := strconv.Itoa(len(body))
+	etag := fmt.Sprintf(`"%x"`, sha256.Sum256(body))[:18] + `"`
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", ct)
-		w.Header().Set("Content-Length", n)
 		if cacheable {
-			// As a static host serves a versioned bundle.
 			w.Header().Set("Cache-Control", "public, max-age=3600")
+			w.Header().Set("ETag", etag)
+			http.ServeContent(w, r, "", started, bytes.NewReader(body))
+			return
 		}
+		w.Header().Set("Content-Length", n)
 		w.Write(body)
 	}
 }

@@ -104,6 +104,7 @@ func serve(ctx context.Context, cfgPath string, logOut io.Writer) error {
 		MaxPageBytes:             int64(cfg.Render.MaxPageMB) << 20,
 		MaxInflightBytes:         int64(cfg.Render.MaxInflightMB) << 20,
 		AlwaysVisible:            cfg.Render.AlwaysVisible,
+		NoBrowserCache:           !cfg.Render.BrowserCache,
 		Origin:                   sites.Origin,
 		WarmSites:                warmSites(sites),
 		WarmPath:                 cfg.Render.WarmUpPath,

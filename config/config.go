@@ -154,6 +154,12 @@ type Render struct {
 	// browser CPU, and is shown only once it uses an API that needs frames
 	// (requestAnimationFrame, IntersectionObserver, visibility, ...).
 	AlwaysVisible bool `toml:"always_visible"`
+	// BrowserCache lets the browser keep responses across renders, each
+	// used only after its origin answered 304 to the copy's ETag or
+	// Last-Modified (see README "Fresh after a deploy"). Default true;
+	// false: every render fetches every response whole, for origins whose
+	// validators do not change with their content.
+	BrowserCache bool `toml:"browser_cache"`
 	// WarmUpPath is a page each tab renders, on every host in turn, when
 	// the browser starts (and after every restart), before it serves a
 	// render: the site's scripts have then run once in every tab, and the
@@ -284,6 +290,7 @@ func Default() *Config {
 			BlockResourceTypes:       []string{"Image", "Media", "Font"},
 			KeepScriptTypes:          []string{"application/ld+json"},
 			WarmUpPath:               "/",
+			BrowserCache:             true,
 		},
 		Cache: Cache{
 			Dir:         "data/cache",

@@ -136,6 +136,7 @@ block_resource_types = ["image", "STYLESHEET"]
 block_hosts = []
 keep_script_types = []
 always_visible = true
+browser_cache = false
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -157,6 +158,9 @@ always_visible = true
 	}
 	if !c.Render.AlwaysVisible {
 		t.Error("always_visible = true not read")
+	}
+	if c.Render.BrowserCache {
+		t.Error("browser_cache = false not read")
 	}
 }
 

@@ -456,6 +456,43 @@ func TestHostileCrash(t *testing.T) {
 	}
 }
 
+// A tab whose renderer crashed while it waited for a render is replaced
+// by the next render, which succeeds: the crash was no page's doing.
+func TestIdleTabCrash(t *testing.T) {
+	e := getEnv(t)
+	mustRender(t, e, Request{URL: "/js"})
+	waitResets(t, e)
+	tabs := envTabs(e)
+	for tb := range tabs {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = proto.PageCrash{}.Call(tb.page.Context(ctx)) // no answer: the renderer is gone
+		cancel()
+	}
+	waitFor(t, "the crashes to be reported", func() bool {
+		for tb := range tabs {
+			if !tb.broken.Load() {
+				return false
+			}
+		}
+		return true
+	})
+	crashed := e.r.metrics.total[outcomeCrashed].Get()
+	for range len(tabs) + 1 {
+		if res := mustRender(t, e, Request{URL: "/js"}); !strings.Contains(string(res.HTML), "written by js") {
+			t.Errorf("render after the idle crash: %s", res.HTML)
+		}
+	}
+	if n := e.r.metrics.total[outcomeCrashed].Get() - crashed; n != 0 {
+		t.Errorf("%d renders ended crashed, want none", n)
+	}
+	waitResets(t, e)
+	for tb := range envTabs(e) {
+		if tabs[tb] {
+			t.Error("a crashed tab was kept")
+		}
+	}
+}
+
 // Bodies past streamThreshold reach the page whole, streamed; a page that
 // aims at the stream server itself reaches nothing.
 func TestLargeBodiesStreamed(t *testing.T) {

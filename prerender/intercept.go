@@ -141,28 +141,32 @@ var respDropHeaders = map[string]bool{
 // browserCacheControl is the Cache-Control the browser gets with a
 // response, in place of the origin's freshness headers.
 //
-// The browser keeps what it loaded across renders (its memory cache: a
+// The browser keeps what it loaded across renders (Blink's memory cache: a
 // script it need not fetch, decode and compile again is most of what a
-// caching browser saves), but it may use a kept response only after the
-// origin confirmed it on this render: every response is "no-cache", so the
-// next render's request for it carries the validators (If-None-Match,
+// caching browser saves; responses PRISM fulfils never reach Chromium's
+// HTTP cache), but on an ordinary load it may use a kept copy only after
+// the origin confirmed it on this render: every response is "no-cache", so
+// the next render's request for it carries the validators (If-None-Match,
 // If-Modified-Since), goes to the origin like any other, and gets the kept
 // copy only when the origin answers 304. A deploy is seen by the very next
-// render, as with no cache at all. A response the browser could not
-// revalidate (no ETag nor Last-Modified), one the origin marked no-store,
-// and a streamed one (large, and the browser's cache would file it under
-// its one-time URL) are never kept.
+// render, as with no cache at all, as long as the origin's validators
+// change with the content (Options.NoBrowserCache is for those that do
+// not). A response with no ETag nor Last-Modified, one the origin marked
+// no-store, a partial one and a streamed one (large) are "no-store": never
+// reused on an ordinary load. A back or forward navigation inside a render
+// may reuse any kept copy unasked (Blink's rule for history loads); it can
+// only be the page's own doing, within its own render.
 func browserCacheControl(status int, h http.Header, streamed bool) string {
 	if streamed || status == http.StatusPartialContent {
 		return "no-store"
 	}
-	if status == http.StatusNotModified {
-		return "no-cache" // the kept copy's validators stand
-	}
 	for _, v := range h.Values("Cache-Control") {
 		if strings.Contains(strings.ToLower(v), "no-store") {
-			return "no-store"
+			return "no-store" // on a 304 too: the browser takes its headers for the copy's
 		}
+	}
+	if status == http.StatusNotModified {
+		return "no-cache" // the kept copy's validators stand
 	}
 	if h.Get("ETag") == "" && h.Get("Last-Modified") == "" {
 		return "no-store"
@@ -212,6 +216,9 @@ func (t *tab) handlePaused(st *renderState, e *proto.FetchRequestPaused) {
 		return
 	}
 	defer release()
+	if conditional(e.Request) {
+		r.metrics.revalidated(resp.StatusCode)
+	}
 	if streamed {
 		if err := r.streams.hand(t, e.RequestID, st, u.String(), resp, body); err != nil && st.ctx.Err() == nil {
 			r.log.Debug("render: streamed response failed", "url", u.String(), "err", err)
@@ -229,6 +236,17 @@ func (t *tab) handlePaused(st *renderState, e *proto.FetchRequestPaused) {
 		st.setMain(m)
 	}
 	t.fulfil(e.RequestID, resp, body)
+}
+
+// conditional reports whether req names validators (If-None-Match,
+// If-Modified-Since): the browser asks whether a copy it kept still stands.
+func conditional(req *proto.NetworkRequest) bool {
+	for k := range req.Headers {
+		if strings.EqualFold(k, "If-None-Match") || strings.EqualFold(k, "If-Modified-Since") {
+			return true
+		}
+	}
+	return false
 }
 
 // fetch performs req in Go for st's page: from the configured origin when

@@ -1,6 +1,7 @@
 package prerender
 
 import (
+	"net/http"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -53,6 +54,8 @@ type rendererMetrics struct {
 	dialogs     *metrics.Counter
 	popups      *metrics.Counter
 	refused     map[string]*metrics.Counter // by fetchLimitReasons
+	// Requests that named a kept copy's validators, by the origin's answer.
+	kept, changed *metrics.Counter
 }
 
 // fetchLimitReasons label prism_render_fetch_refused_total.
@@ -90,6 +93,9 @@ func newRendererMetrics(s *metricdoc.Set, r *Renderer) *rendererMetrics {
 		m.refused[r] = s.Counter(`prism_render_fetch_refused_total{reason="`+r+`"}`,
 			"Subresource fetches of a page refused by a size limit, by reason.")
 	}
+	const revalidatedHelp = "Requests of a page that named validators (If-None-Match, If-Modified-Since), as the browser does for a copy it kept from an earlier render, by the origin's answer: kept (304, the copy is used) or changed (anything else)."
+	m.kept = s.Counter(`prism_render_revalidated_total{result="kept"}`, revalidatedHelp)
+	m.changed = s.Counter(`prism_render_revalidated_total{result="changed"}`, revalidatedHelp)
 	s.Gauge(`prism_render_active`, "Renders in progress in the browser.",
 		func() float64 { return float64(r.active.Load()) })
 	s.Gauge(`prism_render_waiting`, "Renders waiting for a free tab.",
@@ -153,6 +159,19 @@ func (m *rendererMetrics) dialog() {
 func (m *rendererMetrics) popupClosed() {
 	if m != nil {
 		m.popups.Inc()
+	}
+}
+
+// revalidated records the origin's answer to a request that named
+// validators.
+func (m *rendererMetrics) revalidated(status int) {
+	if m == nil {
+		return
+	}
+	if status == http.StatusNotModified {
+		m.kept.Inc()
+	} else {
+		m.changed.Inc()
 	}
 }
 

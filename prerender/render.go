@@ -49,6 +49,13 @@ func (inst *instance) renderOn(ctx context.Context, s *slot, pub *url.URL, req R
 	rctx, rcancel := context.WithCancelCause(tctx) // rcancel(ErrPageCrashed): its renderer crashed
 	defer rcancel(nil)
 
+	if s.tab != nil && s.tab.broken.Load() {
+		// Its renderer crashed while it waited for a render (Chromium
+		// reaps an idle renderer under memory pressure, or a page's
+		// leftovers crashed it): a fresh tab, not a failed render.
+		s.tab.close()
+		s.tab = nil
+	}
 	if s.tab == nil {
 		t, err := inst.newTab(rctx)
 		if err != nil {

@@ -172,6 +172,12 @@ type Options struct {
 	// page renders hidden (not painted) and is shown only once it uses an
 	// API that needs frames (see visibility.go).
 	AlwaysVisible bool
+	// NoBrowserCache turns the browser's cache off: every render fetches
+	// every response whole. By default the browser keeps responses across
+	// renders and uses one only once its origin answered 304 to the kept
+	// copy's validators (browserCacheControl), which holds only for origins
+	// whose ETag or Last-Modified change whenever the content does.
+	NoBrowserCache bool
 	// WarmSites are public base URLs ("https://example.com/") of the sites
 	// PRISM renders. Before the first render, each tab renders a page of
 	// PRISM's own under one of them in turn (answered inside the tab: no

@@ -12,12 +12,14 @@ import (
 // deploys is the shared test origin's versioned site under /deploy/NAME/:
 // a page whose script and stylesheet are served fresh for an hour (as a
 // static host serves a bundle), the script with an ETag, the stylesheet
-// with a Last-Modified only; two more scripts with an ETag are not to be
-// kept, one marked no-store, one large enough to be streamed. A deploy bumps NAME's
+// with a Last-Modified only, a module script with an ETag; three more
+// scripts with an ETag are not to be reused unasked: one marked no-store,
+// one large enough to be streamed, one whose 304 says no-store. A deploy bumps NAME's
 // version, which changes every body and validator.
 var deploys = struct {
 	mu      sync.Mutex
 	version map[string]int
+	sites   int
 	log     []deployHit
 }{version: map[string]int{}}
 
@@ -28,10 +30,20 @@ type deployHit struct {
 	status      int
 }
 
-func deploy(name string) {
+// deploySite returns the path ("/deploy/NAME/") of a site no test used
+// before (tests may run more than once: -count).
+func deploySite() string {
 	deploys.mu.Lock()
 	defer deploys.mu.Unlock()
-	deploys.version[name]++
+	deploys.sites++
+	return fmt.Sprintf("/deploy/s%d/", deploys.sites)
+}
+
+// deploy bumps the version of site (as deploySite gave it).
+func deploy(site string) {
+	deploys.mu.Lock()
+	defer deploys.mu.Unlock()
+	deploys.version[strings.Trim(strings.TrimPrefix(site, "/deploy/"), "/")]++
 }
 
 // deployHits returns the requests for path answered so far.
@@ -47,7 +59,7 @@ func deployHits(path string) []deployHit {
 	return out
 }
 
-// deployOrigin serves /deploy/NAME/{page,app.js,app.css,nostore.js,big.js,data.json};
+// deployOrigin serves /deploy/NAME/{page,app.js,app.css,mod.js,nostore.js,big.js,turn.js,data.json};
 // it reports whether it answered.
 func deployOrigin(w http.ResponseWriter, r *http.Request) bool {
 	rest, ok := strings.CutPrefix(r.URL.Path, "/deploy/")
@@ -70,6 +82,7 @@ func deployOrigin(w http.ResponseWriter, r *http.Request) bool {
 		ct = "text/html; charset=utf-8"
 		body = `<!DOCTYPE html><html><head><link rel="stylesheet" href="app.css"></head><body>
 <p id="x">x</p><script src="app.js"></script><script src="nostore.js"></script><script src="big.js"></script>
+<script type="module" src="mod.js"></script><script src="turn.js"></script>
 <script>fetch('data.json', {cache: 'force-cache'}).then(r => r.json()).then(d => document.body.insertAdjacentHTML('beforeend', '<p>data=v' + d.v + '</p>'));</script></body></html>`
 	case "app.js":
 		ct, useETag = "text/javascript", true
@@ -82,6 +95,15 @@ func deployOrigin(w http.ResponseWriter, r *http.Request) bool {
 		h.Set("Cache-Control", "no-store")
 		ct, useETag = "text/javascript", true
 		body = fmt.Sprintf(`document.body.insertAdjacentHTML('beforeend', '<p>nostore=v%d</p>');`, v)
+	case "mod.js":
+		ct, useETag = "text/javascript", true
+		body = fmt.Sprintf(`document.body.insertAdjacentHTML('beforeend', '<p>mod=v%d</p>');`, v)
+	case "turn.js": // its 304s say no-store
+		ct, useETag = "text/javascript", true
+		body = fmt.Sprintf(`document.body.insertAdjacentHTML('beforeend', '<p>turn=v%d</p>');`, v)
+		if r.Header.Get("If-None-Match") == etag {
+			h.Set("Cache-Control", "no-store")
+		}
 	case "data.json": // asked for with cache: 'force-cache'
 		ct, useETag = "application/json", true
 		body = fmt.Sprintf(`{"v": %d}`, v)
@@ -124,17 +146,20 @@ func deployOrigin(w http.ResponseWriter, r *http.Request) bool {
 // marked no-store, or gave no validator, is fetched whole every time.
 func TestRevalidatedAcrossRenders(t *testing.T) {
 	e := getEnv(t)
+	site := deploySite()
+	page := Request{URL: site + "page"}
+	kept, changed := e.r.metrics.kept.Get(), e.r.metrics.changed.Get()
 	const renders = 3
 	for i := range renders {
-		html := string(mustRender(t, e, Request{URL: "/deploy/a/page"}).HTML)
-		for _, want := range []string{"js=v1 css=10px", "nostore=v1", "big=v1", "data=v1"} {
+		html := string(mustRender(t, e, page).HTML)
+		for _, want := range []string{"js=v1 css=10px", "mod=v1", "nostore=v1", "big=v1", "turn=v1", "data=v1"} {
 			if !strings.Contains(html, want) {
 				t.Fatalf("render %d: no %q in %s", i+1, want, html)
 			}
 		}
 	}
-	for _, file := range []string{"app.js", "app.css"} {
-		hits := deployHits("/deploy/a/" + file)
+	for _, file := range []string{"app.js", "app.css", "mod.js"} {
+		hits := deployHits(site + file)
 		if len(hits) != renders {
 			t.Fatalf("%s: %d requests in %d renders, want one a render: %+v", file, len(hits), renders, hits)
 		}
@@ -148,7 +173,7 @@ func TestRevalidatedAcrossRenders(t *testing.T) {
 		}
 	}
 	for _, file := range []string{"nostore.js", "big.js"} { // no-store; streamed
-		hits := deployHits("/deploy/a/" + file)
+		hits := deployHits(site + file)
 		if len(hits) != renders {
 			t.Errorf("%s: %d requests in %d renders, want one a render", file, len(hits), renders)
 		}
@@ -161,21 +186,67 @@ func TestRevalidatedAcrossRenders(t *testing.T) {
 
 	// A fetch with cache: 'force-cache' is asked of the origin every render
 	// (the browser's HTTP cache never holds a response PRISM handed over).
-	if hits := deployHits("/deploy/a/data.json"); len(hits) != renders {
+	if hits := deployHits(site + "data.json"); len(hits) != renders {
 		t.Errorf("data.json (force-cache): %d requests in %d renders, want one a render: %+v", len(hits), renders, hits)
 	}
 
-	deploy("a")
-	html := string(mustRender(t, e, Request{URL: "/deploy/a/page"}).HTML)
-	for _, want := range []string{"js=v2 css=20px", "nostore=v2", "big=v2", "data=v2"} {
+	// turn.js: fetched whole, then asked (its 304 says no-store), then
+	// fetched whole again.
+	want := []deployHit{{site + "turn.js", false, 200}, {site + "turn.js", true, 304}, {site + "turn.js", false, 200}}
+	if hits := deployHits(site + "turn.js"); fmt.Sprint(hits) != fmt.Sprint(want) {
+		t.Errorf("turn.js: %+v, want %+v", hits, want)
+	}
+	// Three kept copies (app.js, app.css, mod.js) confirmed on each later
+	// render, and turn.js's once.
+	if got, want := e.r.metrics.kept.Get()-kept, uint64(3*(renders-1)+1); got != want {
+		t.Errorf("prism_render_revalidated_total{result=kept} rose by %d, want %d", got, want)
+	}
+
+	deploy(site)
+	html := string(mustRender(t, e, page).HTML)
+	for _, want := range []string{"js=v2 css=20px", "mod=v2", "nostore=v2", "big=v2", "turn=v2", "data=v2"} {
 		if !strings.Contains(html, want) {
 			t.Fatalf("after the deploy: no %q in %s", want, html)
 		}
 	}
-	for _, file := range []string{"app.js", "app.css"} {
-		hits := deployHits("/deploy/a/" + file)
+	for _, file := range []string{"app.js", "app.css", "mod.js"} {
+		hits := deployHits(site + file)
 		if last := hits[len(hits)-1]; !last.conditional || last.status != http.StatusOK {
 			t.Errorf("%s after the deploy: %+v, want a conditional request answered 200", file, last)
 		}
+	}
+	if got := e.r.metrics.changed.Get() - changed; got != 4 { // app.js, app.css, mod.js, turn.js
+		t.Errorf("prism_render_revalidated_total{result=changed} rose by %d, want 4", got)
+	}
+}
+
+// With Options.NoBrowserCache every render fetches every response whole.
+func TestNoBrowserCache(t *testing.T) {
+	e := getEnv(t)
+	r, ctx, stop := runRenderer(t, Options{ChromePath: chromeBin, Tabs: 1, Timeout: 3 * time.Second,
+		NoBrowserCache: true, UserDataDir: t.TempDir(), Origin: e.r.opts.Origin})
+	site := deploySite()
+	for range 2 {
+		res, err := r.Render(ctx, Request{URL: "https://" + pubHost + site + "page"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(res.HTML), "js=v1 css=10px") {
+			t.Fatalf("render: %s", res.HTML)
+		}
+	}
+	for _, file := range []string{"app.js", "app.css", "mod.js", "turn.js"} {
+		hits := deployHits(site + file)
+		if len(hits) != 2 {
+			t.Errorf("%s: %d requests in 2 renders, want 2", file, len(hits))
+		}
+		for _, h := range hits {
+			if h.conditional || h.status != http.StatusOK {
+				t.Errorf("%s: request %+v, want each unconditional", file, h)
+			}
+		}
+	}
+	if err := stop(); err != nil {
+		t.Error(err)
 	}
 }

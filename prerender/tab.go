@@ -218,6 +218,9 @@ func (inst *instance) newTab(ctx context.Context) (*tab, error) {
 		proto.NetworkSetBypassServiceWorker{Bypass: true},
 		proto.FetchEnable{Patterns: []*proto.FetchRequestPattern{{URLPattern: "*", RequestStage: proto.FetchRequestStageRequest}}},
 	}
+	if inst.r.opts.NoBrowserCache {
+		setup = append(setup, proto.NetworkSetCacheDisabled{CacheDisabled: true})
+	}
 	for _, req := range setup {
 		if _, err := p.Call(ctx, string(page.SessionID), req.ProtoReq(), req); err != nil {
 			t.close()

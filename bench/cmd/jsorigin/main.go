@@ -67,7 +67,8 @@ var started = time.Now()
 // and 304 to a request that names them.
 func static(ct string, body []byte, cacheable bool) http.HandlerFunc {
 	n := strconv.Itoa(len(body))
-	etag := fmt.Sprintf(`"%x"`, sha256.Sum256(body))[:18] + `"`
+	sum := sha256.Sum256(body)
+	etag := fmt.Sprintf(`"%x"`, sum[:8])
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", ct)
 		if cacheable {

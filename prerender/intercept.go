@@ -241,8 +241,13 @@ func (t *tab) handlePaused(st *renderState, e *proto.FetchRequestPaused) {
 // conditional reports whether req names validators (If-None-Match,
 // If-Modified-Since): the browser asks whether a copy it kept still stands.
 func conditional(req *proto.NetworkRequest) bool {
-	for k := range req.Headers {
-		if strings.EqualFold(k, "If-None-Match") || strings.EqualFold(k, "If-Modified-Since") {
+	return hasHeader(req.Headers, "If-None-Match") || hasHeader(req.Headers, "If-Modified-Since")
+}
+
+// hasHeader reports whether h holds the header name (any case).
+func hasHeader(h proto.NetworkHeaders, name string) bool {
+	for k := range h {
+		if strings.EqualFold(k, name) {
 			return true
 		}
 	}

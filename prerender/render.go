@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -265,10 +266,16 @@ var loadedJS = `new Promise(r => { const T = globalThis.` + doneKey + `Timer || 
 	if (location.href === 'about:blank') return r('retired');
 	if (document.readyState === 'complete') {
 		const f = window.prerenderReady;
-		return r(f === false ? 'flag' : (f === true ? 'ready' : 'idle'));
+		let ago = 0;
+		try { const n = performance.getEntriesByType('navigation')[0]; if (n.loadEventStart > 0) ago = Math.max(0, performance.now() - n.loadEventStart); } catch (e) {}
+		return r((f === false ? 'flag' : (f === true ? 'ready' : 'idle')) + ' ' + ago);
 	}
 	T(c, 5);
 })(); })`
+
+// loadSlack is taken off the load time loadedJS reports, for the answer's
+// way to Go: the time kept is no later than the load event.
+const loadSlack = 5 * time.Millisecond
 
 // readyJS resolves once the page set window.prerenderReady = true. Both
 // poll with the timer the page had before its scripts ran (doneHookJS).
@@ -280,9 +287,15 @@ var readyJS = `new Promise(r => { const T = globalThis.` + doneKey + `Timer || s
 // wait returns when the page is ready (prerenderReady) or done by its
 // signals or the quiet rule (settle), or with ctx's error. ended says which.
 func (t *tab) wait(ctx context.Context, st *renderState) (ended string, err error) {
-	mode, err := t.evalString(ctx, loadedJS)
+	res, err := t.evalString(ctx, loadedJS)
 	if err != nil {
 		return "", err
+	}
+	mode, ago, _ := strings.Cut(res, " ")
+	if ms, err := strconv.ParseFloat(ago, 64); err == nil && ms >= 0 && ms < 1e6 {
+		// What the page says is its own to get wrong: it changes only
+		// when its own render ends.
+		st.loaded(t.inst.r.opts.Now().Add(-time.Duration(ms*float64(time.Millisecond)) - loadSlack))
 	}
 	switch mode {
 	case "retired":

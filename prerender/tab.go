@@ -62,12 +62,21 @@ type renderState struct {
 	mu           sync.Mutex
 	mainClaimed  bool
 	main         *mainDoc
-	inflight     map[proto.FetchRequestID]proto.NetworkResourceType
+	inflight     map[proto.FetchRequestID]requestKind
 	lastActivity time.Time
-	lastScript   time.Time       // a script arrived (it still has to run)
-	seq          uint64          // counts network activity (see activity)
-	origins      map[string]bool // document origins to clear afterwards
-	committed    map[string]bool // origins of documents that committed in a frame
+	// Scripts that arrived, which may still have to be compiled and run
+	// (scriptMargin): the last module script (a dynamic import() is run
+	// whenever it is ready, the load event does not wait for it), and the
+	// last classic one. A classic script that arrived before the
+	// document's load event has run by then: parser-inserted, async,
+	// deferred and script-inserted scripts all hold the load event back
+	// until they ran. loadedBy is a time no later than that load event
+	// (zero: not known yet).
+	lastModule, lastClassic, loadedBy time.Time
+
+	seq       uint64          // counts network activity (see activity)
+	origins   map[string]bool // document origins to clear afterwards
+	committed map[string]bool // origins of documents that committed in a frame
 
 	cancel    context.CancelCauseFunc // ends the render early (ErrPageCrashed)
 	shown     atomic.Bool             // the tab was shown during this render
@@ -110,13 +119,17 @@ func (st *renderState) addOrigin(u *url.URL) {
 // would never be reported finished and would keep the page from ever
 // being quiet. EventSource streams are long-lived by design and do not
 // count.
-func (st *renderState) started(id proto.FetchRequestID, typ proto.NetworkResourceType, now time.Time) {
+//
+// module says a script request was made in CORS mode (it carries an
+// Origin header): a module script, static or import(), or a classic one
+// with a crossorigin attribute, which is counted with them.
+func (st *renderState) started(id proto.FetchRequestID, typ proto.NetworkResourceType, module bool, now time.Time) {
 	if typ == proto.NetworkResourceTypeEventSource || typ == proto.NetworkResourceTypeWebSocket {
 		return
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.inflight[id] = typ
+	st.inflight[id] = requestKind{typ: typ, module: module}
 	st.lastActivity = now
 	st.seq++
 }
@@ -124,13 +137,33 @@ func (st *renderState) started(id proto.FetchRequestID, typ proto.NetworkResourc
 func (st *renderState) finished(id proto.FetchRequestID, now time.Time) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if typ, ok := st.inflight[id]; ok {
+	if k, ok := st.inflight[id]; ok {
 		delete(st.inflight, id)
 		st.lastActivity = now
 		st.seq++
-		if typ == proto.NetworkResourceTypeScript {
-			st.lastScript = now
+		switch {
+		case k.typ != proto.NetworkResourceTypeScript:
+		case k.module:
+			st.lastModule = now
+		default:
+			st.lastClassic = now
 		}
+	}
+}
+
+// requestKind is what renderState keeps of a request in flight.
+type requestKind struct {
+	typ    proto.NetworkResourceType
+	module bool // a script fetched in CORS mode (see started)
+}
+
+// loaded records that the main document's load event came no earlier
+// than at.
+func (st *renderState) loaded(at time.Time) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.loadedBy.IsZero() {
+		st.loadedBy = at
 	}
 }
 
@@ -177,7 +210,18 @@ func (st *renderState) quiet(now time.Time, d time.Duration) bool {
 func (st *renderState) settled(now time.Time, d, scriptD time.Duration) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return len(st.inflight) == 0 && now.Sub(st.lastActivity) >= d && now.Sub(st.lastScript) >= scriptD
+	script := st.lastModule
+	if st.loadedBy.IsZero() || !st.lastClassic.Before(st.loadedBy) {
+		script = later(script, st.lastClassic)
+	}
+	return len(st.inflight) == 0 && now.Sub(st.lastActivity) >= d && now.Sub(script) >= scriptD
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // activity is a count that moves with every request started or finished
@@ -281,7 +325,7 @@ func (t *tab) loop(events <-chan *rod.Message) {
 			st := t.current()
 			icon := browserIcon(&e)
 			if st != nil && !icon {
-				st.started(e.RequestID, e.ResourceType, r.opts.Now())
+				st.started(e.RequestID, e.ResourceType, hasHeader(e.Request.Headers, "Origin"), r.opts.Now())
 			}
 			t.inst.wg.Add(1)
 			go func() {
@@ -359,7 +403,7 @@ func (t *tab) current() *renderState {
 func (t *tab) begin(ctx context.Context, cancel context.CancelCauseFunc, pub *url.URL) *renderState {
 	st := &renderState{
 		ctx: ctx, cancel: cancel, pub: pub, mainFrame: t.page.FrameID,
-		inflight: map[proto.FetchRequestID]proto.NetworkResourceType{}, origins: map[string]bool{}, committed: map[string]bool{},
+		inflight: map[proto.FetchRequestID]requestKind{}, origins: map[string]bool{}, committed: map[string]bool{},
 		lastActivity: t.inst.r.opts.Now(),
 	}
 	t.mu.Lock()

@@ -3,12 +3,15 @@ package prerender
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-rod/rod/lib/proto"
 )
 
 func TestApplyMeta(t *testing.T) {
@@ -210,5 +213,56 @@ func TestParsePublicURL(t *testing.T) {
 	u, err := parsePublicURL("https://example.com/a?b=1#frag")
 	if err != nil || u.String() != "https://example.com/a?b=1" {
 		t.Errorf("got %v, %v", u, err)
+	}
+}
+
+// The script margin holds after a module script and after a classic one
+// that arrived once the document had loaded; a classic script that
+// arrived before the load has run by then and holds nothing.
+func TestScriptMargin(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	const d, scriptD = 25 * time.Millisecond, 50 * time.Millisecond
+	type req struct {
+		module      bool
+		start, done int
+	}
+	for _, tc := range []struct {
+		name   string
+		reqs   []req
+		loaded int // ms; -1: not known
+		want   int // first ms at which settled
+	}{
+		{"classic before the load", []req{{false, 0, 10}}, 20, 35},
+		{"classic, load not known", []req{{false, 0, 10}}, -1, 60},
+		{"classic after the load", []req{{false, 15, 30}}, 20, 80},
+		{"classic at the load", []req{{false, 0, 20}}, 20, 70},
+		{"module before the load", []req{{true, 0, 10}}, 20, 60},
+		{"module import() after the load", []req{{false, 0, 10}, {true, 25, 30}}, 20, 80},
+		{"not a script", nil, 20, 25},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := &renderState{inflight: map[proto.FetchRequestID]requestKind{}}
+			st.started("doc", proto.NetworkResourceTypeDocument, false, at(0))
+			st.finished("doc", at(0))
+			for i, r := range tc.reqs {
+				id := proto.FetchRequestID(fmt.Sprint(i))
+				st.started(id, proto.NetworkResourceTypeScript, r.module, at(r.start))
+				st.finished(id, at(r.done))
+			}
+			if tc.loaded >= 0 {
+				st.loaded(at(tc.loaded))
+			}
+			got := -1
+			for ms := 0; ms <= 200; ms++ {
+				if st.settled(at(ms), d, scriptD) {
+					got = ms
+					break
+				}
+			}
+			if got != tc.want {
+				t.Errorf("settled from %d ms, want %d", got, tc.want)
+			}
+		})
 	}
 }

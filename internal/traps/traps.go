@@ -89,6 +89,14 @@ addEventListener('load', () => wk.postMessage(21));
 	// a script and a module chunk added after the load, slow to arrive
 	"/trap/script-added": `<script>addEventListener('load', () => { const s = document.createElement('script'); s.src = '/slow/late.js?ms=120'; document.head.appendChild(s); })</script>`,
 	"/trap/import":       `<script>addEventListener('load', () => { import('/slow/chunk.mjs?ms=100').then((m) => m.render()); })</script>`,
+	// large scripts (bigCode: 0.5 MB to compile): a module chunk imported
+	// while the document loads, which the load does not wait for; a
+	// classic script the load handler adds, before the done-detection
+	// watches the document; a classic script the page itself loads, which
+	// writes its content once it ran
+	"/trap/import-big":       `<script>import('/slow/big.mjs?ms=0').then((m) => m.render());</script>`,
+	"/trap/script-added-big": `<script>addEventListener('load', () => { const s = document.createElement('script'); s.src = '/slow/big.js?ms=0'; document.head.appendChild(s); })</script>`,
+	"/trap/script-big":       `<script src="/slow/big.js?ms=0"></script>`,
 	// a stylesheet added late, content once it applied
 	"/trap/stylesheet": `<script>addEventListener('load', () => { const l = document.createElement('link'); l.rel = 'stylesheet'; l.href = '/slow/late.css?ms=150';
 	l.onload = () => setTimeout(() => { ` + writeDone + ` }, 100); document.head.appendChild(l); })</script>`,
@@ -181,8 +189,22 @@ func pagesOf(bodies map[string]string) map[string]string {
 	return m
 }
 
+// bigCode is half a megabyte of script that runs: functions V8 must
+// parse, and a call of each.
+var bigCode = func() string {
+	var b strings.Builder
+	b.WriteString("var bigSum = 0;\n")
+	for i := 0; b.Len() < 512<<10; i++ {
+		n := strconv.Itoa(i)
+		b.WriteString("function big" + n + "(a) { var s = 0; for (var j = 0; j < 3; j++) { s += (a * " + n + " + j) % 7; } return s + '" + n + "'.length; }\nbigSum += big" + n + "(" + n + ");\n")
+	}
+	return b.String()
+}()
+
 // slowBodies are what /slow/NAME serves (NAME itself otherwise).
 var slowBodies = map[string]string{
+	"big.js":     bigCode + writeDone,
+	"big.mjs":    bigCode + `export function render() { ` + writeDone + ` }`,
 	"late.js":    writeDone,
 	"chunk.mjs":  `export function render() { ` + writeDone + ` }`,
 	"late.css":   `p { color: red }`,

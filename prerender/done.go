@@ -58,7 +58,7 @@ import (
 // large script's compilation: with it at 0, the half-megabyte traps
 // (import-big, a module imported while the document loads;
 // script-added-big, a classic script the load handler adds) were captured
-// early in 4 of 5 runs under the hogs, and with it at 50 ms never (five
+// early in 2 and 4 of 5 runs under the hogs, and with it at 50 ms never (five
 // runs of every trap, with the hogs). A classic script that arrived
 // before the load (script-big, docsify's bundle) needs none: the load
 // event came after it ran.

@@ -55,13 +55,16 @@ import (
 // stylesheet added before the hook's first question (so not watched) was
 // captured before its load handler ran: netMargin stays at 25 ms, which
 // costs little, as it runs alongside the page's. scriptMargin guards a
-// large script's compilation: with it at 0, the half-megabyte traps
-// (import-big, a module imported while the document loads;
-// script-added-big, a classic script the load handler adds) were captured
-// early in 2 and 4 of 5 runs under the hogs, and with it at 50 ms never (five
-// runs of every trap, with the hogs). A classic script that arrived
-// before the load (script-big, docsify's bundle) needs none: the load
-// event came after it ran.
+// large module's compilation: with it at 0, import-big (half a megabyte of
+// module imported while the document loads) was captured early in 2 of 5
+// runs under the hogs, and with it at 50 ms never (five runs of every
+// trap, with the hogs). A classic script needs it only when it arrived
+// after the load and was not watched: one that arrived before the load
+// (script-big, docsify's bundle) ran before the load event, and one a load
+// handler adds (script-added-big) is watched from the load event on
+// (before that, with the observer started at the first question, it was
+// captured early in 4 of 5 runs with no script margin, and once in the
+// e2e run at 50 ms).
 //
 // The hook is the page's to break: a page that replaces or breaks it only
 // changes when its own render ends, within quietPeriod and the render
@@ -333,11 +336,14 @@ var doneHookJS = fmt.Sprintf(`(() => {
 		} catch (e) {}
 	});
 	const opts = { subtree: true, childList: true, attributes: true, characterData: true };
-	// The observer starts with the first question (after the load): Blink
-	// walks a changed node's ancestors for subtree observers, so observing
-	// from the start would make a page that builds a very deep tree while
-	// it loads quadratic (it hangs instead of failing), and what changes
-	// before the load is waited for by the load itself.
+	// The observer starts at the load event, before the page's own load
+	// handlers (a capturing listener of the hook's, the first one), or with
+	// the first question if that comes earlier: Blink walks a changed
+	// node's ancestors for subtree observers, so observing from the start
+	// would make a page that builds a very deep tree while it loads
+	// quadratic (it hangs instead of failing), and what changes before the
+	// load is waited for by the load itself. A script or stylesheet a load
+	// handler adds is watched until it ran (script-added-big).
 	let active = false;
 	const roots = [];
 	const watch = (n) => { try { apply(observe, mo, [n, opts]); } catch (e) {} };
@@ -349,6 +355,7 @@ var doneHookJS = fmt.Sprintf(`(() => {
 		for (let i = 0; i < roots.length; i++) watch(roots[i]);
 		roots.length = 0;
 	};
+	try { apply(add, w, ['load', () => { try { activate(); } catch (e) {} }, true]); } catch (e) {}
 	wrap(Element.prototype, 'attachShadow', () => ({ apply(f, self, args) {
 		const sr = apply(f, self, args);
 		if (active) watch(sr); else if (roots.length < 100000) roots[roots.length] = sr;

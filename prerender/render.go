@@ -266,16 +266,15 @@ var loadedJS = `new Promise(r => { const T = globalThis.` + doneKey + `Timer || 
 	if (location.href === 'about:blank') return r('retired');
 	if (document.readyState === 'complete') {
 		const f = window.prerenderReady;
-		let ago = 0;
-		try { const n = performance.getEntriesByType('navigation')[0]; if (n.loadEventStart > 0) ago = Math.max(0, performance.now() - n.loadEventStart); } catch (e) {}
-		return r((f === false ? 'flag' : (f === true ? 'ready' : 'idle')) + ' ' + ago);
+		return r(f === false ? 'flag' : (f === true ? 'ready' : 'idle'));
 	}
 	T(c, 5);
 })(); })`
 
-// loadSlack is taken off the load time loadedJS reports, for the answer's
-// way to Go: the time kept is no later than the load event.
-const loadSlack = 5 * time.Millisecond
+// loadAgoJS is how many ms ago the document's load event started, or -1
+// when it has not (or the page hid it).
+const loadAgoJS = `(() => { try { const n = performance.getEntriesByType('navigation')[0];
+	if (n.loadEventStart > 0) return String(Math.max(0, performance.now() - n.loadEventStart)); } catch (e) {} return '-1'; })()`
 
 // readyJS resolves once the page set window.prerenderReady = true. Both
 // poll with the timer the page had before its scripts ran (doneHookJS).
@@ -287,15 +286,21 @@ var readyJS = `new Promise(r => { const T = globalThis.` + doneKey + `Timer || s
 // wait returns when the page is ready (prerenderReady) or done by its
 // signals or the quiet rule (settle), or with ctx's error. ended says which.
 func (t *tab) wait(ctx context.Context, st *renderState) (ended string, err error) {
-	res, err := t.evalString(ctx, loadedJS)
+	mode, err := t.evalString(ctx, loadedJS)
 	if err != nil {
 		return "", err
 	}
-	mode, ago, _ := strings.Cut(res, " ")
-	if ms, err := strconv.ParseFloat(ago, 64); err == nil && ms >= 0 && ms < 1e6 {
-		// What the page says is its own to get wrong: it changes only
-		// when its own render ends.
-		st.loaded(t.inst.r.opts.Now().Add(-time.Duration(ms*float64(time.Millisecond)) - loadSlack))
+	if mode == "idle" {
+		// The page answers after the question left, so the load came
+		// no earlier than ago before the time it was sent. What the page
+		// says is its own to get wrong: it changes only when its own
+		// render ends.
+		sent := t.inst.r.opts.Now()
+		if ago, err := t.evalString(ctx, loadAgoJS); err == nil {
+			if ms, err := strconv.ParseFloat(ago, 64); err == nil && ms >= 0 && ms < 1e6 {
+				st.loaded(sent.Add(-time.Duration(ms * float64(time.Millisecond))))
+			}
+		}
 	}
 	switch mode {
 	case "retired":

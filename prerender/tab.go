@@ -70,8 +70,9 @@ type renderState struct {
 	// last classic one. A classic script that arrived before the
 	// document's load event has run by then: parser-inserted, async,
 	// deferred and script-inserted scripts all hold the load event back
-	// until they ran. loadedBy is a time no later than that load event
-	// (zero: not known yet).
+	// until they ran (one a readystatechange handler inserts as the
+	// document completes does not, and has netMargin alone). loadedBy is a
+	// time no later than that load event (zero: not known yet).
 	lastModule, lastClassic, loadedBy time.Time
 
 	seq       uint64          // counts network activity (see activity)

@@ -216,6 +216,13 @@ func (t *tab) handlePaused(st *renderState, e *proto.FetchRequestPaused) {
 		return
 	}
 	defer release()
+	if e.ResourceType == proto.NetworkResourceTypeScript {
+		n := int64(len(body))
+		if streamed {
+			n = max(resp.ContentLength, streamThreshold) // unknown length: at least what was peeked
+		}
+		st.sized(e.RequestID, n, resp.StatusCode == http.StatusNotModified)
+	}
 	if conditional(e.Request) {
 		r.metrics.revalidated(resp.StatusCode)
 	}

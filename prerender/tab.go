@@ -72,8 +72,10 @@ type renderState struct {
 	// deferred and script-inserted scripts all hold the load event back
 	// until they ran (one a readystatechange handler inserts as the
 	// document completes does not, and has netMargin alone). loadedBy is a
-	// time no later than that load event (zero: not known yet).
-	lastModule, lastClassic, loadedBy time.Time
+	// time no later than that load event (zero: not known yet). The
+	// margin runs from moduleDue and classicDue: the arrival put later by
+	// the script's size (compileTime).
+	lastClassic, loadedBy, moduleDue, classicDue time.Time
 
 	seq       uint64          // counts network activity (see activity)
 	origins   map[string]bool // document origins to clear afterwards
@@ -145,17 +147,50 @@ func (st *renderState) finished(id proto.FetchRequestID, now time.Time) {
 		switch {
 		case k.typ != proto.NetworkResourceTypeScript:
 		case k.module:
-			st.lastModule = now
+			st.moduleDue = later(st.moduleDue, now.Add(compileTime(k)))
 		default:
 			st.lastClassic = now
+			st.classicDue = later(st.classicDue, now.Add(compileTime(k)))
 		}
 	}
+}
+
+// sized records the size of a script's response (notModified: the
+// browser's kept copy, of a size PRISM does not know).
+func (st *renderState) sized(id proto.FetchRequestID, bytes int64, notModified bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if k, ok := st.inflight[id]; ok {
+		k.bytes, k.notModified = bytes, notModified
+		st.inflight[id] = k
+	}
+}
+
+// Compiling a script takes time after it arrived, in proportion to its
+// size: half a megabyte of module (the import-big trap) compiled and ran
+// more than 50 ms after its arrival under the e2e suite's load. The script
+// margin is put off by compilePerMB per MiB, at most compileMax; a kept
+// copy (304), whose size PRISM does not know, by compileKept.
+const (
+	compilePerMB = 200 * time.Millisecond
+	compileMax   = 250 * time.Millisecond
+	compileKept  = 50 * time.Millisecond
+)
+
+func compileTime(k requestKind) time.Duration {
+	if k.notModified {
+		return compileKept
+	}
+	return min(time.Duration(k.bytes)*compilePerMB/(1<<20), compileMax)
 }
 
 // requestKind is what renderState keeps of a request in flight.
 type requestKind struct {
 	typ    proto.NetworkResourceType
 	module bool // a script fetched in CORS mode (see started)
+	// A script's response: its bytes, or a 304 (the browser's kept copy).
+	bytes       int64
+	notModified bool
 }
 
 // loaded records that the main document's load event came no earlier
@@ -211,9 +246,9 @@ func (st *renderState) quiet(now time.Time, d time.Duration) bool {
 func (st *renderState) settled(now time.Time, d, scriptD time.Duration) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	script := st.lastModule
+	script := st.moduleDue
 	if st.loadedBy.IsZero() || !st.lastClassic.Before(st.loadedBy) {
-		script = later(script, st.lastClassic)
+		script = later(script, st.classicDue)
 	}
 	return len(st.inflight) == 0 && now.Sub(st.lastActivity) >= d && now.Sub(script) >= scriptD
 }

@@ -226,6 +226,8 @@ func TestScriptMargin(t *testing.T) {
 	type req struct {
 		module      bool
 		start, done int
+		bytes       int64
+		notModified bool
 	}
 	for _, tc := range []struct {
 		name   string
@@ -233,13 +235,20 @@ func TestScriptMargin(t *testing.T) {
 		loaded int // ms; -1: not known
 		want   int // first ms at which settled
 	}{
-		{"classic before the load", []req{{false, 0, 10}}, 20, 35},
-		{"classic, load not known", []req{{false, 0, 10}}, -1, 60},
-		{"classic after the load", []req{{false, 15, 30}}, 20, 80},
-		{"classic at the load", []req{{false, 0, 20}}, 20, 70},
-		{"module before the load", []req{{true, 0, 10}}, 20, 60},
-		{"module import() after the load", []req{{false, 0, 10}, {true, 25, 30}}, 20, 80},
+		{"classic before the load", []req{{false, 0, 10, 0, false}}, 20, 35},
+		{"classic, load not known", []req{{false, 0, 10, 0, false}}, -1, 60},
+		{"classic after the load", []req{{false, 15, 30, 0, false}}, 20, 80},
+		{"classic at the load", []req{{false, 0, 20, 0, false}}, 20, 70},
+		{"module before the load", []req{{true, 0, 10, 0, false}}, 20, 60},
+		{"module import() after the load", []req{{false, 0, 10, 0, false}, {true, 25, 30, 0, false}}, 20, 80},
 		{"not a script", nil, 20, 25},
+		// Put off by the script's size: 200 ms a MiB, at most 250 ms;
+		// 50 ms for a kept copy (304).
+		{"module of 512 KiB", []req{{true, 0, 10, 512 << 10, false}}, 20, 160},
+		{"module of 4 MiB", []req{{true, 0, 10, 4 << 20, false}}, 20, 310},
+		{"module kept (304)", []req{{true, 0, 10, 0, true}}, 20, 110},
+		{"large classic before the load", []req{{false, 0, 10, 4 << 20, false}}, 20, 35},
+		{"large classic after the load", []req{{false, 25, 30, 512 << 10, false}}, 20, 180},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := &renderState{inflight: map[proto.FetchRequestID]requestKind{}}
@@ -248,13 +257,14 @@ func TestScriptMargin(t *testing.T) {
 			for i, r := range tc.reqs {
 				id := proto.FetchRequestID(fmt.Sprint(i))
 				st.started(id, proto.NetworkResourceTypeScript, r.module, at(r.start))
+				st.sized(id, r.bytes, r.notModified)
 				st.finished(id, at(r.done))
 			}
 			if tc.loaded >= 0 {
 				st.loaded(at(tc.loaded))
 			}
 			got := -1
-			for ms := 0; ms <= 200; ms++ {
+			for ms := 0; ms <= 400; ms++ {
 				if st.settled(at(ms), d, scriptD) {
 					got = ms
 					break

@@ -152,12 +152,13 @@ var respDropHeaders = map[string]bool{
 // render, as with no cache at all, as long as the origin's validators
 // change with the content (Options.NoBrowserCache is for those that do
 // not). A response with no ETag nor Last-Modified, one the origin marked
-// no-store, a partial one and a streamed one (large) are "no-store": never
-// reused on an ordinary load. A back or forward navigation inside a render
+// no-store and a partial one are "no-store": never reused on an ordinary
+// load; so is a streamed one (large), which streamServer.copy marks so
+// itself. A back or forward navigation inside a render
 // may reuse any kept copy unasked (Blink's rule for history loads); it can
 // only be the page's own doing, within its own render.
-func browserCacheControl(status int, h http.Header, streamed bool) string {
-	if streamed || status == http.StatusPartialContent {
+func browserCacheControl(status int, h http.Header) string {
+	if status == http.StatusPartialContent {
 		return "no-store"
 	}
 	for _, v := range h.Values("Cache-Control") {
@@ -509,7 +510,7 @@ func (t *tab) fulfil(id proto.FetchRequestID, resp *http.Response, body []byte) 
 			hdrs = append(hdrs, &proto.FetchHeaderEntry{Name: k, Value: v})
 		}
 	}
-	hdrs = append(hdrs, &proto.FetchHeaderEntry{Name: "Cache-Control", Value: browserCacheControl(resp.StatusCode, resp.Header, false)})
+	hdrs = append(hdrs, &proto.FetchHeaderEntry{Name: "Cache-Control", Value: browserCacheControl(resp.StatusCode, resp.Header)})
 	ctx, cancel := t.cdpCtx()
 	defer cancel()
 	err := proto.FetchFulfillRequest{

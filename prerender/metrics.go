@@ -54,7 +54,7 @@ type rendererMetrics struct {
 	dialogs     *metrics.Counter
 	popups      *metrics.Counter
 	refused     map[string]*metrics.Counter // by fetchLimitReasons
-	// Requests that named a kept copy's validators, by the origin's answer.
+	// Requests that named validators, by the origin's answer.
 	kept, changed *metrics.Counter
 }
 

@@ -172,17 +172,7 @@ func TestRevalidatedAcrossRenders(t *testing.T) {
 			}
 		}
 	}
-	for _, file := range []string{"nostore.js", "big.js"} { // no-store; streamed
-		hits := deployHits(site + file)
-		if len(hits) != renders {
-			t.Errorf("%s: %d requests in %d renders, want one a render", file, len(hits), renders)
-		}
-		for _, h := range hits {
-			if h.conditional || h.status != http.StatusOK {
-				t.Errorf("%s: request %+v, want each unconditional", file, h)
-			}
-		}
-	}
+	wantWhole(t, site, renders, "nostore.js", "big.js") // no-store; streamed
 
 	// A fetch with cache: 'force-cache' is asked of the origin every render
 	// (the browser's HTTP cache never holds a response PRISM handed over).
@@ -235,18 +225,25 @@ func TestNoBrowserCache(t *testing.T) {
 			t.Fatalf("render: %s", res.HTML)
 		}
 	}
-	for _, file := range []string{"app.js", "app.css", "mod.js", "turn.js"} {
+	wantWhole(t, site, 2, "app.js", "app.css", "mod.js", "turn.js")
+	if err := stop(); err != nil {
+		t.Error(err)
+	}
+}
+
+// wantWhole checks that each of site's files was fetched whole, with no
+// validator, once in each of renders renders.
+func wantWhole(t *testing.T, site string, renders int, files ...string) {
+	t.Helper()
+	for _, file := range files {
 		hits := deployHits(site + file)
-		if len(hits) != 2 {
-			t.Errorf("%s: %d requests in 2 renders, want 2", file, len(hits))
+		if len(hits) != renders {
+			t.Errorf("%s: %d requests in %d renders, want one a render", file, len(hits), renders)
 		}
 		for _, h := range hits {
 			if h.conditional || h.status != http.StatusOK {
 				t.Errorf("%s: request %+v, want each unconditional", file, h)
 			}
 		}
-	}
-	if err := stop(); err != nil {
-		t.Error(err)
 	}
 }

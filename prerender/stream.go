@@ -146,7 +146,7 @@ func (s *streamServer) copy(w http.ResponseWriter, sm *stream) error {
 			h[k] = vs
 		}
 	}
-	h.Set("Cache-Control", browserCacheControl(resp.StatusCode, resp.Header, true))
+	h.Set("Cache-Control", "no-store") // never reused (see browserCacheControl)
 	if resp.ContentLength >= 0 {
 		h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
 	}

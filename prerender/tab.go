@@ -361,7 +361,8 @@ func (t *tab) loop(events <-chan *rod.Message) {
 			st := t.current()
 			icon := browserIcon(&e)
 			if st != nil && !icon {
-				st.started(e.RequestID, e.ResourceType, hasHeader(e.Request.Headers, "Origin"), r.opts.Now())
+				module := e.ResourceType == proto.NetworkResourceTypeScript && hasHeader(e.Request.Headers, "Origin")
+				st.started(e.RequestID, e.ResourceType, module, r.opts.Now())
 			}
 			t.inst.wg.Add(1)
 			go func() {

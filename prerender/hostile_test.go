@@ -90,6 +90,28 @@ for (const ev of ['pagehide', 'unload', 'beforeunload', 'pageswap']) addEventLis
 onunload = () => put('onunload');
 </script></body></html>`,
 	"/attacker-landing": `<!DOCTYPE html><html><body><p>ATTACKER LANDING</p></body></html>`,
+	// A dedicated worker that writes IndexedDB every millisecond from the
+	// moment the page is ready: a worker outliving its render's reset
+	// would leave its write to the next render of the site. The page says
+	// what it found first.
+	"/reset-worker": `<!DOCTYPE html><html><head><script>window.prerenderReady = false;
+const o = indexedDB.open('esc', 1); o.onupgradeneeded = () => o.result.createObjectStore('s');
+o.onsuccess = () => { const g = o.result.transaction('s').objectStore('s').get('k'); g.onsuccess = () => {
+	document.body.insertAdjacentHTML('beforeend', '<p id="idb">idb=[' + (g.result || '') + ']</p>'); o.result.close();
+	const code = "const put = (then) => { const o = indexedDB.open('esc', 1); o.onupgradeneeded = () => o.result.createObjectStore('s'); " +
+		"o.onsuccess = () => { const db = o.result; try { const q = db.transaction('s', 'readwrite').objectStore('s').put('escaped-worker', 'k'); " +
+		"q.onsuccess = () => { db.close(); then(); }; q.onerror = () => { db.close(); then(); }; } catch (e) { db.close(); then(); } }; o.onerror = () => then(); }; " +
+		"put(() => { postMessage('ready'); (function again() { put(() => setTimeout(again, 1)); })(); });";
+	const w = new Worker(URL.createObjectURL(new Blob([code], {type: 'text/javascript'})));
+	w.onmessage = () => { document.body.insertAdjacentHTML('beforeend', '<p id="w">worker writing</p>'); window.prerenderReady = true; };
+}; };
+</script></head><body><p>worker page</p></body></html>`,
+	// A page for the same URL again with a fragment: the tab holds the
+	// last render's document frozen, and a navigation differing from its
+	// URL only by the fragment would stay in that document. /frag-move
+	// moves its own URL to /frag-doc first.
+	"/frag-doc":  `<!DOCTYPE html><html><body><script>document.body.insertAdjacentHTML('beforeend', '<p id="f">frag doc ' + location.hash + '</p>');</script></body></html>`,
+	"/frag-move": `<!DOCTYPE html><html><body><script>history.replaceState({}, '', '/frag-doc'); document.body.insertAdjacentHTML('beforeend', '<p id="f">moved</p>');</script></body></html>`,
 	// The escape, in the page and in a cross-origin iframe that reports
 	// what it finds of an earlier render (its storage is partitioned under
 	// the page's site: only a later render of this page can see it).
@@ -343,6 +365,43 @@ func TestHostileResetEscape(t *testing.T) {
 			t.Fatalf("/reset-docopen: %s", res.HTML)
 		}
 		checkClean(t, e, "/reset-docopen")
+	}
+}
+
+func TestHostileWorkerReset(t *testing.T) {
+	e := getEnv(t)
+	for i := range 3 {
+		res := mustRender(t, e, Request{URL: "/reset-worker"})
+		html := string(res.HTML)
+		if !strings.Contains(html, "worker writing") || !strings.Contains(html, "idb=[]") {
+			t.Errorf("render %d: an earlier render's worker wrote, or the worker did not run: %s", i, html)
+		}
+	}
+	checkClean(t, e, "/reset-worker")
+}
+
+// A render of a URL that differs from the tab's last page only by its
+// hashbang fragment (that page's own URL, or the one it moved to with the
+// History API) loads a document of its own, at once. Other fragments are
+// dropped (parsePublicURL).
+func TestFragmentAfterSamePage(t *testing.T) {
+	e := getEnv(t)
+	for _, c := range []struct{ first, next, want string }{
+		{"/frag-doc", "/frag-doc#!/a", "frag doc #!/a"},
+		{"/frag-doc#!/a", "/frag-doc#!/b", "frag doc #!/b"},
+		{"/frag-move", "/frag-doc#!/c", "frag doc #!/c"},
+		{"/frag-doc#!/d", "/frag-doc", "frag doc </p>"},
+		{"/frag-doc#plain", "/frag-doc#plain", "frag doc </p>"}, // not a hashbang: dropped
+	} {
+		mustRender(t, e, Request{URL: c.first})
+		before := e.count("/frag-doc")
+		res := mustRender(t, e, Request{URL: c.next})
+		if html := string(res.HTML); !strings.Contains(html, c.want) || res.Partial || res.Ended == EndedTimeout {
+			t.Errorf("%s after %s: ended %s, partial %v: %s", c.next, c.first, res.Ended, res.Partial, html)
+		}
+		if n := e.count("/frag-doc") - before; n != 1 {
+			t.Errorf("%s after %s: %d document requests, want 1", c.next, c.first, n)
+		}
 	}
 }
 

@@ -123,10 +123,38 @@ func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request) (*Res
 		return nil, outcomeError, fmt.Errorf("emulate: %w", err)
 	}
 	p := t.page.Context(rctx)
-	// The tab is on the about:blank of its reset, so even a URL with a
-	// fragment loads a new document.
+	// The tab holds the frozen document of its last render (or an
+	// about:blank). A URL that differs from it only by its fragment would
+	// be a navigation within that document: it gets an about:blank first.
+	if t.held != "" && st.pub.Fragment != "" {
+		u := *st.pub
+		u.Fragment, u.RawFragment = "", ""
+		if u.String() == t.held {
+			if err := t.unhold(rctx); err != nil {
+				return nil, outcomeError, err
+			}
+		}
+	}
 	navStart := time.Now()
 	nav, navErr := proto.PageNavigate{URL: st.pub.String()}.Call(p)
+	if t.held != "" && navErr == nil && nav.ErrorText == "" && nav.LoaderID == "" {
+		// A navigation within the held document after all (its URL
+		// spelled another way): discarded, and loaded anew.
+		if err := t.unhold(rctx); err != nil {
+			return nil, outcomeError, err
+		}
+		nav, navErr = proto.PageNavigate{URL: st.pub.String()}.Call(p)
+	}
+	if t.held != "" && navErr == nil && nav.ErrorText == "" {
+		// The old document is gone: the page may run again. Its history
+		// goes first, before the new document's scripts can read it.
+		if err := retryDetached(rctx, func() error { return proto.PageResetNavigationHistory{}.Call(p) }); err != nil {
+			return nil, outcomeError, fmt.Errorf("history: %w", err)
+		}
+		if err := t.thaw(rctx); err != nil {
+			return nil, outcomeError, err
+		}
+	}
 	m := st.mainDoc()
 	if m != nil && m.location != "" {
 		h := http.Header{}
@@ -259,9 +287,12 @@ func (t *tab) emulate(ctx context.Context, req Request) error {
 // loadedJS resolves once the document has loaded, with "flag" when the page
 // declared window.prerenderReady = false (it will say when it is ready),
 // "ready" when it already set it to true, else "idle". "retired" means the
-// navigation committed no document and the tab still shows the about:blank
-// of its reset (location cannot be replaced by a page); no navigation known
-// today gets there (TestNoNewDocument), it is a guard.
+// navigation committed no document and the tab still shows an about:blank
+// (location cannot be replaced by a page); no navigation known today gets
+// there (TestNoNewDocument), it is a guard. A navigation that commits no
+// document where the tab holds the last render's frozen document fails
+// before (Page.navigate's error, or no loader: run), and the page is not
+// unfrozen.
 var loadedJS = `new Promise(r => { const T = globalThis.` + doneKey + `Timer || setTimeout; (function c() {
 	if (location.href === 'about:blank') return r('retired');
 	if (document.readyState === 'complete') {

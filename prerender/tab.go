@@ -37,6 +37,11 @@ type tab struct {
 	broken atomic.Bool
 	// warming is the URL of warmUp's page while it runs: it is answered.
 	warming atomic.Pointer[string]
+	// held is the URL of the document the last reset left frozen in the
+	// tab (empty: the tab is on an about:blank, not frozen). The next
+	// render's navigation replaces that document and then unfreezes the
+	// page (see reset). Used by one render at a time.
+	held string
 }
 
 type emulation struct {
@@ -538,16 +543,21 @@ func (t *tab) warmRender(ctx context.Context, raw string) (failed bool, err erro
 //     about:blank ones that script their opener) is closed, and the
 //     session storage of every frame cleared (see clearSessionStorage),
 //     both at once.
-//  4. The tab navigates to about:blank. The page's pagehide, unload and
-//     beforeunload handlers do not run (guardJS stops them, with
-//     references the page cannot replace), and the old document is
-//     discarded (the back-forward cache is off), with its frames, workers
-//     and timers.
-//  5. At once, as nothing of the page is left to write them again: the
-//     page is unfrozen and its history dropped, the context's cookies are
-//     cleared, and every touched origin's storage.
+//  4. At once, as nothing of the page runs to write them again (a frozen
+//     page's dedicated workers are frozen with it): its history is
+//     dropped, the context's cookies are cleared, and every touched
+//     origin's storage.
 //
-// The steps within 3 and 5 run in parallel: each is a DevTools round
+// The page stays frozen, holding its document (t.held), until the next
+// render's navigation replaces that document (the back-forward cache is
+// off, so it is discarded, with its frames, workers and timers); run then
+// unfreezes the page. The page's pagehide, unload and beforeunload
+// handlers do not run then either (guardJS stops them, with references the
+// page cannot replace). A navigation to about:blank here instead cost a
+// sixth of PRISM's renders/s at 4 tabs (bench/README.md); it is still made
+// where the next URL would navigate within the held document (unhold).
+//
+// The steps within 3 and 4 run in parallel: each is a DevTools round
 // trip, and the next render waits for the reset. An error means the tab
 // must not be reused.
 func (t *tab) reset(ctx context.Context, st *renderState) error {
@@ -569,27 +579,20 @@ func (t *tab) reset(ctx context.Context, st *renderState) error {
 		return fmt.Errorf("reset freeze: %w", err)
 	}
 	var keys []string
+	var heldURL string
 	if err := parallel(
 		func() error { return t.closeOthers(ctx) },
-		func() (err error) { keys, err = t.clearSessionStorage(ctx, st); return err },
+		func() (err error) { keys, heldURL, err = t.clearSessionStorage(ctx, st); return err },
 	); err != nil {
 		return err
 	}
-	nav, err := proto.PageNavigate{URL: "about:blank"}.Call(p)
-	if err != nil {
-		return fmt.Errorf("reset navigate: %w", err)
-	}
-	if nav.ErrorText != "" {
-		return fmt.Errorf("reset navigate: %s", nav.ErrorText)
-	}
 	// The rest is independent, and each step a DevTools round trip: all at
-	// once. The freeze belongs to the page, not to its document: lifted, or
-	// the next render's document could load frozen. The about:blank
-	// document may come in a new frame host, which DevTools attaches to a
-	// moment after the navigation returns (retryDetached). Storage is
-	// cleared by key for the frames the page had (a third-party frame's is
-	// partitioned under the page's site), by origin for the other
-	// documents it loaded; a first-party key is its origin's storage.
+	// once. The page stays frozen: the next render's navigation discards
+	// its document (the back-forward cache is off), and only then is the
+	// page unfrozen (unhold). Storage is cleared by key for the frames the
+	// page had (a third-party frame's is partitioned under the page's
+	// site), by origin for the other documents it loaded; a first-party
+	// key is its origin's storage.
 	step := func(what string, call func() error) func() error {
 		return func() error {
 			if err := retryDetached(ctx, call); err != nil {
@@ -599,9 +602,6 @@ func (t *tab) reset(ctx context.Context, st *renderState) error {
 		}
 	}
 	steps := []func() error{
-		step("unfreeze", func() error {
-			return proto.PageSetWebLifecycleState{State: proto.PageSetWebLifecycleStateStateActive}.Call(p)
-		}),
 		step("history", func() error { return proto.PageResetNavigationHistory{}.Call(p) }),
 		step("cookies", func() error {
 			return proto.StorageClearCookies{BrowserContextID: t.bctx.BrowserContextID}.Call(t.inst.b.Context(ctx))
@@ -625,7 +625,45 @@ func (t *tab) reset(ctx context.Context, st *renderState) error {
 			return proto.StorageClearDataForStorageKey{StorageKey: k, StorageTypes: clearStorageTypes}.Call(p)
 		}))
 	}
-	return parallel(steps...)
+	if err := parallel(steps...); err != nil {
+		return err
+	}
+	t.held = heldURL
+	if t.held == "" {
+		t.held = "about:blank"
+	}
+	return nil
+}
+
+// thaw unfreezes the page once the document the reset froze is gone. The
+// freeze belongs to the page, not to its document: lifted, or the new
+// document would stay frozen.
+func (t *tab) thaw(ctx context.Context) error {
+	p := t.page.Context(ctx)
+	if err := retryDetached(ctx, func() error {
+		return proto.PageSetWebLifecycleState{State: proto.PageSetWebLifecycleStateStateActive}.Call(p)
+	}); err != nil {
+		return fmt.Errorf("unfreeze: %w", err)
+	}
+	t.held = ""
+	return nil
+}
+
+// unhold discards the document the reset left frozen by a navigation to
+// about:blank, and unfreezes the page.
+func (t *tab) unhold(ctx context.Context) error {
+	p := t.page.Context(ctx)
+	nav, err := proto.PageNavigate{URL: "about:blank"}.Call(p)
+	if err != nil {
+		return fmt.Errorf("blank navigate: %w", err)
+	}
+	if nav.ErrorText != "" {
+		return fmt.Errorf("blank navigate: %s", nav.ErrorText)
+	}
+	if err := retryDetached(ctx, func() error { return proto.PageResetNavigationHistory{}.Call(p) }); err != nil {
+		return fmt.Errorf("blank history: %w", err)
+	}
+	return t.thaw(ctx)
 }
 
 // parallel runs fs at once and returns their errors, joined, once all
@@ -651,14 +689,16 @@ func parallel(fs ...func() error) error {
 // it: a render whose frames committed an origin none of them holds any more
 // (a cross-origin navigation, a removed iframe) cannot be cleared, and its
 // tab is replaced.
-func (t *tab) clearSessionStorage(ctx context.Context, st *renderState) ([]string, error) {
+func (t *tab) clearSessionStorage(ctx context.Context, st *renderState) (keys []string, mainURL string, err error) {
 	p := t.page.Context(ctx)
 	tree, err := proto.PageGetFrameTree{}.Call(p)
 	if err != nil {
-		return nil, fmt.Errorf("reset frames: %w", err)
+		return nil, "", fmt.Errorf("reset frames: %w", err)
+	}
+	if tree.FrameTree != nil && tree.FrameTree.Frame != nil {
+		mainURL = tree.FrameTree.Frame.URL
 	}
 	live := map[string]bool{}
-	var keys []string
 	var walk func(n *proto.PageFrameTree) error
 	walk = func(n *proto.PageFrameTree) error {
 		if n == nil || n.Frame == nil {
@@ -687,16 +727,16 @@ func (t *tab) clearSessionStorage(ctx context.Context, st *renderState) ([]strin
 		return nil
 	}
 	if err := walk(tree.FrameTree); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for o := range st.committed {
 		if !live[o] {
-			return nil, fmt.Errorf("reset session storage: %w: %s", errGoneOrigin, o)
+			return nil, "", fmt.Errorf("reset session storage: %w: %s", errGoneOrigin, o)
 		}
 	}
-	return keys, nil
+	return keys, mainURL, nil
 }
 
 // storageOrigin reports whether a frame's security origin holds storage

@@ -490,11 +490,8 @@ func (t *tab) warmUp(ctx context.Context, u string) error {
 	if _, err := t.capture(ctx, t.inst.r.keepTypes); err != nil {
 		return fmt.Errorf("warm-up capture: %w", err)
 	}
-	if _, err := (proto.PageNavigate{URL: "about:blank"}).Call(p); err != nil {
+	if err := t.blank(ctx); err != nil {
 		return fmt.Errorf("warm-up reset: %w", err)
-	}
-	if err := retryDetached(ctx, func() error { return proto.PageResetNavigationHistory{}.Call(p) }); err != nil {
-		return fmt.Errorf("warm-up history: %w", err)
 	}
 	return nil
 }
@@ -652,6 +649,14 @@ func (t *tab) thaw(ctx context.Context) error {
 // unhold discards the document the reset left frozen by a navigation to
 // about:blank, and unfreezes the page.
 func (t *tab) unhold(ctx context.Context) error {
+	if err := t.blank(ctx); err != nil {
+		return err
+	}
+	return t.thaw(ctx)
+}
+
+// blank navigates the tab to about:blank and drops its history.
+func (t *tab) blank(ctx context.Context) error {
 	p := t.page.Context(ctx)
 	nav, err := proto.PageNavigate{URL: "about:blank"}.Call(p)
 	if err != nil {
@@ -663,7 +668,7 @@ func (t *tab) unhold(ctx context.Context) error {
 	if err := retryDetached(ctx, func() error { return proto.PageResetNavigationHistory{}.Call(p) }); err != nil {
 		return fmt.Errorf("blank history: %w", err)
 	}
-	return t.thaw(ctx)
+	return nil
 }
 
 // parallel runs fs at once and returns their errors, joined, once all

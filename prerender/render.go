@@ -124,28 +124,28 @@ func (t *tab) run(ctx, rctx context.Context, st *renderState, req Request) (*Res
 	}
 	p := t.page.Context(rctx)
 	// The tab holds the frozen document of its last render (or an
-	// about:blank). A URL that differs from it only by its fragment would
-	// be a navigation within that document: it gets an about:blank first.
-	if t.held != "" && st.pub.Fragment != "" {
-		u := *st.pub
-		u.Fragment, u.RawFragment = "", ""
-		if u.String() == t.held {
-			if err := t.unhold(rctx); err != nil {
-				return nil, outcomeError, err
-			}
+	// about:blank). A URL with a fragment (a hashbang: parsePublicURL
+	// drops the others) may differ from that document's own only by it,
+	// which would be a navigation within that document, seen by its
+	// scripts: such a URL gets an about:blank first, whatever the held
+	// document's URL (the page may have moved it, and the browser spells
+	// URLs its own way).
+	if t.held && st.pub.Fragment != "" {
+		if err := t.unhold(rctx); err != nil {
+			return nil, outcomeError, err
 		}
 	}
 	navStart := time.Now()
 	nav, navErr := proto.PageNavigate{URL: st.pub.String()}.Call(p)
-	if t.held != "" && navErr == nil && nav.ErrorText == "" && nav.LoaderID == "" {
-		// A navigation within the held document after all (its URL
-		// spelled another way): discarded, and loaded anew.
+	if t.held && navErr == nil && nav.ErrorText == "" && nav.LoaderID == "" {
+		// A navigation within the held document after all (no known
+		// navigation gets here: a guard): discarded, and loaded anew.
 		if err := t.unhold(rctx); err != nil {
 			return nil, outcomeError, err
 		}
 		nav, navErr = proto.PageNavigate{URL: st.pub.String()}.Call(p)
 	}
-	if t.held != "" && navErr == nil && nav.ErrorText == "" {
+	if t.held && navErr == nil && nav.ErrorText == "" {
 		// The old document is gone: the page may run again. Its history
 		// goes first, before the new document's scripts can read it.
 		if err := retryDetached(rctx, func() error { return proto.PageResetNavigationHistory{}.Call(p) }); err != nil {

@@ -37,11 +37,11 @@ type tab struct {
 	broken atomic.Bool
 	// warming is the URL of warmUp's page while it runs: it is answered.
 	warming atomic.Pointer[string]
-	// held is the URL of the document the last reset left frozen in the
-	// tab (empty: the tab is on an about:blank, not frozen). The next
-	// render's navigation replaces that document and then unfreezes the
-	// page (see reset). Used by one render at a time.
-	held string
+	// held says the last reset left the page frozen on its document (else
+	// the tab is on an about:blank, not frozen). The next render's
+	// navigation replaces that document and then unfreezes the page (see
+	// reset). Used by one render at a time.
+	held bool
 }
 
 type emulation struct {
@@ -552,7 +552,7 @@ func (t *tab) warmRender(ctx context.Context, raw string) (failed bool, err erro
 // handlers do not run then either (guardJS stops them, with references the
 // page cannot replace). A navigation to about:blank here instead cost a
 // sixth of PRISM's renders/s at 4 tabs (bench/README.md); it is still made
-// where the next URL would navigate within the held document (unhold).
+// before a URL that could navigate within the held document (unhold).
 //
 // The steps within 3 and 4 run in parallel: each is a DevTools round
 // trip, and the next render waits for the reset. An error means the tab
@@ -576,10 +576,9 @@ func (t *tab) reset(ctx context.Context, st *renderState) error {
 		return fmt.Errorf("reset freeze: %w", err)
 	}
 	var keys []string
-	var heldURL string
 	if err := parallel(
 		func() error { return t.closeOthers(ctx) },
-		func() (err error) { keys, heldURL, err = t.clearSessionStorage(ctx, st); return err },
+		func() (err error) { keys, err = t.clearSessionStorage(ctx, st); return err },
 	); err != nil {
 		return err
 	}
@@ -625,10 +624,7 @@ func (t *tab) reset(ctx context.Context, st *renderState) error {
 	if err := parallel(steps...); err != nil {
 		return err
 	}
-	t.held = heldURL
-	if t.held == "" {
-		t.held = "about:blank"
-	}
+	t.held = true
 	return nil
 }
 
@@ -642,7 +638,7 @@ func (t *tab) thaw(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("unfreeze: %w", err)
 	}
-	t.held = ""
+	t.held = false
 	return nil
 }
 
@@ -694,16 +690,14 @@ func parallel(fs ...func() error) error {
 // it: a render whose frames committed an origin none of them holds any more
 // (a cross-origin navigation, a removed iframe) cannot be cleared, and its
 // tab is replaced.
-func (t *tab) clearSessionStorage(ctx context.Context, st *renderState) (keys []string, mainURL string, err error) {
+func (t *tab) clearSessionStorage(ctx context.Context, st *renderState) ([]string, error) {
 	p := t.page.Context(ctx)
 	tree, err := proto.PageGetFrameTree{}.Call(p)
 	if err != nil {
-		return nil, "", fmt.Errorf("reset frames: %w", err)
-	}
-	if tree.FrameTree != nil && tree.FrameTree.Frame != nil {
-		mainURL = tree.FrameTree.Frame.URL
+		return nil, fmt.Errorf("reset frames: %w", err)
 	}
 	live := map[string]bool{}
+	var keys []string
 	var walk func(n *proto.PageFrameTree) error
 	walk = func(n *proto.PageFrameTree) error {
 		if n == nil || n.Frame == nil {
@@ -732,16 +726,16 @@ func (t *tab) clearSessionStorage(ctx context.Context, st *renderState) (keys []
 		return nil
 	}
 	if err := walk(tree.FrameTree); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for o := range st.committed {
 		if !live[o] {
-			return nil, "", fmt.Errorf("reset session storage: %w: %s", errGoneOrigin, o)
+			return nil, fmt.Errorf("reset session storage: %w: %s", errGoneOrigin, o)
 		}
 	}
-	return keys, mainURL, nil
+	return keys, nil
 }
 
 // storageOrigin reports whether a frame's security origin holds storage
